@@ -1,0 +1,72 @@
+"""`ninserve train`, `ninserve export` and `ninserve eval`.
+
+Imports of torch and the training code happen inside the handlers, so `ninserve serve` works in
+an install without the `train` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "nin-cifar10.onnx"
+DEFAULT_RUN_DIR = "model/training"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from model.train import TrainConfig  # dataclass only; torch is imported lazily below
+
+    p = sub.add_parser("train", help="train NiN (resumable; bf16 on CPU, AMP on CUDA)")
+    for f in fields(TrainConfig):
+        if f.name in {"classes"}:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, type=type(f.default), default=None, help=f"default: {f.default}")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("export", help="export a checkpoint to the ONNX artifact (with parity check)")
+    p.add_argument("--checkpoint", type=Path, default=Path(DEFAULT_RUN_DIR) / "checkpoint.pt")
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    p.add_argument("--flip-tta", action="store_true", help="bake horizontal-flip averaging into the graph")
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser("eval", help="evaluate an ONNX artifact with ONNX Runtime")
+    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-jpeg-train.zip"))
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--json", type=Path, help="also write the report (per-class, confusion) as JSON")
+    p.set_defaults(handler=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from model.train import TrainConfig, train
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name != "classes" and getattr(args, f.name) is not None}
+    config = TrainConfig(**given)
+    if args.resume and "data" not in given:
+        config.data = ""  # take the data path recorded in the checkpoint
+    train(config, resume=args.resume)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from model.export import export
+
+    export(args.checkpoint, args.out, weights=args.weights, flip_tta=args.flip_tta)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from model.evaluate import evaluate_artifact
+
+    report = evaluate_artifact(args.model, args.data, args.split)
+    print(f"{args.split} top-1: {report.top1:.4f} on {report.count} images")
+    for name, acc in report.per_class.items():
+        print(f"  {name:>12s}  {acc:.4f}")
+    if args.json:
+        args.json.write_text(report.to_json())
+    return 0

@@ -1,0 +1,121 @@
+"""Training data: CIFAR-10 python batches or `<split>/<class>/<image>` folders (a directory or a
+zip), decoded once into uint8 NHWC arrays, plus the deterministic train/validation split.
+
+Arrays stay uint8 until they reach the device so a whole CIFAR-sized set fits in memory (150 MB)
+or on a GPU, and augmentation runs there as batched tensor ops.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class LabeledImages:
+    images: np.ndarray  # uint8 [N, H, W, 3], RGB
+    labels: np.ndarray  # int64 [N], index into classes
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> LabeledImages:
+        return LabeledImages(self.images[index], self.labels[index], self.classes)
+
+
+def decode_rgb(data: bytes, size: int) -> np.ndarray:
+    """Image bytes -> uint8 [size, size, 3]; other sizes are resized with Pillow's antialiased
+    bicubic filter, the same policy the server applies."""
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = img.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_cifar_python(root: Path, split: str = "train") -> LabeledImages:
+    """Read the official `cifar-10-batches-py` pickles (data_batch_1..5 or test_batch)."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    with open(root / "batches.meta", "rb") as f:
+        classes = [c.decode() if isinstance(c, bytes) else c for c in pickle.load(f, encoding="bytes")[b"label_names"]]
+    images, labels = [], []
+    for name in names:
+        with open(root / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        # Rows are 3072 bytes: the R plane, then G, then B, each 32x32 row-major.
+        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    return LabeledImages(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), classes)
+
+
+def _folder_entries(path: Path, split: str) -> tuple[list[tuple[str, str]], callable]:
+    """List (class, member) pairs under `<split>/<class>/` in a directory or zip, with a reader."""
+    if path.is_dir():
+        base = path / split
+        entries = [
+            (p.parent.name, str(p))
+            for p in sorted(base.glob("*/*"))
+            if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        return entries, lambda member: Path(member).read_bytes()
+    archive = zipfile.ZipFile(path)
+    entries = []
+    for name in sorted(archive.namelist()):
+        parts = PurePosixPath(name).parts
+        if len(parts) == 3 and parts[0] == split and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
+            entries.append((parts[1], name))
+    return entries, archive.read
+
+
+def load_image_folder(path: Path, split: str = "train", size: int = 32) -> LabeledImages:
+    """Read `<split>/<class>/<image>` from a directory or a .zip; classes are the sorted folder names."""
+    entries, read = _folder_entries(path, split)
+    if not entries:
+        raise FileNotFoundError(f"no images under {split}/<class>/ in {path}")
+    classes = sorted({cls for cls, _ in entries})
+    index = {cls: i for i, cls in enumerate(classes)}
+    images = np.empty((len(entries), size, size, 3), dtype=np.uint8)
+    for i, (_, member) in enumerate(entries):
+        images[i] = decode_rgb(read(member), size)
+    labels = np.array([index[cls] for cls, _ in entries], dtype=np.int64)
+    return LabeledImages(images, labels, classes)
+
+
+def load_dataset(path: Path, split: str = "train", size: int = 32) -> LabeledImages:
+    """Pick the reader from what is at `path`: CIFAR python batches, or an image folder/zip."""
+    path = Path(path)
+    if (path / "batches.meta").exists():
+        return load_cifar_python(path, split)
+    if (path / "cifar-10-batches-py" / "batches.meta").exists():
+        return load_cifar_python(path / "cifar-10-batches-py", split)
+    return load_image_folder(path, split, size)
+
+
+def split_train_val(labels: np.ndarray, val_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: the same `val_size` images (balanced over classes) for the
+    same labels and seed, whatever machine or session runs it."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = val_size // len(classes)
+    val_parts = []
+    for cls in classes:
+        members = np.flatnonzero(labels == cls)
+        val_parts.append(rng.permutation(members)[:per_class])
+    val = np.sort(np.concatenate(val_parts))
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    return train, val
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units; stored with the weights so clients need not know."""
+    pixels = images.reshape(-1, 3).astype(np.float64) / 255.0
+    return pixels.mean(axis=0).tolist(), pixels.std(axis=0).tolist()
