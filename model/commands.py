@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, type=type(f.default), default=None, help=f"default: {f.default}")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--stop-after", type=int, help="stop after this epoch (resume later with --resume)")
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("export", help="export a checkpoint to the ONNX artifact (with parity check)")
@@ -37,19 +38,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT)
     p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-jpeg-train.zip"))
     p.add_argument("--split", choices=["val", "test"], default="val")
-    p.add_argument("--json", type=Path, help="also write the report (per-class, confusion) as JSON")
+    p.add_argument(
+        "--report-dir", type=Path, help="write eval.json, confusion_matrix.png and confidence_maps.png here"
+    )
     p.set_defaults(handler=_eval)
 
 
 def _train(args: argparse.Namespace) -> int:
     from model.train import TrainConfig, train
 
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-             if f.name != "classes" and getattr(args, f.name) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if f.name != "classes" and getattr(args, f.name) is not None
+    }
     config = TrainConfig(**given)
     if args.resume and "data" not in given:
         config.data = ""  # take the data path recorded in the checkpoint
-    train(config, resume=args.resume)
+    train(config, resume=args.resume, stop_after=args.stop_after)
     return 0
 
 
@@ -61,12 +67,30 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from model.evaluate import evaluate_artifact
+    import numpy as np
 
-    report = evaluate_artifact(args.model, args.data, args.split)
+    from model.evaluate import artifact_metadata, evaluate, load_split, open_session
+
+    session = open_session(args.model)
+    data = load_split(artifact_metadata(session), args.data, args.split)
+    report = evaluate(session, data)
     print(f"{args.split} top-1: {report.top1:.4f} on {report.count} images")
     for name, acc in report.per_class.items():
         print(f"  {name:>12s}  {acc:.4f}")
-    if args.json:
-        args.json.write_text(report.to_json())
+    if args.report_dir:
+        from model.report import plot_confidence_maps, plot_confusion
+
+        args.report_dir.mkdir(parents=True, exist_ok=True)
+        (args.report_dir / "eval.json").write_text(report.to_json())
+        plot_confusion(report, args.report_dir / "confusion_matrix.png")
+        # The first image of each of six classes in the split: the same figure on every run.
+        picks = [int(np.flatnonzero(data.labels == c)[0]) for c in range(min(6, len(data.classes)))]
+        plot_confidence_maps(
+            session,
+            data.images[picks],
+            data.labels[picks],
+            data.classes,
+            args.report_dir / "confidence_maps.png",
+        )
+        print(f"wrote eval.json, confusion_matrix.png, confidence_maps.png to {args.report_dir}")
     return 0

@@ -46,7 +46,10 @@ def load_cifar_python(root: Path, split: str = "train") -> LabeledImages:
     """Read the official `cifar-10-batches-py` pickles (data_batch_1..5 or test_batch)."""
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     with open(root / "batches.meta", "rb") as f:
-        classes = [c.decode() if isinstance(c, bytes) else c for c in pickle.load(f, encoding="bytes")[b"label_names"]]
+        classes = [
+            c.decode() if isinstance(c, bytes) else c
+            for c in pickle.load(f, encoding="bytes")[b"label_names"]
+        ]
     images, labels = [], []
     for name in names:
         with open(root / name, "rb") as f:
@@ -62,9 +65,7 @@ def _folder_entries(path: Path, split: str) -> tuple[list[tuple[str, str]], call
     if path.is_dir():
         base = path / split
         entries = [
-            (p.parent.name, str(p))
-            for p in sorted(base.glob("*/*"))
-            if p.suffix.lower() in IMAGE_SUFFIXES
+            (p.parent.name, str(p)) for p in sorted(base.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES
         ]
         return entries, lambda member: Path(member).read_bytes()
     archive = zipfile.ZipFile(path)

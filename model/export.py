@@ -73,7 +73,7 @@ def load_checkpoint(path: Path, weights: str = "ema") -> tuple[NiN, dict]:
     net = NiN(NiNConfig(num_classes=len(cfg["classes"]), dropout=cfg["dropout"]))
     if weights == "ema":
         prefix = "module."
-        net.load_state_dict({k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)})
+        net.load_state_dict({k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)})
     else:
         net.load_state_dict(state["model"])
     return fold_batchnorm(net.eval()), state
@@ -102,8 +102,9 @@ def parity(model: ServedNiN, onnx_path: Path, seed: int = 0) -> tuple[float, flo
     return worst_scores, worst_maps
 
 
-def export(checkpoint: Path, out: Path, weights: str = "ema", flip_tta: bool = False,
-           val_top1: float | None = None) -> ExportResult:
+def export(
+    checkpoint: Path, out: Path, weights: str = "ema", flip_tta: bool = False, val_top1: float | None = None
+) -> ExportResult:
     net, state = load_checkpoint(checkpoint, weights)
     cfg = state["config"]
     model = ServedNiN(net, Normalize(state["mean"], state["std"]), flip_tta).eval()
@@ -113,9 +114,15 @@ def export(checkpoint: Path, out: Path, weights: str = "ema", flip_tta: bool = F
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"
         program = torch.onnx.export(
-            model, (example,), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"image": {0: batch, 1: height, 2: width}}, opset_version=OPSET,
-            dynamo=True, external_data=False, verbose=False,
+            model,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={"image": {0: batch, 1: height, 2: width}},
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
         )
         program.save(str(raw_path), external_data=False)
         proto = onnx.load(str(raw_path))

@@ -67,8 +67,10 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
-        self.register_buffer("scale", torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1))
-        self.register_buffer("shift", torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1))
+        mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std folded into one multiply-add
+        self.register_buffer("scale", 1.0 / (255.0 * std_t))
+        self.register_buffer("shift", -mean_t / std_t)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float()  # [N, H, W, 3] -> [N, 3, H, W]
@@ -104,14 +106,20 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, norm: Normalize, images: torch.Tensor, labels: torch.Tensor,
-             device: torch.device, batch_size: int = 500) -> tuple[float, float]:
+def evaluate(
+    net: nn.Module,
+    norm: Normalize,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 500,
+) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy of `net` on uint8 NHWC `images`."""
     net.eval()
     correct, loss_sum = 0, 0.0
     for start in range(0, len(labels), batch_size):
-        x = norm(images[start:start + batch_size].to(device))
-        y = labels[start:start + batch_size].to(device)
+        x = norm(images[start : start + batch_size].to(device))
+        y = labels[start : start + batch_size].to(device)
         with _autocast(device):
             logits = net(x.contiguous(memory_format=torch.channels_last)).float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
@@ -157,8 +165,11 @@ def plot_curves(metrics_path: Path, out_path: Path) -> None:
     plt.close(fig)
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
-    """Run (or continue) training; returns the final epoch's metrics."""
+def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Run (or continue) training; returns the last epoch's metrics.
+
+    `stop_after` ends the run after that epoch with the checkpoint ready for `--resume`, to fit a
+    long schedule into several shorter sittings."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -168,21 +179,29 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         if not ckpt_path.exists():
             raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        config = TrainConfig(**{**state["config"], "run_dir": config.run_dir, "device": config.device,
-                                "data": config.data or state["config"]["data"]})
+        config = TrainConfig(
+            **{
+                **state["config"],
+                "run_dir": config.run_dir,
+                "device": config.device,
+                "data": config.data or state["config"]["data"],
+            }
+        )
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
 
     t0 = time.perf_counter()
     data = load_dataset(Path(config.data), "train", config.image_size)
     if config.max_images and config.max_images < len(data):
-        keep = np.random.default_rng(config.seed).permutation(len(data))[:config.max_images]
+        keep = np.random.default_rng(config.seed).permutation(len(data))[: config.max_images]
         data = data.subset(np.sort(keep))
     train_idx, val_idx = split_train_val(data.labels, config.val_size, config.seed)
     config.classes = data.classes
     mean, std = (state["mean"], state["std"]) if state else channel_stats(data.images[train_idx])
-    print(f"data: {len(train_idx)} train / {len(val_idx)} val images, {len(data.classes)} classes, "
-          f"loaded in {time.perf_counter() - t0:.1f}s; device {device}")
+    print(
+        f"data: {len(train_idx)} train / {len(val_idx)} val images, {len(data.classes)} classes, "
+        f"loaded in {time.perf_counter() - t0:.1f}s; device {device}"
+    )
 
     # Everything lives on the training device as uint8: ~140 MB for CIFAR-10.
     train_x = torch.from_numpy(data.images[train_idx]).to(device)
@@ -194,8 +213,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     net = net.to(memory_format=torch.channels_last)
     norm = Normalize(mean, std).to(device)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-    optimizer = torch.optim.SGD(_param_groups(net, config.weight_decay), lr=config.lr,
-                                momentum=config.momentum, nesterov=True)
+    optimizer = torch.optim.SGD(
+        _param_groups(net, config.weight_decay), lr=config.lr, momentum=config.momentum, nesterov=True
+    )
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch = 0
@@ -204,6 +224,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])  # dropout masks continue as if never stopped
         start_epoch = state["epoch"]
         print(f"resumed from {ckpt_path} at epoch {start_epoch}/{config.epochs}")
     elif metrics_path.exists():
@@ -213,7 +235,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     last: dict = state["metrics"] if state else {}
-    for epoch in range(start_epoch, config.epochs):
+    last_epoch = config.epochs if stop_after is None else min(config.epochs, stop_after)
+    for epoch in range(start_epoch, last_epoch):
         net.train()
         epoch_start = time.perf_counter()
         order = torch.randperm(len(train_y), generator=generator).to(device)
@@ -224,7 +247,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup_steps, config.lr)
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            idx = order[i * config.batch_size : (i + 1) * config.batch_size]
             x = norm(augment(train_x[idx], generator)).contiguous(memory_format=torch.channels_last)
             y = train_y[idx]
             with _autocast(device):
@@ -255,10 +278,20 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         print(json.dumps(last), flush=True)
         with metrics_path.open("a") as f:
             f.write(json.dumps(last) + "\n")
-        _save_atomic({
-            "config": asdict(config), "epoch": epoch + 1, "mean": mean, "std": std,
-            "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(), "metrics": last,
-        }, ckpt_path)
+        _save_atomic(
+            {
+                "config": asdict(config),
+                "epoch": epoch + 1,
+                "mean": mean,
+                "std": std,
+                "model": net.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "metrics": last,
+            },
+            ckpt_path,
+        )
         plot_curves(metrics_path, run_dir / "training_curve.png")
     return last

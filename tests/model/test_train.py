@@ -1,0 +1,57 @@
+import json
+
+import pytest
+import torch
+
+from model.train import TrainConfig, augment, lr_at, train
+
+
+def test_tiny_training_run_lowers_the_loss(tiny_run):
+    run_dir, last = tiny_run
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert last["val_acc"] > 0.6  # three colour classes: chance is 0.33
+    assert (run_dir / "checkpoint.pt").exists()
+    assert (run_dir / "training_curve.png").stat().st_size > 0
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, synthetic_zip):
+    def config(run_dir):
+        return TrainConfig(
+            data=str(synthetic_zip),
+            run_dir=str(run_dir),
+            epochs=2,
+            batch_size=16,
+            lr=0.05,
+            warmup_epochs=0.5,
+            val_size=30,
+        )
+
+    straight = train(config(tmp_path / "straight"))
+    first = train(config(tmp_path / "split"), stop_after=1)
+    assert first["epoch"] == 1
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train(config(tmp_path / "nowhere"), resume=True)
+    resumed = train(config(tmp_path / "split"), resume=True)
+    assert resumed["epoch"] == 2
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-4)
+
+
+def test_augment_keeps_shape_dtype_and_content():
+    batch = torch.arange(4 * 8 * 8 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).view(4, 8, 8, 3)
+    out = augment(batch, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == batch.shape and out.dtype == torch.uint8
+    # A crop-and-flip only moves pixels: every output pixel exists in the (reflect-padded) input.
+    assert set(out.flatten().tolist()) <= set(batch.flatten().tolist())
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    peak, total, warm = 0.1, 100, 10
+    values = [lr_at(s, total, warm, peak) for s in range(total)]
+    assert values[0] < values[9] == pytest.approx(peak)
+    assert all(a >= b for a, b in zip(values[9:], values[10:], strict=False))
+    assert values[-1] < 0.02
