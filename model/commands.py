@@ -10,12 +10,13 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from model.config import TrainConfig
+
 DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "nin-cifar10.onnx"
 DEFAULT_RUN_DIR = "model/training"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from model.train import TrainConfig  # dataclass only; torch is imported lazily below
 
     p = sub.add_parser("train", help="train NiN (resumable; bf16 on CPU, AMP on CUDA)")
     for f in fields(TrainConfig):
@@ -34,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-tta", action="store_true", help="bake horizontal-flip averaging into the graph")
     p.set_defaults(handler=_export)
 
+    p = sub.add_parser("quantize", help="static int8 (QDQ, per-channel) variant of the artifact for CPU")
+    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT)
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT.with_name("nin-cifar10-int8.onnx"))
+    p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-jpeg-train.zip"))
+    p.add_argument("--calibration-images", type=int, default=1024)
+    p.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="percentile")
+    p.set_defaults(handler=_quantize)
+
     p = sub.add_parser("eval", help="evaluate an ONNX artifact with ONNX Runtime")
     p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT)
     p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-jpeg-train.zip"))
@@ -45,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from model.train import TrainConfig, train
+    from model.train import train
 
     given = {
         f.name: getattr(args, f.name)
@@ -63,6 +72,13 @@ def _export(args: argparse.Namespace) -> int:
     from model.export import export
 
     export(args.checkpoint, args.out, weights=args.weights, flip_tta=args.flip_tta)
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from model.quantize import quantize
+
+    quantize(args.model, args.out, args.data, args.calibration_images, args.method)
     return 0
 
 

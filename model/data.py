@@ -7,14 +7,14 @@ or on a GPU, and augmentation runs there as batched tensor ops.
 
 from __future__ import annotations
 
-import io
 import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
+
+from app.decode import decode_rgb  # the server's decode and resize policy, so train == serve
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -30,16 +30,6 @@ class LabeledImages:
 
     def subset(self, index: np.ndarray) -> LabeledImages:
         return LabeledImages(self.images[index], self.labels[index], self.classes)
-
-
-def decode_rgb(data: bytes, size: int) -> np.ndarray:
-    """Image bytes -> uint8 [size, size, 3]; other sizes are resized with Pillow's antialiased
-    bicubic filter, the same policy the server applies."""
-    with Image.open(io.BytesIO(data)) as img:
-        rgb = img.convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-        return np.asarray(rgb, dtype=np.uint8)
 
 
 def load_cifar_python(root: Path, split: str = "train") -> LabeledImages:

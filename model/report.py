@@ -80,8 +80,10 @@ def plot_confidence_maps(
     for ax in axes.flat:
         ax.axis("off")
     h, w = maps.shape[2:]
-    fig.suptitle(f"Per-class confidence maps ({h}x{w}) of validation images at native size; "
-                 "bold: predicted class", fontsize=9)
+    fig.suptitle(
+        f"Per-class confidence maps ({h}x{w}) of validation images at native size; bold: predicted class",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

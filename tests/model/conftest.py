@@ -71,7 +71,8 @@ def synthetic_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_zip: Path) -> tuple[Path, dict]:
     """Two epochs on 120 generated images: a real checkpoint in seconds."""
-    from model.train import TrainConfig, train
+    from model.config import TrainConfig
+    from model.train import train
 
     run_dir = tmp_path_factory.mktemp("run")
     config = TrainConfig(

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from model.data import decode_rgb, load_dataset, split_train_val
+from app.decode import decode_rgb
+from model.data import load_dataset, split_train_val
 from tests.model.conftest import (
     CLASSES,
     synthetic_images,

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from model.train import TrainConfig, augment, lr_at, train
+from model.config import TrainConfig
+from model.train import augment, lr_at, train
 
 
 def test_tiny_training_run_lowers_the_loss(tiny_run):

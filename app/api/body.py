@@ -1,0 +1,156 @@
+"""Request bytes in: the body-size limit for every route, and reading images from a request,
+either multipart/form-data (`file` / `files`) or a raw image body with an image/* Content-Type.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.decode import SUPPORTED_MEDIA_TYPES
+from app.errors import (
+    EmptyImage,
+    InvalidParameter,
+    InvalidUpload,
+    PayloadTooLarge,
+    TooManyFiles,
+    UnsupportedMediaType,
+    problem_response,
+)
+
+MULTIPART = "multipart/form-data"
+UPLOAD_DOC = {  # OpenAPI requestBody for the classify routes (parsed by hand, see read_image)
+    "required": True,
+    "content": {
+        MULTIPART: {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+BATCH_UPLOAD_DOC = {
+    "required": True,
+    "content": {
+        MULTIPART: {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+}
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes`: at once from Content-Length, or while streaming (chunked)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                response = problem_response(
+                    413, self._detail(int(value)), slug=PayloadTooLarge.slug, instance=scope.get("path")
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(self._detail(received, streaming=True))
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _detail(self, size: int, streaming: bool = False) -> str:
+        seen = "more than " if streaming else ""
+        return f"request body is {seen}{size} bytes; the limit is {self.max_bytes}"
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def parse_multipart(request: Request, max_files: int) -> FormData:
+    parser = MultiPartParser(request.headers, request.stream(), max_files=max_files, max_fields=100)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
+            hint = " (send several to /v1/classify/batch)" if max_files == 1 else ""
+            raise TooManyFiles(f"too many files; the limit is {max_files} per request{hint}") from None
+        raise InvalidUpload(f"malformed multipart body: {exc.message}") from None
+
+
+async def _read_upload(upload: UploadFile) -> bytes:
+    declared = (upload.content_type or "").split(";")[0].strip().lower()
+    if declared.startswith("image/") and declared not in SUPPORTED_MEDIA_TYPES:  # e.g. image/svg+xml
+        raise UnsupportedMediaType(f"{declared} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF")
+    data = await upload.read()
+    if not data:
+        raise EmptyImage(f"file {upload.filename!r} is empty (0 bytes)")
+    return data
+
+
+async def read_image(request: Request) -> bytes:
+    """One image from `file` (multipart) or the raw body (image/*)."""
+    kind = media_type(request)
+    if kind == MULTIPART:
+        form = await parse_multipart(request, max_files=1)
+        try:
+            uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+            if not uploads:
+                raise InvalidParameter("multipart field 'file' (an uploaded file) is required")
+            return await _read_upload(uploads[0])
+        finally:
+            await form.close()
+    if kind.startswith("image/"):
+        if kind not in SUPPORTED_MEDIA_TYPES:
+            raise UnsupportedMediaType(f"{kind} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF")
+        data = await request.body()
+        if not data:
+            raise EmptyImage("the request body is empty")
+        return data
+    raise UnsupportedMediaType(
+        f"Content-Type {kind or '(none)'} is not accepted: send multipart/form-data with a 'file' field, "
+        "or the image itself with an image/* Content-Type"
+    )
+
+
+async def read_images(request: Request, max_files: int) -> list[tuple[str | None, bytes | Exception]]:
+    """Every `files` part, in order, as (filename, bytes or the error for that item)."""
+    if media_type(request) != MULTIPART:
+        raise UnsupportedMediaType("send multipart/form-data with one or more 'files' fields")
+    form = await parse_multipart(request, max_files=max_files)
+    try:
+        uploads = form.getlist("files")
+        if not uploads:
+            raise InvalidParameter("multipart field 'files' (one or more uploaded files) is required")
+        items: list[tuple[str | None, bytes | Exception]] = []
+        for upload in uploads:
+            if not isinstance(upload, UploadFile):
+                items.append((None, InvalidParameter("a 'files' part is a text field, not a file")))
+                continue
+            try:
+                items.append((upload.filename, await _read_upload(upload)))
+            except (EmptyImage, UnsupportedMediaType) as exc:
+                items.append((upload.filename, exc))
+        return items
+    finally:
+        await form.close()

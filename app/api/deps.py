@@ -1,0 +1,64 @@
+"""Shared dependencies (`Annotated[..., Depends()]` aliases), query parameters and the JSON
+response helper used by every router."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Path, Query, Request
+from starlette.responses import Response
+
+from app.errors import PredictionNotFound
+from app.runtime import Runtime
+from app.schemas import Problem
+from app.store import StoredPrediction
+
+JSON = "application/json"
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_record(
+    rt: RuntimeDep, prediction_id: Annotated[str, Path(description="from POST /v1/classify")]
+) -> StoredPrediction:
+    record = await rt.store.get(prediction_id)
+    if record is None:
+        shown = prediction_id if len(prediction_id) <= 64 else prediction_id[:64] + "..."
+        raise PredictionNotFound(f"no prediction {shown!r}: unknown, or expired from the result store")
+    return record
+
+
+RecordDep = Annotated[StoredPrediction, Depends(get_record)]
+
+TopK = Annotated[
+    int, Query(ge=1, le=100_000, description="classes in `top`; clipped to the number of classes")
+]
+MapsMode = Annotated[
+    Literal["none", "inline"], Query(description="`inline` adds the raw map values to the response")
+]
+Resolution = Annotated[
+    int | None,
+    Query(ge=4, le=4096, description="run at this square size (multiple of 4, >= native) for finer maps"),
+]
+Colormap = Annotated[
+    Literal["jet", "viridis", "inferno", "magma", "turbo", "gray"], Query(description="heatmap colours")
+]
+Overlay = Annotated[bool, Query(description="blend the heatmap over the input image")]
+
+
+def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Pre-serialised (orjson) JSON: the response models document the shape, not re-validate it."""
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the problem+json errors a route can return."""
+    return {
+        s: {"model": Problem, "content": {"application/problem+json": {}}, "description": "RFC 9457 problem"}
+        for s in statuses
+    }

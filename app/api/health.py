@@ -1,0 +1,30 @@
+"""GET /healthz (the process is alive) and /readyz (the model is loaded and warm)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.api.deps import RuntimeDep, problems
+from app.errors import problem_response
+from app.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, responses=problems(503), summary="Liveness")
+async def healthz(rt: RuntimeDep) -> Health | Response:
+    if rt.state == "failed":  # restart me: a process whose model cannot load will not recover
+        return problem_response(503, f"model failed to load: {rt.error}", slug="failed", instance="/healthz")
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")
+async def readyz(rt: RuntimeDep) -> Health:
+    engine, _ = rt.ready()  # NotReady -> 503 with Retry-After
+    return Health(
+        status="ready",
+        model=engine.info.name,
+        version=engine.info.version,
+        execution_provider=engine.provider,
+    )

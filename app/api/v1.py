@@ -1,0 +1,66 @@
+"""POST /v1/classify and /v1/classify/batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.api.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, read_image, read_images
+from app.api.deps import MapsMode, Resolution, RuntimeDep, TopK, json_response, problems
+from app.errors import NinServeError, error_problem
+from app.pipeline import classify
+from app.schemas import BatchResponse, ClassifyResponse
+
+router = APIRouter(prefix="/v1", tags=["classify"])
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=problems(400, 413, 415, 422, 503),
+    openapi_extra={"requestBody": UPLOAD_DOC},
+    summary="Classify one image: class scores and per-class confidence maps",
+)
+async def classify_one(
+    request: Request, rt: RuntimeDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
+) -> Response:
+    rt.ready()  # 503 before reading a large body we could not use
+    data = await read_image(request)
+    out = await classify(rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution)
+    return json_response(out.body, headers={"Server-Timing": out.timings.header()})
+
+
+@router.post(
+    "/classify/batch",
+    response_model=BatchResponse,
+    responses=problems(413, 415, 422, 503),
+    openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
+    summary="Classify several images; each item succeeds or fails on its own",
+)
+async def classify_many(
+    request: Request, rt: RuntimeDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
+) -> Response:
+    started = time.perf_counter()
+    rt.ready()
+    items = await read_images(request, rt.settings.max_batch_files)
+
+    async def one(index: int, filename: str | None, data: bytes | Exception) -> dict[str, Any]:
+        entry: dict[str, Any] = {"index": index, "filename": filename}
+        try:
+            if isinstance(data, Exception):
+                raise data
+            out = await classify(rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution)
+        except NinServeError as exc:
+            return entry | {"status": exc.status, "error": error_problem(exc)}
+        return entry | {"status": 200, "result": out.payload}
+
+    # All items are submitted at once, so they share ONNX Runtime batches.
+    results = await asyncio.gather(*(one(i, name, data) for i, (name, data) in enumerate(items)))
+    body = orjson.dumps({"results": results}, option=orjson.OPT_SERIALIZE_NUMPY)
+    total = (time.perf_counter() - started) * 1000.0
+    return json_response(body, headers={"Server-Timing": f"total;dur={total:.3f}"})

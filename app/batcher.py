@@ -1,0 +1,268 @@
+"""Requests -> batches: dynamic micro-batching in front of the engine.
+
+    batcher = Batcher(engine.run, max_batch_size=32, max_wait_s=0.002, max_queue=256)
+    await batcher.start()
+    result = await batcher.submit(pixels)   # pixels: uint8 [H, W, 3]; any router may call this
+    result.scores  # float32 [K];  result.maps  # float32 [K, H/4, W/4]
+
+Requests queue per input shape (images of different sizes cannot share a tensor). One worker
+task forms a batch from the group whose oldest request waited longest: it closes the batch when
+it is full or `max_wait_s` after that request arrived, waking on arrivals (an asyncio.Event, no
+polling). Requests past their deadline or cancelled by their caller are dropped before the run;
+the run happens in a thread, off the event loop; each future is resolved on its own, and if a
+batch raises, its items are retried one by one so one bad input fails only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+
+logger = logging.getLogger("ninserve")
+
+RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # uint8 [N,H,W,3] -> scores, maps
+Shape = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    scores: np.ndarray  # float32 [K]
+    maps: np.ndarray  # float32 [K, h, w], owned by this result (not a view of the batch)
+    queue_ms: float  # submit -> batch run started
+    compute_ms: float  # the batch's ORT run (stacking included)
+    batch_size: int  # how many requests shared the run
+
+
+@dataclass
+class BatcherStats:
+    """Counters for metrics: batches run, items served, and why others were not."""
+
+    batches: int = 0
+    items: int = 0
+    expired: int = 0  # past deadline before their batch ran
+    rejected: int = 0  # queue full
+    failed: int = 0  # the engine raised even when run alone
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class _Pending:
+    pixels: np.ndarray
+    future: asyncio.Future[BatchResult]
+    enqueued: float
+    deadline: float
+
+
+class _BufferPool:
+    """Reusable [max_batch, H, W, 3] input buffers per shape, so batches are stacked in place."""
+
+    def __init__(self, max_batch: int, max_bytes: int = 256 * 1024 * 1024):
+        self._max_batch, self._max_bytes, self._bytes = max_batch, max_bytes, 0
+        self._free: dict[Shape, list[np.ndarray]] = {}
+
+    def acquire(self, shape: Shape) -> np.ndarray:
+        free = self._free.get(shape)
+        if free:
+            self._bytes -= free[-1].nbytes
+            return free.pop()
+        return np.empty((self._max_batch, *shape), dtype=np.uint8)
+
+    def release(self, buffer: np.ndarray) -> None:
+        if self._bytes + buffer.nbytes <= self._max_bytes:
+            self._free.setdefault(buffer.shape[1:], []).append(buffer)
+            self._bytes += buffer.nbytes
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: RunFn,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue: int,
+        concurrency: int = 1,
+        default_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._run_fn = run
+        self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
+        self._concurrency, self._timeout, self._clock = concurrency, default_timeout_s, clock
+        self._groups: dict[Shape, deque[_Pending]] = {}
+        self._queued = 0
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._buffers = _BufferPool(max_batch_size)
+        self._running: set[asyncio.Task[None]] = set()
+        self._worker: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.stats = BatcherStats()
+        self.on_batch: Callable[[int, float], None] | None = None  # (batch size, compute seconds)
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="ninserve-ort")
+        self._worker = asyncio.create_task(self._loop(), name="ninserve-batcher")
+        self._worker.add_done_callback(_log_crash)
+
+    async def stop(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        for group in self._groups.values():
+            for item in group:
+                if not item.future.done():
+                    item.future.set_exception(NotReady("the server is shutting down"))
+        self._groups.clear()
+        self._queued = 0
+        await asyncio.gather(*self._running, return_exceptions=True)
+        if self._executor:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def submit(self, pixels: np.ndarray, *, deadline: float | None = None) -> BatchResult:
+        """Queue one uint8 [H, W, 3] image and wait for its scores and maps.
+
+        `deadline` is on `time.monotonic()`'s clock (default: now + default_timeout_s); a request
+        still queued then fails with DeadlineExceeded. Raises Overloaded when the queue is full.
+        """
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"expected uint8 [H, W, 3], got {pixels.dtype} {pixels.shape}")
+        if self._worker is None:
+            raise NotReady("the batcher is not running")
+        if self._queued >= self.max_queue:
+            self.stats.rejected += 1
+            raise Overloaded(f"the inference queue is full ({self.max_queue} requests); retry shortly")
+        now = self._clock()
+        item = _Pending(
+            pixels,
+            asyncio.get_running_loop().create_future(),
+            now,
+            deadline if deadline is not None else now + self._timeout,
+        )
+        self._groups.setdefault(pixels.shape, deque()).append(item)
+        self._queued += 1
+        self._arrived.set()
+        return await item.future
+
+    async def _loop(self) -> None:
+        while True:
+            # Take a run slot *before* forming the batch: while the previous batch runs,
+            # arrivals keep accumulating, which is where batches larger than one come from.
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[_Pending]:
+        while True:
+            while not self._queued:
+                self._arrived.clear()
+                await self._arrived.wait()
+            shape, group = min(self._groups.items(), key=lambda kv: kv[1][0].enqueued)
+            closes_at = group[0].enqueued + self.max_wait_s
+            while len(group) < self.max_batch_size:
+                remaining = closes_at - self._clock()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+            taken = [group.popleft() for _ in range(min(len(group), self.max_batch_size))]
+            if not group:
+                del self._groups[shape]
+            self._queued -= len(taken)
+            live = self._drop_stale(taken)
+            if live:
+                return live
+
+    def _drop_stale(self, items: list[_Pending]) -> list[_Pending]:
+        now, live = self._clock(), []
+        for item in items:
+            if item.future.done():  # the caller went away (cancelled)
+                continue
+            if item.deadline < now:
+                self.stats.expired += 1
+                item.future.set_exception(
+                    DeadlineExceeded(f"request waited {(now - item.enqueued) * 1000:.0f} ms in the queue")
+                )
+                continue
+            live.append(item)
+        return live
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            try:
+                await self._run_together(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    self._fail(batch[0], exc)
+                else:  # isolate the culprit: everyone else still gets an answer
+                    logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), exc)
+                    for item in batch:
+                        try:
+                            await self._run_together([item])
+                        except Exception as item_exc:
+                            self._fail(item, item_exc)
+        finally:
+            self._slots.release()
+
+    async def _run_together(self, batch: list[_Pending]) -> None:
+        started = self._clock()
+        n = len(batch)
+        buffer = self._buffers.acquire(batch[0].pixels.shape)
+        try:
+            images = np.stack([item.pixels for item in batch], out=buffer[:n])  # [n, H, W, 3]
+            loop = asyncio.get_running_loop()
+            scores, maps = await loop.run_in_executor(self._executor, self._run_fn, images)
+        finally:
+            self._buffers.release(buffer)
+        finished = self._clock()
+        compute_ms = (finished - started) * 1000.0
+        self.stats.batches += 1
+        self.stats.items += n
+        self.stats.batch_sizes[n] += 1
+        if self.on_batch:
+            self.on_batch(n, finished - started)
+        for i, item in enumerate(batch):
+            if not item.future.done():
+                item.future.set_result(
+                    BatchResult(
+                        scores[i].copy(),
+                        maps[i].copy(),
+                        (started - item.enqueued) * 1000.0,
+                        compute_ms,
+                        n,
+                    )
+                )
+
+    def _fail(self, item: _Pending, exc: Exception) -> None:
+        self.stats.failed += 1
+        logger.error("inference failed for a %s input: %s", item.pixels.shape, exc)
+        if not item.future.done():
+            item.future.set_exception(InferenceFailed(f"inference failed: {exc}"))
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.critical("the batcher stopped: %r", task.exception())

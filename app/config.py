@@ -1,0 +1,86 @@
+"""Server settings: one `Settings` object, read from `NINSERVE_*` environment variables (and CLI
+flags, which win), validated once at start so a bad value stops the server before it binds.
+
+    NINSERVE_DEVICE=cpu NINSERVE_MAX_BATCH_SIZE=64 ninserve serve --port 8080
+
+Settings are built in `create_app(settings)` or the CLI, never at import, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The artifact the model side exports; relative to the repository / installed package root.
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "model" / "artifacts" / "nin-cifar10.onnx"
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NINSERVE_", extra="forbid", frozen=True, protected_namespaces=()
+    )
+
+    # --- process ---
+    host: str = "127.0.0.1"  # loopback by default: exposing the API is an explicit decision
+    port: int = Field(8000, ge=0, le=65535)  # 0 picks a free port (tests)
+    workers: int = Field(1, ge=1)  # uvicorn processes; each loads its own model and memory store
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # --- model / ONNX Runtime ---
+    model_path: Path = DEFAULT_MODEL_PATH
+    device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: CUDA EP when the runtime has it
+    cuda_device_id: int = Field(0, ge=0)
+    intra_op_threads: int = Field(0, ge=0)  # 0: ONNX Runtime's default (one per physical core)
+
+    # --- dynamic batching ---
+    max_batch_size: int = Field(32, ge=1, le=1024)  # images per ORT run
+    max_batch_wait_ms: float = Field(2.0, ge=0, le=1000)  # how long the oldest request waits for company
+    max_queue: int = Field(256, ge=1)  # requests waiting for a batch; beyond it: 503 + Retry-After
+    concurrent_batches: int = Field(1, ge=1, le=16)  # batches in flight; >1 overlaps copies on GPU
+    request_timeout_s: float = Field(10.0, gt=0)  # a request still queued after this is dropped (503)
+    decode_threads: int = Field(2, ge=1, le=64)  # thread pool for image decoding and PNG encoding
+
+    # --- request limits ---
+    max_body_bytes: int = Field(16 * MiB, ge=1024)  # whole request body, any endpoint (413)
+    # width*height, checked from the header before decoding (413); Pillow refuses > 2 x 89.5M itself
+    max_image_pixels: int = Field(40_000_000, ge=1, le=178_956_970)
+    max_batch_files: int = Field(32, ge=1, le=1024)  # files in one /v1/classify/batch request (413)
+    max_resolution: int = Field(256, ge=32, le=2048)  # largest `resolution` a client may ask for
+
+    # --- result store ---
+    result_store: str = "memory"  # memory | redis://host:port/db (app/store_redis.py)
+    store_max_items: int = Field(2048, ge=1)  # memory store: LRU bound by count ...
+    store_max_bytes: int = Field(256 * MiB, ge=1024)  # ... and by bytes (JSON + maps + preview)
+    store_ttl_s: float = Field(3600.0, gt=0)  # a result older than this is gone (404)
+    preview_size: int = Field(256, ge=32, le=1024)  # longest side of the stored input, for overlays
+
+    @field_validator("model_path")
+    @classmethod
+    def _model_exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"model file not found: {path} (export one or set NINSERVE_MODEL_PATH)")
+        return path
+
+    @field_validator("result_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("result_store must be 'memory' or a redis:// / rediss:// / unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_resolution % 4:
+            raise ValueError("max_resolution must be a multiple of 4 (the net downsamples by 4)")
+        if self.max_batch_size > self.max_queue:
+            raise ValueError("max_queue must be at least max_batch_size, or batches can never fill")
+        return self
+
+    @property
+    def max_batch_wait_s(self) -> float:
+        return self.max_batch_wait_ms / 1000.0

@@ -1,0 +1,152 @@
+"""Image bytes -> the model's pixels: the one decode/resize policy shared by training and serving.
+
+Policy (train and serve must see the same pixels, so `model/data.py` should call `decode_rgb`):
+  1. Only JPEG, PNG, WebP, BMP, GIF and TIFF are opened; the header's width*height is checked
+     against a pixel limit *before* any pixel is decoded (decompression bombs).
+  2. Multi-frame files (GIF, WebP, TIFF) use their first frame; EXIF orientation is applied.
+  3. Every mode becomes 8-bit RGB: alpha (RGBA, LA, palette transparency) is composited over
+     white, 16-bit and 32-bit integer grey is scaled (not clipped) to 8 bits, float grey in
+     [0, 1] is scaled by 255, CMYK/YCbCr/LAB/palette/1-bit are converted by Pillow.
+  4. The image is resized to size x size with Pillow's bicubic filter, which is antialiased
+     when downscaling (its support widens with the scale factor). Non-square images are
+     stretched, not cropped: CIFAR objects fill the frame, and a crop can cut the object out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import EmptyImage, ImageTooLarge, InvalidImage, UnsupportedMediaType
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+# Content-Types a raw (non-multipart) body may declare; the bytes are still sniffed.
+SUPPORTED_MEDIA_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/jpg",
+        "image/pjpeg",
+        "image/png",
+        "image/webp",
+        "image/bmp",
+        "image/x-bmp",
+        "image/x-ms-bmp",
+        "image/gif",
+        "image/tiff",
+        "image/tif",
+    }
+)
+BACKGROUND = (255, 255, 255)  # alpha is composited over white, in training and serving alike
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    pixels: np.ndarray  # uint8 [size, size, 3] RGB: the model input
+    preview: np.ndarray  # uint8 [p, p, 3] RGB: the same view, small, kept for map overlays
+    width: int  # original size, after EXIF orientation
+    height: int
+    format: str  # Pillow's format name, e.g. "PNG"
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only) and check format and size; raises InvalidImage/ImageTooLarge/Unsupported."""
+    if not data:
+        raise EmptyImage("the image is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except UnidentifiedImageError:
+        raise _unidentified(data) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"image rejected as a decompression bomb: {exc}") from None
+    except Exception as exc:  # corrupt headers raise anything from SyntaxError to struct.error
+        raise InvalidImage(f"cannot read the image header: {exc}") from None
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise InvalidImage(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        img.close()
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+            width=width,
+            height=height,
+            max_pixels=max_pixels,
+        )
+    return img
+
+
+def _unidentified(data: bytes) -> Exception:
+    """415 when Pillow knows the format but we do not serve it, 400 for anything else."""
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            fmt = other.format
+    except Exception:
+        return InvalidImage("the body is not a decodable image (JPEG, PNG, WebP, BMP, GIF or TIFF)")
+    return UnsupportedMediaType(
+        f"image format {fmt} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF"
+    )
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """First frame, EXIF-oriented, 8-bit RGB; see the module docstring for the per-mode policy."""
+    img.seek(0)
+    with contextlib.suppress(Exception):  # a broken EXIF block should not lose the image
+        img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(img)
+        # 16-bit files open as I;16 or I (PNG, TIFF): scale the full range to 8 bits.
+        scale = 257.0 if values.max(initial=0) <= 65535 else 16843009.0  # 2^16-1 / 2^32-1 over 255
+        grey = np.clip(np.rint(values.astype(np.float64) / scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        if values.max(initial=0.0) <= 1.0:
+            values = values * 255.0
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and img.has_transparency_data):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "L" and img.has_transparency_data:  # grey with a tRNS colour key
+        return to_rgb(img.convert("LA"))
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
+    """RGB image -> uint8 [size, size, 3], stretched, bicubic (antialiased when downscaling)."""
+    if img.size != (size, size):
+        img = img.resize((size, size), RESAMPLE)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int = 256) -> DecodedImage:
+    """Bytes -> model input at `size` plus a small preview; CPU-bound, run it in a thread pool."""
+    img = open_image(data, max_pixels)
+    try:
+        with img:
+            fmt = img.format or "?"
+            rgb = to_rgb(img)
+            rgb.load()
+    except (ImageTooLarge, InvalidImage):
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image rejected as a decompression bomb: {exc}") from None
+    except Exception as exc:  # truncated or corrupt data surfaces here, on the first pixel read
+        raise InvalidImage(f"cannot decode the image: {exc}") from None
+    width, height = rgb.size
+    pixels = resize_rgb(rgb, size)
+    p = min(preview_size, max(width, height, size))
+    preview = pixels if p == size else resize_rgb(rgb, p)
+    return DecodedImage(pixels=pixels, preview=preview, width=width, height=height, format=fmt)
+
+
+def decode_rgb(data: bytes, size: int, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485) -> np.ndarray:
+    """Image bytes -> uint8 [size, size, 3]: the training-side entry point (same policy)."""
+    return decode_image(data, size, max_pixels=max_pixels, preview_size=size).pixels

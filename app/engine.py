@@ -1,0 +1,175 @@
+"""ONNX Runtime: load the NiN artifact, check its contract, pick the execution provider, run.
+
+Contract (model/export.py writes it): input `image` uint8 [N, H, W, 3] RGB, normalisation inside
+the graph; outputs `scores` float32 [N, K] (softmax) and `confidence_maps` float32 [N, K, H/4, W/4];
+metadata `classes` (JSON list), `native_size`, `model_version`, `val_top1`, `mean`, `std`, ...
+
+`Engine.run` is synchronous and thread-safe (ORT sessions are); the batcher calls it in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+logger = logging.getLogger("ninserve")
+
+INPUT_NAME = "image"
+SCORES, MAPS = "scores", "confidence_maps"
+CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+class ModelLoadError(RuntimeError):
+    """The artifact is missing, malformed, or breaks the contract; the server cannot start."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    classes: tuple[str, ...]
+    native_size: int
+    path: str
+    metadata: dict[str, str]  # every metadata_prop, verbatim
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # [{name, dtype, shape}]
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def val_top1(self) -> float | None:
+        try:
+            return float(self.metadata["val_top1"])
+        except (KeyError, ValueError):
+            return None
+
+
+def select_providers(device: str, device_id: int = 0) -> list[Any]:
+    """auto: CUDA when this onnxruntime build has it, else CPU; cuda: CUDA or fail."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU_EP]
+    if CUDA_EP not in available:
+        if device == "cuda":
+            raise ModelLoadError(f"NINSERVE_DEVICE=cuda but this onnxruntime has only {available}")
+        return [CPU_EP]
+    if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu from pip finds CUDA/cuDNN wheels this way
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # a system CUDA install may still work
+            logger.debug("onnxruntime.preload_dlls failed: %s", exc)
+    return [(CUDA_EP, {"device_id": device_id}), CPU_EP]
+
+
+def _describe(args: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {"name": a.name, "dtype": a.type, "shape": [d if isinstance(d, int) else str(d) for d in a.shape]}
+        for a in args
+    ]
+
+
+def _read_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    names = {o.name for o in outputs}
+    if (
+        [i.name for i in inputs] != [INPUT_NAME]
+        or inputs[0].type != "tensor(uint8)"
+        or len(inputs[0].shape) != 4
+    ):
+        raise ModelLoadError(
+            f"{path}: expected one input '{INPUT_NAME}' uint8 [N,H,W,3], got {_describe(inputs)}"
+        )
+    if not {SCORES, MAPS} <= names:
+        raise ModelLoadError(f"{path}: expected outputs '{SCORES}' and '{MAPS}', got {sorted(names)}")
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    try:
+        classes = tuple(str(c) for c in json.loads(meta["classes"]))
+        native_size = int(meta.get("native_size", "32"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelLoadError(
+            f"{path}: metadata 'classes' (JSON list) / 'native_size' unreadable: {exc}"
+        ) from exc
+    if not classes or len(set(classes)) != len(classes):
+        raise ModelLoadError(f"{path}: metadata 'classes' must be a non-empty list of unique names")
+    return ModelInfo(
+        name=meta.get("name", path.stem),
+        version=meta.get("model_version", "unknown"),
+        classes=classes,
+        native_size=native_size,
+        path=str(path),
+        metadata=meta,
+        inputs=_describe(inputs),
+        outputs=_describe(outputs),
+    )
+
+
+class Engine:
+    """One ORT session. `run(images uint8 [N,H,W,3]) -> (scores [N,K], maps [N,K,H/4,W/4])`."""
+
+    def __init__(self, path: Path, *, device: str = "auto", device_id: int = 0, intra_op_threads: int = 0):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        # Idle ORT threads spin by default; between batches that burns the cores decoding needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=select_providers(device, device_id)
+            )
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {path}: {exc}") from exc
+        self.provider = self._session.get_providers()[0]
+        if device == "cuda" and self.provider != CUDA_EP:
+            raise ModelLoadError(f"CUDA requested but the session runs on {self.provider} (CUDA libraries?)")
+        self.device = "cuda" if self.provider == CUDA_EP else "cpu"
+        self._device_id = device_id
+        self.info = _read_info(self._session, path)
+        self._outputs = [SCORES, MAPS]
+        logger.info(
+            "model %s (version %s, %d classes, native %dpx) on %s",
+            self.info.name,
+            self.info.version,
+            self.info.num_classes,
+            self.info.native_size,
+            self.provider,
+        )
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N, H, W, 3] -> scores float32 [N, K], maps float32 [N, K, H/4, W/4]."""
+        if self.device == "cuda":
+            return self._run_cuda(images)
+        scores, maps = self._session.run(self._outputs, {INPUT_NAME: images})
+        return scores, maps
+
+    def _run_cuda(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # IOBinding: one explicit host->device copy of the uint8 batch (4x smaller than float),
+        # outputs allocated on the device by ORT, then one copy back per output.
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(images))
+        for name in self._outputs:
+            binding.bind_output(name, "cuda", self._device_id)
+        self._session.run_with_iobinding(binding)
+        scores, maps = binding.copy_outputs_to_cpu()
+        return scores, maps
+
+    def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
+        """Run the native size once per batch size, and check the output shapes against the contract."""
+        size, k = self.info.native_size, self.info.num_classes
+        for n in batch_sizes:
+            scores, maps = self.run(np.zeros((n, size, size, 3), dtype=np.uint8))
+            if scores.shape != (n, k) or maps.ndim != 4 or maps.shape[:2] != (n, k):
+                raise ModelLoadError(
+                    f"warm-up: got scores {scores.shape} and maps {maps.shape} for {n} images of "
+                    f"{size}x{size}; expected [{n},{k}] and [{n},{k},h,w]"
+                )

@@ -1,0 +1,65 @@
+"""The FastAPI application: `create_app(settings)` wires runtime, routers, limits and errors.
+
+    ninserve serve                                     # the usual way (app/commands.py)
+    uvicorn --factory app.main:app_from_env            # settings from NINSERVE_* only
+
+Data flow: body (api/body.py) -> decode (decode.py, thread pool) -> batch (batcher.py) -> ONNX
+Runtime (engine.py, thread) -> result + store (pipeline.py, store.py) -> JSON / PNG (maps.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import ROUTERS
+from app.api.body import BodyLimitMiddleware
+from app.config import Settings
+from app.errors import install_error_handlers
+from app.runtime import Runtime
+
+__version__ = "0.1.0"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()  # returns at once; the model loads in the background (/readyz)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="ninserve",
+        version=__version__,
+        summary="Network-in-Network CIFAR-10 classifier: class scores and per-class confidence maps",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and multi-worker serving: each worker reads NINSERVE_*."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def configure_logging(level: str) -> None:
+    logger = logging.getLogger("ninserve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())

@@ -1,0 +1,66 @@
+"""GET /healthz and /readyz, including the window while the model loads, and a failed load."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from app.engine import Engine
+from app.main import create_app
+from tests.app.helpers import live_server
+
+
+def test_live_and_ready(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {
+        "status": "ok",
+        "model": None,
+        "version": None,
+        "execution_provider": None,
+    }
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["execution_provider"] == "CPUExecutionProvider"
+
+
+def test_not_ready_until_warm(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    real_warmup = Engine.warmup
+
+    def slow_warmup(self, batch_sizes=(1,)):
+        gate.wait(10)
+        real_warmup(self, batch_sizes)
+
+    monkeypatch.setattr(Engine, "warmup", slow_warmup)
+    with live_server(make_settings(), wait_ready=False) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/healthz").status_code == 200
+        for path in ("/readyz", "/v1/models"):
+            response = client.get(path)
+            assert response.status_code == 503 and response.headers["retry-after"] == "2"
+            assert response.json()["type"] == "urn:ninserve:problem:not-ready"
+        response = client.post("/v1/classify", content=b"x", headers={"Content-Type": "image/png"})
+        assert response.status_code == 503
+        gate.set()
+        app_ready = False
+        for _ in range(500):
+            if client.get("/readyz").status_code == 200:
+                app_ready = True
+                break
+            threading.Event().wait(0.01)
+        assert app_ready
+
+
+def test_failed_load_is_not_healthy(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self, batch_sizes=(1,)):
+        raise RuntimeError("warm-up exploded")
+
+    monkeypatch.setattr(Engine, "warmup", broken)
+    app = create_app(make_settings())
+    with live_server(app, wait_ready=False) as url, httpx.Client(base_url=url) as client:
+        for _ in range(500):
+            if app.state.runtime.state != "loading":
+                break
+            threading.Event().wait(0.01)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "warm-up exploded" in health.json()["detail"]
+        assert "warm-up exploded" in client.get("/readyz").json()["detail"]

@@ -1,0 +1,96 @@
+"""GET /v1/predictions/...: stored results, raw maps, heatmap PNGs, the grid, expiry."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.api.predictions import label_index
+from app.schemas import MapsResponse
+from tests.app.helpers import CLASSES, live_server, png
+
+
+@pytest.fixture(scope="module")
+def posted(server_url: str) -> dict:
+    with httpx.Client(base_url=server_url) as client:
+        response = client.post("/v1/classify", files={"file": ("x.png", png(21, size=64), "image/png")})
+        assert response.status_code == 200
+        return response.json()
+
+
+def decode_png(response: httpx.Response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    img = Image.open(io.BytesIO(response.content))
+    assert img.format == "PNG"
+    return img
+
+
+def test_stored_result_is_the_original_response(client: httpx.Client, posted: dict) -> None:
+    assert client.get(f"/v1/predictions/{posted['id']}").json() == posted
+
+
+def test_raw_maps(client: httpx.Client, posted: dict) -> None:
+    maps = MapsResponse.model_validate_json(client.get(posted["maps"]["url"]).content)
+    assert maps.labels == CLASSES and maps.shape == [10, 8, 8]
+    values = np.array(maps.values)
+    assert values.shape == (10, 8, 8)
+    logits = values.mean(axis=(1, 2))
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(probs, [posted["scores"][c] for c in CLASSES], rtol=1e-4, atol=1e-6)
+
+
+def test_label_png_by_name_or_index_with_sizes(client: httpx.Client, posted: dict) -> None:
+    template = posted["maps"]["png_url_template"]
+    by_name = client.get(template.replace("{label}", "cat"))
+    by_index = client.get(template.replace("{label}", "3"))
+    assert decode_png(by_name).size == (256, 256)
+    assert by_name.content == by_index.content
+    assert client.get(template.replace("{label}", "CAT")).content == by_name.content
+    assert decode_png(client.get(template.replace("{label}", "dog"), params={"size": 48})).size == (48, 48)
+
+
+def test_overlay_colormap_and_normalize_change_the_picture(client: httpx.Client, posted: dict) -> None:
+    url = posted["maps"]["png_url_template"].replace("{label}", "ship")
+
+    def pixels(**params) -> np.ndarray:
+        return np.asarray(decode_png(client.get(url, params={"size": 64} | params)).convert("RGB"), dtype=int)
+
+    plain = pixels()
+    assert not np.array_equal(plain, pixels(overlay="true"))
+    assert not np.array_equal(plain, pixels(colormap="viridis"))
+    assert not np.array_equal(plain, pixels(normalize="global"))
+    gray = pixels(colormap="gray")
+    assert (gray[..., 0] == gray[..., 1]).all()
+
+
+def test_grid_png(client: httpx.Client, posted: dict) -> None:
+    grid = decode_png(client.get(posted["maps"]["grid_url"], params={"size": 64}))
+    assert grid.width >= 5 * 64 and grid.height >= 2 * 64  # 10 classes: 5 x 2 cells
+    overlay = decode_png(client.get(posted["maps"]["grid_url"], params={"size": 64, "overlay": "true"}))
+    assert overlay.size == grid.size
+
+
+@pytest.mark.parametrize("params", [{"size": 0}, {"size": 5000}, {"colormap": "rainbow"}, {"normalize": "z"}])
+def test_png_parameters_are_validated(client: httpx.Client, posted: dict, params: dict) -> None:
+    response = client.get(posted["maps"]["png_url_template"].replace("{label}", "cat"), params=params)
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+
+
+def test_label_index() -> None:
+    labels = ("cat", "Dog", "7")
+    assert [label_index(labels, x) for x in ("cat", "dog", "1", "7", "0")] == [0, 1, 1, 2, 0]
+
+
+def test_results_expire(make_settings) -> None:
+    with live_server(make_settings(store_ttl_s=0.2)) as url, httpx.Client(base_url=url) as client:
+        rid = client.post("/v1/classify", files={"file": ("x.png", png(1), "image/png")}).json()["id"]
+        assert client.get(f"/v1/predictions/{rid}").status_code == 200
+        time.sleep(0.3)
+        response = client.get(f"/v1/predictions/{rid}/maps.png")
+        assert response.status_code == 404 and "expired" in response.json()["detail"]

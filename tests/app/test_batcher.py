@@ -1,0 +1,172 @@
+"""app/batcher.py with a fake engine: batching, grouping, deadlines, isolation, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.batcher import Batcher
+from app.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+
+POISON = 13  # an image filled with this value makes the fake engine raise
+
+
+def fake_run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scores [N, 2] = (mean, n) per image, maps [N, 2, H/4, W/4]: each row depends on its image only."""
+    if (images == POISON).all(axis=(1, 2, 3)).any():
+        raise RuntimeError("poisoned input")
+    n, h, w, _ = images.shape
+    means = images.reshape(n, -1).mean(axis=1).astype(np.float32)
+    scores = np.stack([means, np.full(n, n, np.float32)], axis=1)
+    maps = np.broadcast_to(means[:, None, None, None], (n, 2, h // 4, w // 4)).astype(np.float32)
+    return scores, maps
+
+
+def image(value: int, size: int = 32) -> np.ndarray:
+    return np.full((size, size, 3), value, np.uint8)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def started(**kw) -> Batcher:
+    options = {"max_batch_size": 8, "max_wait_s": 0.05, "max_queue": 64} | kw
+    run_fn = options.pop("run", fake_run)
+    batcher = Batcher(run_fn, **options)
+    await batcher.start()
+    return batcher
+
+
+def test_concurrent_requests_share_one_batch_and_get_their_own_result() -> None:
+    async def main():
+        batcher = await started()
+        results = await asyncio.gather(*(batcher.submit(image(v)) for v in range(8)))
+        await batcher.stop()
+        return batcher, results
+
+    batcher, results = run(main())
+    assert [r.scores[0] for r in results] == list(range(8))
+    assert all(r.batch_size == 8 and r.maps.shape == (2, 8, 8) for r in results)
+    assert dict(batcher.stats.batch_sizes) == {8: 1}
+    assert results[3].maps.base is None  # owned, not a view pinning the whole batch
+
+
+def test_max_batch_size_splits_and_max_wait_closes_batches() -> None:
+    async def main():
+        batcher = await started(max_batch_size=4, max_wait_s=0.01)
+        results = await asyncio.gather(*(batcher.submit(image(v)) for v in range(10)))
+        await batcher.stop()
+        return batcher, results
+
+    batcher, results = run(main())
+    assert [r.scores[0] for r in results] == list(range(10))
+    assert dict(batcher.stats.batch_sizes) == {4: 2, 2: 1}
+
+
+def test_different_sizes_are_batched_separately() -> None:
+    async def main():
+        batcher = await started()
+        jobs = [batcher.submit(image(v, 32 if v % 2 else 64)) for v in range(6)]
+        results = await asyncio.gather(*jobs)
+        await batcher.stop()
+        return batcher, results
+
+    batcher, results = run(main())
+    assert [r.scores[0] for r in results] == list(range(6))
+    assert [r.maps.shape[1] for r in results] == [16, 8, 16, 8, 16, 8]
+    assert dict(batcher.stats.batch_sizes) == {3: 2}
+
+
+def test_one_bad_input_fails_alone() -> None:
+    async def main():
+        batcher = await started()
+        jobs = [batcher.submit(image(v)) for v in (1, 2, POISON, 4)]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        await batcher.stop()
+        return batcher, results
+
+    batcher, results = run(main())
+    assert isinstance(results[2], InferenceFailed)
+    assert [r.scores[0] for i, r in enumerate(results) if i != 2] == [1, 2, 4]
+    assert batcher.stats.failed == 1
+
+
+def test_expired_requests_are_dropped_before_running() -> None:
+    async def main():
+        batcher = await started()
+        past = time.monotonic() - 1
+        results = await asyncio.gather(
+            batcher.submit(image(1), deadline=past), batcher.submit(image(2)), return_exceptions=True
+        )
+        await batcher.stop()
+        return batcher, results
+
+    batcher, results = run(main())
+    assert isinstance(results[0], DeadlineExceeded) and results[1].scores[0] == 2
+    assert batcher.stats.expired == 1 and batcher.stats.items == 1
+
+
+def test_full_queue_is_rejected_and_runs_stay_off_the_event_loop() -> None:
+    release = threading.Event()
+
+    def blocking_run(images):
+        release.wait(10)
+        return fake_run(images)
+
+    async def main():
+        batcher = await started(run=blocking_run, max_batch_size=1, max_wait_s=0.0, max_queue=2)
+        first = asyncio.create_task(batcher.submit(image(1)))
+        while batcher.stats.batches == 0 and batcher.queued:  # the first one is taken into a batch
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)  # the loop still turns while ORT is busy in its thread
+        queued = [asyncio.create_task(batcher.submit(image(v))) for v in (2, 3)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded):
+            await batcher.submit(image(4))
+        release.set()
+        results = await asyncio.gather(first, *queued)
+        await batcher.stop()
+        return batcher, results
+
+    batcher, results = run(main())
+    assert [r.scores[0] for r in results] == [1, 2, 3]
+    assert batcher.stats.rejected == 1
+
+
+def test_cancelled_requests_are_skipped() -> None:
+    async def main():
+        batcher = await started(max_wait_s=0.05)
+        doomed = asyncio.create_task(batcher.submit(image(1)))
+        kept = asyncio.create_task(batcher.submit(image(2)))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        result = await kept
+        await batcher.stop()
+        return batcher, result
+
+    batcher, result = run(main())
+    assert result.batch_size == 1 and batcher.stats.items == 1
+
+
+def test_lifecycle_and_input_checks() -> None:
+    async def main():
+        batcher = Batcher(fake_run, max_batch_size=4, max_wait_s=0.5, max_queue=8)
+        with pytest.raises(NotReady):
+            await batcher.submit(image(1))
+        await batcher.start()
+        with pytest.raises(ValueError, match="uint8"):
+            await batcher.submit(np.zeros((32, 32, 3), np.float32))
+        with pytest.raises(ValueError):
+            await batcher.submit(np.zeros((32, 32), np.uint8))
+        pending = asyncio.create_task(batcher.submit(image(1)))
+        await asyncio.sleep(0.01)  # queued, waiting for company
+        await batcher.stop()
+        with pytest.raises(NotReady):
+            await pending
+
+    run(main())

@@ -1,0 +1,54 @@
+"""app/config.py: env vars with the NINSERVE_ prefix, explicit values winning, fail-fast checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import Settings
+
+
+def test_defaults_bind_loopback(tiny_model: Path) -> None:
+    s = Settings(model_path=tiny_model)
+    assert (s.host, s.port, s.device, s.result_store) == ("127.0.0.1", 8000, "auto", "memory")
+    assert s.max_batch_wait_s == pytest.approx(0.002)
+
+
+def test_environment_variables(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NINSERVE_MODEL_PATH", str(tiny_model))
+    monkeypatch.setenv("NINSERVE_MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("NINSERVE_DEVICE", "cpu")
+    s = Settings()
+    assert s.model_path == tiny_model and s.max_batch_size == 7 and s.device == "cpu"
+    assert Settings(max_batch_size=9).max_batch_size == 9  # explicit (CLI) values win
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"device": "tpu"},
+        {"max_batch_size": 0},
+        {"max_batch_wait_ms": -1},
+        {"port": 70000},
+        {"result_store": "postgres://x"},
+        {"max_resolution": 130},
+        {"max_batch_size": 64, "max_queue": 8},
+        {"unknown_setting": 1},
+    ],
+)
+def test_invalid_values_fail_fast(tiny_model: Path, bad: dict) -> None:
+    with pytest.raises(ValidationError):
+        Settings(model_path=tiny_model, **bad)
+
+
+def test_missing_model_fails_fast(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="model file not found"):
+        Settings(model_path=tmp_path / "nope.onnx")
+
+
+def test_redis_urls_are_accepted(tiny_model: Path) -> None:
+    assert Settings(model_path=tiny_model, result_store="redis://localhost:6379/0").result_store.startswith(
+        "redis"
+    )

@@ -1,0 +1,95 @@
+"""app/engine.py: the artifact contract, provider selection, warm-up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from app.engine import CPU_EP, CUDA_EP, Engine, ModelLoadError, select_providers
+from tests.app.helpers import CLASSES, build_tiny_model, pattern
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> Engine:
+    return Engine(tiny_model, device="cpu", intra_op_threads=1)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_info_comes_from_the_metadata(engine: Engine) -> None:
+    info = engine.info
+    assert info.classes == tuple(CLASSES) and info.native_size == 32 and info.version == "tiny-0001"
+    assert info.val_top1 == pytest.approx(0.1) and info.name == "tiny"
+    assert info.inputs[0]["name"] == "image" and info.inputs[0]["dtype"] == "tensor(uint8)"
+    assert {o["name"] for o in info.outputs} == {"scores", "confidence_maps"}
+    assert engine.provider == CPU_EP and engine.device == "cpu"
+
+
+def test_run_obeys_the_contract(engine: Engine) -> None:
+    images = np.stack([pattern(i) for i in range(3)])
+    scores, maps = engine.run(images)
+    assert scores.shape == (3, 10) and scores.dtype == np.float32
+    assert maps.shape == (3, 10, 8, 8)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(softmax(maps.mean(axis=(2, 3))), scores, rtol=1e-4, atol=1e-6)
+    _, big = engine.run(np.stack([pattern(0, 64)]))
+    assert big.shape == (1, 10, 16, 16)
+
+
+def test_warmup_checks_shapes(engine: Engine) -> None:
+    engine.warmup((1, 4))
+
+
+def test_provider_selection() -> None:
+    assert select_providers("cpu") == [CPU_EP]
+    auto = select_providers("auto")
+    assert auto[-1] == CPU_EP
+    if CUDA_EP not in str(auto):
+        with pytest.raises(ModelLoadError, match="cuda"):
+            select_providers("cuda")
+
+
+def test_missing_or_corrupt_files_fail_to_load(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError):
+        Engine(tmp_path / "missing.onnx", device="cpu")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError):
+        Engine(junk, device="cpu")
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    model = onnx.load(src)
+    edit(model)
+    onnx.save(model, dst)
+    return dst
+
+
+def test_contract_violations_fail_fast(tiny_model: Path, tmp_path: Path) -> None:
+    def drop_classes(model):
+        kept = [p for p in model.metadata_props if p.key != "classes"]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+
+    with pytest.raises(ModelLoadError, match="classes"):
+        Engine(_rewrite(tiny_model, tmp_path / "a.onnx", drop_classes), device="cpu")
+
+    def rename_output(model):
+        model.graph.output[0].name = "probabilities"
+        for node in model.graph.node:
+            node.output[:] = ["probabilities" if o == "scores" else o for o in node.output]
+
+    with pytest.raises(ModelLoadError, match="outputs"):
+        Engine(_rewrite(tiny_model, tmp_path / "b.onnx", rename_output), device="cpu")
+
+    duplicate = build_tiny_model(tmp_path / "c.onnx", classes=["x"] * 10)
+    with pytest.raises(ModelLoadError, match="unique"):
+        Engine(duplicate, device="cpu")
+    assert json.loads(onnx.load(tiny_model).metadata_props[0].value)  # the fixture itself is intact
