@@ -146,7 +146,9 @@ class RedisResultStore:
         value = record.to_bytes()
         if len(value) > self.max_bytes:
             logger.warning(
-                "result %s (%d bytes) exceeds the store's %d bytes; not kept", record.id, len(value),
+                "result %s (%d bytes) exceeds the store's %d bytes; not kept",
+                record.id,
+                len(value),
                 self.max_bytes,
             )
             return

