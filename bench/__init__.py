@@ -1,0 +1,1 @@
+"""Benchmark harness: raw ONNX Runtime limit, ninserve and peer servers under the same load."""

@@ -1,0 +1,267 @@
+"""A result JSON -> the markdown tables for docs/benchmarks.md and a PNG chart.
+
+    .venv/bin/python -m bench.report bench/results/<stamp>.json   # rewrites <stamp>.md and .png
+
+Every ratio is computed from the numbers of the same run. "Raw ORT" is the best images/s that
+in-process ONNX Runtime reached over the measured batch sizes with ready pixels (the limit the
+issue names); "raw e2e" adds decoding and preprocessing the same image, the fairer ceiling for a
+server, and is shown next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TARGET_RAW_RATIO = 0.9  # ninserve req/s >= 0.9 x raw ORT fp32 (c = 8, 64)
+TARGET_C1_SLACK_MS = 1.5  # ninserve p50 at c=1 <= raw ORT batch-1 p50 + 1.5 ms
+TARGET_PEER_RATIO = 1.5  # ninserve req/s >= 1.5 x the best peer, with p99 <= that peer's (c = 8, 64)
+NINSERVE = "ninserve"
+
+
+def _raw_model(result: dict, model: str) -> dict | None:
+    found = result.get("raw", {}).get("models", {}).get(model)
+    return None if not found or "missing" in found else found
+
+
+def raw_limits(result: dict, image: str, model: str = "fp32") -> dict[str, float]:
+    """ort_best / e2e_best: images/s, the best batch size; ort_b1_p50 / e2e_b1_p50: ms."""
+    raw = _raw_model(result, model)
+    if raw is None:
+        return {}
+    e2e = raw["e2e"].get(image, {}).get("batch", {})
+    return {
+        "ort_best": max(r["images_per_s"] for r in raw["ort"].values()),
+        "e2e_best": max((r["images_per_s"] for r in e2e.values()), default=0.0),
+        "ort_b1_p50": raw["ort"].get("1", {}).get("p50_ms", 0.0),
+        "e2e_b1_p50": e2e.get("1", {}).get("p50_ms", 0.0),
+    }
+
+
+def _points(result: dict) -> dict[str, dict[tuple[str, int], dict]]:
+    out = {}
+    for name, rec in result.get("servers", {}).items():
+        if rec.get("status") == "ok":
+            out[name] = {(p["image"], p["concurrency"]): p for p in rec["points"]}
+    return out
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "–"
+
+
+def raw_table(result: dict) -> list[str]:
+    raw = result.get("raw")
+    if not raw:
+        return ["(raw ONNX Runtime not measured in this run)"]
+    lines = [
+        f"Raw ONNX Runtime {raw['onnxruntime']}, {raw['threads']} intra-op threads, in-process.",
+        "",
+        "| model | what | batch | p50 ms | p99 ms | images/s |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for model, res in raw["models"].items():
+        if "missing" in res:
+            lines.append(f"| {model} | not measured: {res['missing']} | | | | |")
+            continue
+        groups = [("ORT only", res["ort"])] + [(f"decode+ORT {k}", v["batch"]) for k, v in res["e2e"].items()]
+        for what, rows in groups:
+            for n, r in rows.items():
+                lines.append(
+                    f"| {model} | {what} | {n} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+                    f"| {r['images_per_s']:.0f} |"
+                )
+    return lines
+
+
+def load_tables(result: dict) -> list[str]:
+    points = _points(result)
+    lines: list[str] = []
+    for image, size in result["settings"]["images"].items():
+        lines += [
+            "",
+            f"#### {image} ({size} bytes)",
+            "",
+            "| server | c | req/s | p50 ms | p90 ms | p99 ms | errors | peak PSS MiB | server CPU s "
+            "| × raw ORT | × raw e2e | ninserve ÷ it |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for c in result["settings"]["concurrency"]:
+            ours = points.get(NINSERVE, {}).get((image, c))
+            for name, by_key in points.items():
+                p = by_key.get((image, c))
+                if p is None:
+                    continue
+                # An int8 server is held to the int8 limit; everything else to fp32's.
+                lim = raw_limits(result, image, "int8" if name.endswith("-int8") else "fp32")
+                vs = _ratio(ours["rps"], p["rps"]) if ours and name != NINSERVE else ""
+                to_raw = _ratio(p["rps"], lim.get("ort_best", 0))
+                to_e2e = _ratio(p["rps"], lim.get("e2e_best", 0))
+                lines.append(
+                    f"| {name} | {c} | {p['rps']:.0f} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
+                    f"{p['p99_ms']:.2f} | {p['errors']} | {p['peak_pss_mb']:.0f} | {p['server_cpu_s']:.1f} | "
+                    f"{to_raw} | {to_e2e} | {vs} |"
+                )
+    return lines
+
+
+def servers_table(result: dict) -> list[str]:
+    lines = [
+        "| server | status | versions | ready s | idle PSS MiB | processes | max score diff vs ORT "
+        "| mean / max batch |",
+        "|---|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for name, rec in result.get("servers", {}).items():
+        versions = ", ".join(f"{k} {v}" for k, v in rec.get("versions", {}).items())
+        diff = max((v["max_abs_diff"] for v in rec.get("parity", {}).values()), default=None)
+        status = rec.get("status", "?") + (f": {rec['why']}" if rec.get("why") else "")
+        b = rec.get("batches")
+        batches = f"{b['mean']} / {b['max']}" if b else "–"
+        lines.append(
+            f"| {name} | {status} | {versions} | {rec.get('ready_s', '–')} | {rec.get('idle_pss_mb', '–')} "
+            f"| {rec.get('processes', '–')} | {'–' if diff is None else f'{diff:.1e}'} | {batches} |"
+        )
+    return lines
+
+
+def targets(result: dict) -> list[str]:
+    """The issue's three targets, checked per image; PASS/FAIL with the numbers behind each."""
+    points = _points(result)
+    ours = points.get(NINSERVE)
+    if not ours:
+        return ["ninserve was not measured in this run: no target can be checked."]
+    peers = {n: p for n, p in points.items() if not n.startswith(NINSERVE)}
+    lines = []
+    for image in result["settings"]["images"]:
+        lim = raw_limits(result, image)
+        for c in (8, 64):
+            p = ours.get((image, c))
+            if p is None or not lim:
+                continue
+            ok = p["rps"] >= TARGET_RAW_RATIO * lim["ort_best"]
+            lines.append(
+                f"- {'PASS' if ok else 'FAIL'} {image} c={c}: ninserve {p['rps']:.0f} req/s = "
+                f"{p['rps'] / lim['ort_best']:.2f} × raw ORT fp32 {lim['ort_best']:.0f}/s (target ≥ "
+                f"{TARGET_RAW_RATIO}); × raw decode+ORT {_ratio(p['rps'], lim['e2e_best'])}"
+            )
+            best = max(peers.items(), key=lambda kv: kv[1].get((image, c), {}).get("rps", 0), default=None)
+            q = best[1].get((image, c)) if best else None
+            if q:
+                ok = p["rps"] >= TARGET_PEER_RATIO * q["rps"] and p["p99_ms"] <= q["p99_ms"]
+                lines.append(
+                    f"- {'PASS' if ok else 'FAIL'} {image} c={c}: ninserve ÷ best peer ({best[0]}) = "
+                    f"{p['rps'] / q['rps']:.2f} (target ≥ {TARGET_PEER_RATIO}); p99 {p['p99_ms']:.2f} vs "
+                    f"{q['p99_ms']:.2f} ms"
+                )
+        p = ours.get((image, 1))
+        if p is not None and lim:
+            ok = p["p50_ms"] <= lim["ort_b1_p50"] + TARGET_C1_SLACK_MS
+            lines.append(
+                f"- {'PASS' if ok else 'FAIL'} {image} c=1: ninserve p50 {p['p50_ms']:.2f} ms vs raw ORT "
+                f"batch-1 p50 {lim['ort_b1_p50']:.2f} + {TARGET_C1_SLACK_MS} ms (decode+ORT batch-1 p50: "
+                f"{lim['e2e_b1_p50']:.2f} ms)"
+            )
+    return lines
+
+
+def markdown(result: dict) -> str:
+    s, m = result["settings"], result["machine"]
+    head = [
+        f"## Run {result['stamp']}",
+        "",
+        f"{m['cpu']}, {m['cpu_count']} cores (the load generator shares them), {m['mem_gib']} GiB; "
+        f"Python {m['python']}. Every server: {s['threads']} ORT intra-op threads, dynamic batching "
+        f"up to {s['max_batch']} / {s['max_wait_ms']} ms where the framework has it, one model worker. "
+        f"{s['loadgen']}, closed loop, {s['duration_s']:g} s per point after {s['warmup_s']:g} s warm-up; "
+        f"loopback-only namespace: {s['netns']}. Load average {result['load_average_start']:.2f} at the "
+        f"start, {result.get('load_average_end', 0):.2f} at the end.",
+        "",
+        "### Targets",
+        "",
+        *targets(result),
+        "",
+        "### The limit",
+        "",
+        *raw_table(result),
+        "",
+        "### Under load",
+        *load_tables(result),
+        "",
+        "### Servers",
+        "",
+        *servers_table(result),
+    ]
+    return "\n".join(head) + "\n"
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = _points(result)
+    names = list(points)
+    conc = result["settings"]["concurrency"]
+    imgs = list(result["settings"]["images"])
+    fig, axes = plt.subplots(len(imgs), 2, figsize=(13, 4.2 * len(imgs)), squeeze=False)
+    width = 0.8 / max(1, len(names))
+    for row, image in enumerate(imgs):
+        lim = raw_limits(result, image)
+        for col, (key, label) in enumerate([("rps", "requests/s"), ("p99_ms", "p99 latency, ms (log)")]):
+            ax = axes[row][col]
+            for i, name in enumerate(names):
+                vals = [points[name].get((image, c), {}).get(key, 0) for c in conc]
+                ax.bar([x + i * width for x in range(len(conc))], vals, width, label=name)
+            ax.set_xticks(
+                [x + width * (len(names) - 1) / 2 for x in range(len(conc))], [f"c={c}" for c in conc]
+            )
+            ax.set_title(f"{image}: {label}")
+            if key == "rps" and lim:
+                ax.axhline(lim["ort_best"], color="k", ls="--", lw=1, label="raw ORT fp32")
+                ax.axhline(lim["e2e_best"], color="k", ls=":", lw=1, label="raw decode+ORT")
+            if key == "p99_ms":
+                ax.set_yscale("log")
+        axes[row][0].legend(fontsize=8, ncol=2)
+    fig.suptitle(f"ninserve vs peers, {result['machine']['cpu_count']} cores, run {result['stamp']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(result: dict, base: Path) -> None:
+    base.with_suffix(".md").write_text(markdown(result))
+    if _points(result):  # no server measured: no chart
+        chart(result, base.with_suffix(".png"))
+
+
+def smoke_line(rec: dict[str, Any]) -> str:
+    """One line per smoked server, for the setup script's summary."""
+    name, status = rec["server"], rec["status"]
+    versions = ", ".join(f"{k} {v}" for k, v in rec.get("versions", {}).items())
+    if status != "works":
+        return f"{name:14} {status.upper():11} {rec.get('why', '')}"
+    diff = max(v["max_abs_diff"] for v in rec["parity"].values())
+    load = rec.get("load_c8_png32")
+    extra = f"; c=8 {load['rps']:.0f} req/s p99 {load['p99_ms']:.1f} ms" if load else ""
+    return (
+        f"{name:14} WORKS       ready {rec['ready_s']} s, idle PSS {rec['idle_pss_mb']} MiB, "
+        f"max score diff {diff:.1e}{extra} [{versions}]"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bench.report bench/results/<stamp>.json", file=sys.stderr)
+        return 2
+    path = Path(args[0])
+    write(json.loads(path.read_text()), path.with_suffix(""))
+    print(f"wrote {path.with_suffix('.md')} and {path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

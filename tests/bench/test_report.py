@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from bench import report
+
+
+def _point(image: str, c: int, rps: float, p50: float, p99: float) -> dict:
+    return {
+        "image": image,
+        "concurrency": c,
+        "rps": rps,
+        "p50_ms": p50,
+        "p90_ms": p99,
+        "p99_ms": p99,
+        "errors": 0,
+        "peak_pss_mb": 100.0,
+        "server_cpu_s": 1.0,
+    }
+
+
+def _result() -> dict:
+    raw_rows = {"1": {"images_per_s": 500.0, "p50_ms": 2.0, "p99_ms": 3.0}}
+    raw_rows["8"] = {"images_per_s": 450.0, "p50_ms": 18.0, "p99_ms": 20.0}
+    ours = [
+        _point("png32", 1, 300, 3.0, 5.0),
+        _point("png32", 8, 460, 17, 30),
+        _point("png32", 64, 440, 140, 200),
+    ]
+    peer = [
+        _point("png32", 1, 300, 3.0, 5.0),
+        _point("png32", 8, 300, 25, 29),
+        _point("png32", 64, 250, 250, 400),
+    ]
+    return {
+        "stamp": "t",
+        "machine": {"cpu": "x", "cpu_count": 2, "mem_gib": 1, "python": "3.11"},
+        "settings": {
+            "threads": 2,
+            "max_batch": 32,
+            "max_wait_ms": 2.0,
+            "duration_s": 10,
+            "warmup_s": 3,
+            "concurrency": [1, 8, 64],
+            "images": {"png32": 2500},
+            "loadgen": "wrk",
+            "netns": True,
+        },
+        "load_average_start": 0.1,
+        "load_average_end": 0.2,
+        "raw": {
+            "onnxruntime": "1",
+            "threads": 2,
+            "models": {"fp32": {"ort": raw_rows, "e2e": {"png32": {"batch": raw_rows}}}},
+        },
+        "servers": {
+            "ninserve": {"status": "ok", "points": ours},
+            "fastapi": {"status": "ok", "points": peer},
+            "ray": {"status": "unavailable", "why": "no namespace"},
+        },
+    }
+
+
+def test_raw_limit_is_the_best_batch() -> None:
+    assert report.raw_limits(_result(), "png32")["ort_best"] == 500.0
+
+
+def test_targets_are_checked_against_the_same_run() -> None:
+    lines = report.targets(_result())
+    assert "- PASS png32 c=8: ninserve 460 req/s = 0.92 × raw ORT fp32 500/s" in "\n".join(lines)
+    # 1.53 x the best peer, but a worse p99 (30 > 29 ms): the target needs both.
+    assert any(line.startswith("- FAIL png32 c=8: ninserve ÷ best peer (fastapi) = 1.53") for line in lines)
+    assert any(line.startswith("- FAIL png32 c=64: ninserve 440 req/s = 0.88") for line in lines)
+    assert any(line.startswith("- PASS png32 c=64: ninserve ÷ best peer (fastapi) = 1.76") for line in lines)
+    assert any(line.startswith("- PASS png32 c=1: ninserve p50 3.00") for line in lines)
+
+
+def test_markdown_lists_every_server() -> None:
+    text = report.markdown(_result())
+    assert "| ray | unavailable: no namespace |" in text
+    assert "| fastapi | 8 | 300 |" in text
