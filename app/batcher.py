@@ -107,6 +107,7 @@ class Batcher:
         self._executor: ThreadPoolExecutor | None = None
         self.stats = BatcherStats()
         self.on_batch: Callable[[int, float], None] | None = None  # (batch size, compute seconds)
+        self.on_queue_wait: Callable[[float], None] | None = None  # (seconds one request waited), per item
 
     @property
     def queued(self) -> int:
@@ -246,11 +247,14 @@ class Batcher:
             self.on_batch(n, finished - started)
         for i, item in enumerate(batch):
             if not item.future.done():
+                waited = started - item.enqueued
+                if self.on_queue_wait:
+                    self.on_queue_wait(waited)
                 item.future.set_result(
                     BatchResult(
                         scores[i].copy(),
                         maps[i].copy(),
-                        (started - item.enqueued) * 1000.0,
+                        waited * 1000.0,
                         compute_ms,
                         n,
                     )

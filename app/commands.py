@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, dest="model_path", help="ONNX artifact (NINSERVE_MODEL_PATH)")
     p.add_argument("--workers", type=int, help="processes (default 1; NINSERVE_WORKERS)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], help="execution provider (NINSERVE_DEVICE)")
+    p.add_argument(
+        "--precision", choices=["fp32", "int8"], help="bundled artifact to serve (NINSERVE_PRECISION)"
+    )
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(handler=_serve)
 
@@ -39,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_predict)
 
 
-SERVE_FLAGS = ("host", "port", "model_path", "workers", "device", "log_level")
+SERVE_FLAGS = ("host", "port", "model_path", "workers", "device", "precision", "log_level")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ Starlette's HTTP exceptions to a problem body through the same `problem_response
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from http import HTTPStatus
 from typing import Any
 
@@ -21,6 +22,7 @@ from starlette.responses import Response
 logger = logging.getLogger("ninserve")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+ERROR_SLUG = "ninserve.error"  # key in the ASGI scope's request state: see note_error
 
 
 class NinServeError(Exception):
@@ -68,6 +70,14 @@ class InvalidParameter(NinServeError):
     status, slug = 422, "invalid-parameter"
 
 
+class InvalidTensor(NinServeError):  # a V2 inference request whose JSON or tensors are malformed
+    status, slug = 400, "invalid-tensor"
+
+
+class ModelNotFound(NinServeError):  # V2: a model name or version this server does not serve
+    status, slug = 404, "model-not-found"
+
+
 class PredictionNotFound(NinServeError):  # unknown or expired id
     status, slug = 404, "prediction-not-found"
 
@@ -94,6 +104,11 @@ class StoreUnavailable(NinServeError):  # the shared result store (Redis) cannot
 
 class InferenceFailed(NinServeError):  # ONNX Runtime raised on a validated input: our fault
     status, slug = 500, "inference-failed"
+
+
+def note_error(scope: MutableMapping[str, Any], slug: str) -> None:
+    """Remember which error answered this request: app/metrics.py counts failures by this slug."""
+    scope.setdefault("state", {})[ERROR_SLUG] = slug
 
 
 def problem(status: int, detail: str, *, slug: str | None = None, **extensions: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@
 
 Data flow: body (api/body.py) -> decode (decode.py, thread pool) -> batch (batcher.py) -> ONNX
 Runtime (engine.py, thread) -> result + store (pipeline.py, store.py) -> JSON / PNG (maps.py).
+The KServe V2 protocol (api/v2.py, v2/) shares decode and batcher; /metrics is app/metrics.py.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from fastapi import FastAPI
 
 from app.api import ROUTERS
 from app.api.body import BodyLimitMiddleware
+from app.api.v2_errors import install_v2_error_handlers
 from app.config import Settings
 from app.errors import install_error_handlers
+from app.metrics import install_metrics
 from app.runtime import Runtime
 
 __version__ = "0.1.0"
@@ -43,7 +46,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_v2_error_handlers(app)  # {"error": ...} bodies under /v2, problem+json elsewhere
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_metrics(app, runtime, ROUTERS)  # last: its middleware is outermost, sees every handler
     for router in ROUTERS:
         app.include_router(router)
     return app

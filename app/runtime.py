@@ -35,6 +35,9 @@ class Runtime:
         self._store: ResultStore | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._loading: asyncio.Task[None] | None = None
+        # Called with the engine and the not yet started batcher, so no batch runs unobserved
+        # (app/metrics.py hooks in here); a hook that raises fails the load like any other error.
+        self.on_ready: list[Callable[[Engine, Batcher], None]] = []
 
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="ninserve-io")
@@ -72,6 +75,8 @@ class Runtime:
                 concurrency=s.concurrent_batches,
                 default_timeout_s=s.request_timeout_s,
             )
+            for hook in self.on_ready:
+                hook(engine, batcher)
             await batcher.start()
         except Exception as exc:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"

@@ -1,14 +1,18 @@
-"""Request bytes in: the body-size limit for every route, and reading images from a request,
-either multipart/form-data (`file` / `files`) or a raw image body with an image/* Content-Type.
+"""Request bytes in: the body-size limit for every route, reading images from a request, either
+multipart/form-data (`file` / `files`) or a raw image body with an image/* Content-Type, and
+undoing a compressed body's Content-Encoding (V2 clients may gzip their requests).
 """
 
 from __future__ import annotations
+
+import zlib
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.v2_errors import is_v2_path, v2_error_response
 from app.decode import SUPPORTED_MEDIA_TYPES
 from app.errors import (
     EmptyImage,
@@ -17,6 +21,7 @@ from app.errors import (
     PayloadTooLarge,
     TooManyFiles,
     UnsupportedMediaType,
+    note_error,
     problem_response,
 )
 
@@ -60,8 +65,12 @@ class BodyLimitMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                response = problem_response(
-                    413, self._detail(int(value)), slug=PayloadTooLarge.slug, instance=scope.get("path")
+                detail, path = self._detail(int(value)), scope.get("path", "")
+                note_error(scope, PayloadTooLarge.slug)
+                response = (
+                    v2_error_response(413, detail)
+                    if is_v2_path(path)
+                    else problem_response(413, detail, slug=PayloadTooLarge.slug, instance=path)
                 )
                 await response(scope, receive, send)
                 return
@@ -154,3 +163,23 @@ async def read_images(request: Request, max_files: int) -> list[tuple[str | None
         return items
     finally:
         await form.close()
+
+
+def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """Undo a request's Content-Encoding (tritonclient can gzip or deflate requests), inflating at
+    most `max_bytes`, so a small compressed body cannot get past the body limit."""
+    kind = (encoding or "identity").strip().lower()
+    if kind == "identity":
+        return body
+    if kind not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {kind!r} is not supported; use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if kind == "gzip" else 15)  # HTTP deflate is zlib-wrapped
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise InvalidUpload(f"the {kind} request body cannot be decompressed: {exc}") from None
+    if len(out) > max_bytes:
+        raise PayloadTooLarge(f"the decompressed request body is over the limit of {max_bytes} bytes")
+    if not inflater.eof:
+        raise InvalidUpload(f"the {kind} request body is truncated")
+    return out

@@ -16,7 +16,7 @@ from app.store import StoredPrediction
 JSON = "application/json"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: FastAPI runs sync dependencies in a thread
     return request.app.state.runtime
 
 

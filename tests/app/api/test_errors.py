@@ -147,7 +147,7 @@ def test_422_missing_file_field(client: httpx.Client) -> None:
 
 
 def test_404_unknown_route_id_and_label(client: httpx.Client) -> None:
-    assert_problem(client.get("/v2/nothing"), 404)
+    assert_problem(client.get("/v1/nothing"), 404)
     assert_problem(client.get("/v1/predictions/0123456789abcdef"), 404, "prediction-not-found")
     rid = post_file(client, png(1)).json()["id"]
     assert_problem(client.get(f"/v1/predictions/{rid}/maps/unicorn.png"), 404, "label-not-found")

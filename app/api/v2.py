@@ -1,0 +1,165 @@
+"""The KServe V2 / Open Inference Protocol REST surface, Triton-compatible, next to v1 in one process.
+
+    GET  /v2                                        server metadata and supported extensions
+    GET  /v2/health/live   /v2/health/ready
+    GET  /v2/models/{name}[/versions/{v}]           model metadata (-1: a dynamic dimension)
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    GET  /v2/models/{name}[/versions/{v}]/config    Triton's model configuration (perf_analyzer)
+    POST /v2/models/{name}[/versions/{v}]/infer
+
+Wire format: app/v2/codec.py; the model's inputs, outputs and flow: app/v2/model.py; errors are
+`{"error": "..."}` bodies (app/api/v2_errors.py). Each route exists with and without
+`/versions/{v}`; a version other than the served one is a 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from app.api.body import decompress
+from app.api.deps import RuntimeDep, json_response
+from app.engine import Engine
+from app.errors import NotReady
+from app.runtime import Runtime
+from app.v2.codec import InferRequest, encode_infer_response, parse_infer_request
+from app.v2.model import check_model, infer, model_config, model_metadata
+
+router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
+
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+BINARY = "application/octet-stream"
+LARGE_BODY = 32 * 1024  # bytes: bodies this large (or compressed) are parsed off the event loop
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": why,
+        "content": {"application/json": {"example": {"error": "a message for a human"}}},
+    }
+    for status, why in (
+        (400, "bad JSON, tensor name, datatype, shape, size or image"),
+        (404, "unknown model or version"),
+        (503, "model loading, queue full or deadline passed; see Retry-After"),
+    )
+}
+_INFER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "object"}},
+        BINARY: {"schema": {"type": "string", "format": "binary", "description": "JSON, then tensor bytes"}},
+    },
+}
+
+
+async def _model(rt: RuntimeDep, model_name: str) -> Engine:
+    engine, _ = rt.ready()  # 503 before anything else: the name is not known until the model loads
+    check_model(engine, model_name)
+    return engine
+
+
+async def _model_at(rt: RuntimeDep, model_name: str, model_version: str) -> Engine:
+    engine, _ = rt.ready()
+    check_model(engine, model_name, model_version)
+    return engine
+
+
+Model = Annotated[Engine, Depends(_model)]
+ModelAt = Annotated[Engine, Depends(_model_at)]
+VERSIONED = "/models/{model_name}/versions/{model_version}"
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata(request: Request) -> Response:
+    body = {"name": "ninserve", "version": request.app.version, "extensions": EXTENSIONS}
+    return json_response(_dumps(body))
+
+
+@router.get("/health/live", summary="Liveness (200, empty body)", responses=_ERRORS)
+async def live(rt: RuntimeDep) -> Response:
+    if rt.state == "failed":  # a model that cannot load will not recover: restart the process
+        raise NotReady(f"model failed to load ({rt.error})")
+    return Response()
+
+
+@router.get("/health/ready", summary="Readiness (200, empty body)", responses=_ERRORS)
+async def ready(rt: RuntimeDep) -> Response:
+    rt.ready()
+    return Response()
+
+
+@router.get("/models/{model_name}", summary="Model metadata", responses=_ERRORS)
+async def metadata(engine: Model) -> Response:
+    return json_response(_dumps(model_metadata(engine)))
+
+
+@router.get(VERSIONED, summary="Model metadata, one version", responses=_ERRORS)
+async def metadata_at(engine: ModelAt) -> Response:
+    return json_response(_dumps(model_metadata(engine)))
+
+
+@router.get("/models/{model_name}/ready", summary="Model readiness", responses=_ERRORS)
+async def model_ready(engine: Model) -> Response:
+    return Response()
+
+
+@router.get(VERSIONED + "/ready", summary="Model readiness, one version", responses=_ERRORS)
+async def model_ready_at(engine: ModelAt) -> Response:
+    return Response()
+
+
+@router.get("/models/{model_name}/config", summary="Triton model configuration", responses=_ERRORS)
+async def config(engine: Model, rt: RuntimeDep) -> Response:
+    return json_response(_dumps(model_config(engine, rt.settings)))
+
+
+@router.get(VERSIONED + "/config", summary="Triton model configuration, one version", responses=_ERRORS)
+async def config_at(engine: ModelAt, rt: RuntimeDep) -> Response:
+    return json_response(_dumps(model_config(engine, rt.settings)))
+
+
+@router.post(
+    "/models/{model_name}/infer",
+    summary="Inference: UINT8 pixels or BYTES images in; scores, maps or top-k strings out",
+    responses=_ERRORS,
+    openapi_extra={"requestBody": _INFER_BODY},
+)
+async def infer_latest(request: Request, rt: RuntimeDep, engine: Model) -> Response:
+    return await _infer(request, rt, engine)
+
+
+@router.post(
+    VERSIONED + "/infer",
+    summary="Inference, one version",
+    responses=_ERRORS,
+    openapi_extra={"requestBody": _INFER_BODY},
+)
+async def infer_at(request: Request, rt: RuntimeDep, engine: ModelAt) -> Response:
+    return await _infer(request, rt, engine)
+
+
+async def _infer(request: Request, rt: Runtime, engine: Engine) -> Response:
+    body = await request.body()
+    encoding = request.headers.get("content-encoding")
+    header_length = request.headers.get("inference-header-content-length")
+    limit = rt.settings.max_body_bytes
+    if encoding or len(body) > LARGE_BODY:
+        parsed = await rt.in_pool(_parse, body, encoding, header_length, limit)
+    else:
+        parsed = _parse(body, encoding, header_length, limit)
+    outputs = await infer(rt, parsed)
+    info = engine.info
+    payload, json_length = encode_infer_response(info.name, info.version, parsed.id, outputs)
+    if json_length is None:
+        return json_response(payload)
+    return Response(payload, media_type=BINARY, headers={"Inference-Header-Content-Length": str(json_length)})
+
+
+def _parse(body: bytes, encoding: str | None, header_length: str | None, limit: int) -> InferRequest:
+    return parse_infer_request(decompress(body, encoding, limit), header_length)
+
+
+def _dumps(value: dict[str, Any]) -> bytes:
+    return orjson.dumps(value)

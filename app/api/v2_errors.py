@@ -1,0 +1,81 @@
+"""Errors under /v2 in the KServe V2 shape, `{"error": "<message>"}`, instead of v1's problem+json.
+
+V2 clients (tritonclient, perf_analyzer, KServe SDKs) read `error` from any non-200 answer, so
+every path under /v2 answers that way, unknown routes and body-limit rejections included. The
+statuses: 404 unknown model, version or route; 413 a body over the limit; 503 (+ Retry-After)
+not ready, overloaded or past the queue deadline; 500 only for our own failures; every other
+client error 400, as Triton does (an undecodable image inside a tensor is a bad tensor, not a 415).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from app.errors import ModelNotFound, NinServeError, PayloadTooLarge
+
+logger = logging.getLogger("ninserve")
+
+PREFIX = "/v2"
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def is_v2_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def v2_error_response(status: int, message: str, retry_after: int | None = None) -> Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return Response(
+        orjson.dumps({"error": message}), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def v2_status(exc: NinServeError) -> int:
+    if exc.status >= 500 or isinstance(exc, ModelNotFound | PayloadTooLarge):
+        return exc.status
+    return 400
+
+
+def _v2_response(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, NinServeError):
+        status = v2_status(exc)
+        if status >= 500 and exc.retry_after is None:
+            logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
+        return v2_error_response(status, exc.detail, exc.retry_after)
+    if isinstance(exc, RequestValidationError):
+        where = "; ".join(
+            ".".join(str(p) for p in e.get("loc", ())) + f": {e.get('msg', '')}" for e in exc.errors()
+        )
+        return v2_error_response(400, f"invalid request ({where})")
+    if isinstance(exc, StarletteHTTPException):
+        return v2_error_response(exc.status_code, str(exc.detail))
+    if isinstance(exc, ClientDisconnect):
+        return v2_error_response(400, "the client disconnected before sending the whole body")
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return v2_error_response(500, "internal server error")
+
+
+def _scoped(original: Handler) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        if is_v2_path(request.url.path):
+            return _v2_response(request, exc)
+        return await original(request, exc)
+
+    return handle
+
+
+def install_v2_error_handlers(app: FastAPI) -> None:
+    """Wrap the app's handlers (app/errors.py installs them first) so /v2 paths get V2 bodies."""
+    for kind in (NinServeError, RequestValidationError, StarletteHTTPException, ClientDisconnect, Exception):
+        original = app.exception_handlers.get(kind)
+        if original is None:
+            raise RuntimeError(f"install_error_handlers(app) must run first: no handler for {kind.__name__}")
+        app.add_exception_handler(kind, _scoped(original))

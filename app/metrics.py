@@ -1,0 +1,293 @@
+"""Prometheus metrics for GET /metrics, named after Triton's `nv_inference_*` so dashboards and
+alerts built for Triton need only Prometheus's `_total` / `_seconds` suffixes (docs/api.md maps
+every name).
+
+    metrics = install_metrics(app, runtime, ROUTERS)   # in create_app, after the error handlers
+    metrics.exposition()                               # the text format, for GET /metrics
+
+Each app has its own CollectorRegistry, not prometheus_client's global one, so several apps in
+one process (tests, embedders) never collide. Three sources: a pure ASGI middleware counts and
+times requests by route *template* (bounded label values, never raw paths) and by the error slug
+the handlers note (app/errors.py:note_error); the batcher's hooks, attached before it starts,
+observe batches and queue waits; a collector reads queue depth and model info at scrape time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.batcher import Batcher
+from app.engine import Engine
+from app.errors import ERROR_SLUG, NinServeError, note_error
+from app.runtime import Runtime
+
+# The routes that run the model; their requests count as inference successes and failures.
+INFERENCE_ROUTES = frozenset(
+    {
+        "/v1/classify",
+        "/v1/classify/batch",
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+    }
+)
+UNMATCHED = "unmatched"  # the endpoint label of requests no route matched
+# Seconds: 100 us (one queue hop) to 10 s (request_timeout_s's default).
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
+MODEL_LABELS = ("model", "version")
+
+
+def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
+    """Powers of two below the largest batch, and the largest batch itself."""
+    sizes, n = [], 1
+    while n < max_batch_size:
+        sizes.append(n)
+        n *= 2
+    return (*sizes, max_batch_size)
+
+
+class Metrics:
+    def __init__(self, runtime: Runtime) -> None:
+        self.registry = r = CollectorRegistry()
+        self.http_requests = Counter(
+            "ninserve_http_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=r
+        )
+        self.success = Counter(
+            "nv_inference_request_success", "Inference requests answered 2xx", ["endpoint"], registry=r
+        )
+        self.failure = Counter(
+            "nv_inference_request_failure",
+            "Inference requests that failed, by error slug (docs/api.md#errors)",
+            ["endpoint", "reason"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "nv_inference_request_duration_seconds",
+            "Inference request duration, first byte in to last byte out",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.count = Counter("nv_inference_count", "Images inferred (batch items)", MODEL_LABELS, registry=r)
+        self.exec_count = Counter(
+            "nv_inference_exec_count", "ONNX Runtime executions (batches)", MODEL_LABELS, registry=r
+        )
+        self.batch_size = Histogram(
+            "nv_inference_batch_size",
+            "Images per ONNX Runtime execution",
+            MODEL_LABELS,
+            buckets=batch_size_buckets(runtime.settings.max_batch_size),
+            registry=r,
+        )
+        self.queue = Histogram(
+            "nv_inference_queue_duration_seconds",
+            "Time an image waited in the batcher's queue before its batch ran",
+            MODEL_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute = Histogram(
+            "nv_inference_compute_duration_seconds",
+            "Duration of one ONNX Runtime execution (a whole batch, stacking included)",
+            MODEL_LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        r.register(_RuntimeCollector(runtime))
+
+    def attach(self, engine: Engine, batcher: Batcher) -> None:
+        """Observe the batcher (Runtime.on_ready calls this before it starts); keeps other hooks."""
+        labels = {"model": engine.info.name, "version": engine.info.version}
+        count, execs = self.count.labels(**labels), self.exec_count.labels(**labels)
+        sizes, compute, queue = (h.labels(**labels) for h in (self.batch_size, self.compute, self.queue))
+        before_batch, before_wait = batcher.on_batch, batcher.on_queue_wait
+
+        def on_batch(size: int, seconds: float) -> None:
+            execs.inc()
+            count.inc(size)
+            sizes.observe(size)
+            compute.observe(seconds)
+            if before_batch:
+                before_batch(size, seconds)
+
+        def on_queue_wait(seconds: float) -> None:
+            queue.observe(seconds)
+            if before_wait:
+                before_wait(seconds)
+
+        batcher.on_batch, batcher.on_queue_wait = on_batch, on_queue_wait
+
+    def observe_request(
+        self, endpoint: str, method: str, status: int, reason: str | None, seconds: float
+    ) -> None:
+        self.http_requests.labels(endpoint, method, str(status)).inc()
+        if endpoint not in INFERENCE_ROUTES:
+            return
+        self.duration.labels(endpoint).observe(seconds)
+        if status < 400:
+            self.success.labels(endpoint).inc()
+        else:
+            self.failure.labels(endpoint, reason or f"http-{status}").inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """The registry minus prometheus_client's `*_created` series: Triton has none, they double the
+    scrape, and turning them off process-wide (disable_created_metrics) would touch other apps."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
+
+
+class _RuntimeCollector(Collector):
+    """Values read at scrape time: queue depth, batcher drops, which model runs where."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._rt
+        yield GaugeMetricFamily(
+            "ninserve_model_ready", "1 once the model is loaded and warm", rt.state == "ready"
+        )
+        engine, batcher = rt.engine, rt.batcher
+        if engine is None or batcher is None:
+            return
+        model = [engine.info.name, engine.info.version]
+        info = GaugeMetricFamily(
+            "ninserve_model_info",
+            "The served model (value 1)",
+            labels=[*MODEL_LABELS, "provider", "device"],
+        )
+        info.add_metric([*model, engine.provider, engine.device], 1)
+        yield info
+        pending = GaugeMetricFamily(
+            "nv_inference_pending_request_count", "Images queued for a batch right now", labels=MODEL_LABELS
+        )
+        pending.add_metric(model, batcher.queued)
+        yield pending
+        dropped = CounterMetricFamily(
+            "ninserve_batcher_dropped",
+            "Images the batcher did not run: expired (deadline), rejected (queue full), failed (engine)",
+            labels=[*MODEL_LABELS, "reason"],
+        )
+        stats = batcher.stats
+        for reason, value in (
+            ("expired", stats.expired),
+            ("rejected", stats.rejected),
+            ("failed", stats.failed),
+        ):
+            dropped.add_metric([*model, reason], value)
+        yield dropped
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template, status and error slug."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status, reason = 500, None
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:
+            status, reason = 499, "cancelled"  # nginx's "client closed request"
+            raise
+        except Exception:
+            status, reason = 500, "internal-error"
+            raise
+        finally:
+            reason = reason or scope.get("state", {}).get(ERROR_SLUG)
+            seconds = time.perf_counter() - started
+            self.metrics.observe_request(self._endpoint(scope), scope["method"], status, reason, seconds)
+
+    def _endpoint(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:  # answered before routing (the body limit): find the route it was for
+            route = next((r for r in self.routes if r.matches(scope)[0] != Match.NONE), None)
+        return getattr(route, "path", None) or UNMATCHED
+
+
+def error_slug(exc: Exception) -> str:
+    if isinstance(exc, NinServeError):
+        return exc.slug
+    if isinstance(exc, RequestValidationError):
+        return "invalid-parameter"
+    if isinstance(exc, StarletteHTTPException):
+        return f"http-{exc.status_code}"
+    if isinstance(exc, ClientDisconnect):
+        return "client-disconnect"
+    return "internal-error"
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _noting(handler: Handler) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        note_error(request.scope, error_slug(exc))
+        return await handler(request, exc)
+
+    return handle
+
+
+def install_metrics(app: FastAPI, runtime: Runtime, routers: Sequence[APIRouter]) -> Metrics:
+    """Metrics for this app: the middleware (outermost, so it sees body-limit rejections too),
+    the batcher hooks, and error slugs noted by every exception handler installed so far.
+    `routers` are the app's, to name the endpoint of a request answered before routing."""
+    metrics = Metrics(runtime)
+    app.state.metrics = metrics
+    runtime.on_ready.append(metrics.attach)
+    for kind, handler in list(app.exception_handlers.items()):
+        app.add_exception_handler(kind, _noting(handler))
+    routes = [route for router in routers for route in router.routes]
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
+    return metrics

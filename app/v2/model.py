@@ -1,0 +1,222 @@
+"""The served model through the V2 protocol: its metadata and config, and one infer request run
+through the same decode policy, micro-batcher and limits as v1 (app/pipeline.py).
+
+    outputs = await infer(runtime, parse_infer_request(body, header_length))
+
+The model's own input is `image` UINT8 [N, H, W, 3]; an `image` of datatype BYTES ([N] or
+[N, 1], as Triton clients send images) holds encoded files instead, decoded and resized by
+app/decode.py exactly like v1 (to the native size, or to the request parameter `resolution`).
+Each of the N images is its own batcher submission, so they share ONNX Runtime batches with
+every other request in flight; the results are stacked back in request order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from app.batcher import Batcher, BatchResult
+from app.config import Settings
+from app.decode import decode_image
+from app.engine import INPUT_NAME, MAPS, SCORES, Engine, ModelInfo
+from app.errors import InvalidTensor, ModelNotFound, Overloaded
+from app.pipeline import resolve_resolution
+from app.runtime import Runtime
+from app.v2.codec import BYTES, InferRequest, InputTensor, OutputTensor, RequestedOutput, classification
+
+PLATFORM = "onnxruntime_onnx"
+OUTPUTS = (SCORES, MAPS)
+_V2_DATATYPES = {  # ONNX Runtime type -> V2 datatype, for the metadata
+    "tensor(uint8)": "UINT8",
+    "tensor(int8)": "INT8",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(bool)": "BOOL",
+    "tensor(string)": BYTES,
+}
+
+
+def check_model(engine: Engine, name: str, version: str | None = None) -> ModelInfo:
+    """The served model's info, or ModelNotFound for another name or version."""
+    info = engine.info
+    if name != info.name:
+        raise ModelNotFound(f"unknown model {name!r}; this server serves {info.name!r}")
+    if version is not None and version != info.version:
+        raise ModelNotFound(f"model {name!r} has no version {version!r}; it is at version {info.version!r}")
+    return info
+
+
+def _tensors(described: list[dict[str, Any]], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """ONNX Runtime's descriptions -> V2 tensor metadata; named dimensions are dynamic (-1)."""
+    by_name = {d["name"]: d for d in described}
+    return [
+        {
+            "name": name,
+            "datatype": _V2_DATATYPES.get(by_name[name]["dtype"], by_name[name]["dtype"]),
+            "shape": [d if isinstance(d, int) else -1 for d in by_name[name]["shape"]],
+        }
+        for name in names
+    ]
+
+
+def model_metadata(engine: Engine) -> dict[str, Any]:
+    info = engine.info
+    return {
+        "name": info.name,
+        "versions": [info.version],
+        "platform": PLATFORM,
+        "inputs": _tensors(info.inputs, (INPUT_NAME,)),
+        "outputs": _tensors(info.outputs, OUTPUTS),
+    }
+
+
+def model_config(engine: Engine, settings: Settings) -> dict[str, Any]:
+    """Triton's model configuration (the `model_configuration` extension), which perf_analyzer
+    reads for the largest batch; dims leave out the batch dimension, as in Triton."""
+    meta = model_metadata(engine)
+
+    def dims(tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {"name": t["name"], "data_type": f"TYPE_{t['datatype']}", "dims": t["shape"][1:]} for t in tensors
+        ]
+
+    return {
+        "name": meta["name"],
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": settings.max_batch_files,
+        "input": dims(meta["inputs"]),
+        "output": dims(meta["outputs"]),
+        "dynamic_batching": {
+            "preferred_batch_size": [settings.max_batch_size],
+            "max_queue_delay_microseconds": round(settings.max_batch_wait_ms * 1000),
+        },
+        "instance_group": [
+            {
+                "count": settings.concurrent_batches,
+                "kind": "KIND_GPU" if engine.device == "cuda" else "KIND_CPU",
+            }
+        ],
+        "parameters": {"classes": {"string_value": ",".join(engine.info.classes)}},
+    }
+
+
+async def infer(rt: Runtime, request: InferRequest) -> list[OutputTensor]:
+    """A parsed request -> the requested outputs; raises domain errors (app/errors.py)."""
+    deadline = time.monotonic() + rt.settings.request_timeout_s
+    engine, batcher = rt.ready()
+    info = engine.info
+    wanted = _requested(request)
+    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
+        names = ", ".join(repr(t.name) for t in request.inputs)
+        raise InvalidTensor(f"the model takes one input, {INPUT_NAME!r}; got {names}")
+    image = request.inputs[0]
+    resolution = request.parameters.get("resolution")
+    if image.datatype == BYTES:
+        size = _resolution(resolution, info.native_size, rt.settings.max_resolution)
+        pixels = await _decoded_images(rt, image, size)
+    elif image.datatype == "UINT8":
+        if resolution is not None:
+            raise InvalidTensor("parameter `resolution` is for encoded (BYTES) images; pixels run as sent")
+        pixels = _raw_images(image, info.native_size, rt.settings)
+    else:
+        raise InvalidTensor(
+            f"input {INPUT_NAME!r} must be UINT8 [N, H, W, 3] pixels or BYTES [N] encoded images, "
+            f"not {image.datatype}"
+        )
+    results = await _submit_all(batcher, pixels, deadline)
+    scores = np.stack([r.scores for r in results])  # [N, K]
+    with_maps = any(o.name == MAPS for o in wanted)
+    maps = np.stack([r.maps for r in results]) if with_maps else None  # [N, K, h, w]
+    return [_output(o, scores, maps, info.classes) for o in wanted]
+
+
+def _requested(request: InferRequest) -> list[RequestedOutput]:
+    """Every output when none is named (binary per `binary_data_output`), else the named ones."""
+    if request.outputs is None:
+        return [RequestedOutput(name, request.binary_output, 0) for name in OUTPUTS]
+    for o in request.outputs:
+        if o.name not in OUTPUTS:
+            raise InvalidTensor(f"unknown output {o.name!r}; the model has {SCORES!r} and {MAPS!r}")
+        if o.classification and o.name != SCORES:
+            raise InvalidTensor(f"classification applies to {SCORES!r} only, not {o.name!r}")
+    return request.outputs
+
+
+def _resolution(value: Any, native: int, maximum: int) -> int:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidTensor(f"parameter `resolution` must be an integer, got {value!r}")
+    return resolve_resolution(value, native, maximum)
+
+
+def _check_count(n: int, settings: Settings) -> None:
+    if not 1 <= n <= settings.max_batch_files:
+        raise InvalidTensor(f"{n} images in one request; the limit is 1 to {settings.max_batch_files}")
+
+
+def _raw_images(image: InputTensor, native: int, settings: Settings) -> list[np.ndarray]:
+    """UINT8 [N, H, W, 3] -> N views [H, W, 3]; each side a multiple of 4 in [native, max_resolution]."""
+    assert isinstance(image.data, np.ndarray)
+    if len(image.shape) != 4 or image.shape[3] != 3:
+        raise InvalidTensor(f"input {INPUT_NAME!r} UINT8 must be [N, H, W, 3] (RGB), got {list(image.shape)}")
+    n, height, width, _ = image.shape
+    _check_count(n, settings)
+    for side, value in (("height", height), ("width", width)):
+        if value % 4 or not native <= value <= settings.max_resolution:
+            raise InvalidTensor(
+                f"image {side} must be a multiple of 4 in [{native}, {settings.max_resolution}], got {value}"
+            )
+    if height * width > settings.max_image_pixels:
+        raise InvalidTensor(f"{height}x{width} images exceed the limit of {settings.max_image_pixels} pixels")
+    return list(image.data)
+
+
+async def _decoded_images(rt: Runtime, image: InputTensor, size: int) -> list[np.ndarray]:
+    """BYTES [N] or [N, 1] encoded files -> N uint8 [size, size, 3], decoded in the thread pool."""
+    assert isinstance(image.data, list)
+    shape = image.shape
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidTensor(f"input {INPUT_NAME!r} BYTES must be [N] or [N, 1], got {list(shape)}")
+    _check_count(shape[0], rt.settings)
+    limit = rt.settings.max_image_pixels
+    decoded = await asyncio.gather(
+        *(rt.in_pool(decode_image, data, size, max_pixels=limit, preview_size=size) for data in image.data)
+    )
+    return [d.pixels for d in decoded]
+
+
+async def _submit_all(batcher: Batcher, pixels: list[np.ndarray], deadline: float) -> list[BatchResult]:
+    """One submission per image, all at once; if one fails the rest are withdrawn from the queue.
+    A request is admitted whole or not at all: a queue without room for every image refuses it."""
+    if len(pixels) == 1:
+        return [await batcher.submit(pixels[0], deadline=deadline)]
+    if batcher.queued + len(pixels) > batcher.max_queue:
+        raise Overloaded(
+            f"the inference queue is full ({batcher.queued} of {batcher.max_queue} queued, "
+            f"{len(pixels)} more images sent); retry shortly"
+        )
+    tasks = [asyncio.ensure_future(batcher.submit(p, deadline=deadline)) for p in pixels]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # retrieve every outcome: no stray warnings
+        raise
+
+
+def _output(
+    spec: RequestedOutput, scores: np.ndarray, maps: np.ndarray | None, classes: tuple[str, ...]
+) -> OutputTensor:
+    if spec.classification:
+        top = classification(scores, spec.classification, classes)  # [N, k]
+        return OutputTensor(spec.name, BYTES, top, spec.binary)
+    data = scores if spec.name == SCORES else maps
+    assert data is not None
+    return OutputTensor(spec.name, "FP32", data, spec.binary)

@@ -1,0 +1,84 @@
+"""The served model through V2, without HTTP: metadata from the artifact, and how one request's
+images are submitted (the live protocol is tested in tests/app/api/test_v2.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.engine import Engine
+from app.errors import DeadlineExceeded, ModelNotFound, Overloaded
+from app.v2.model import _submit_all, check_model, model_config, model_metadata
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> Engine:
+    return Engine(tiny_model, device="cpu", intra_op_threads=1)
+
+
+def test_metadata_comes_from_the_artifact(engine: Engine, make_settings) -> None:
+    meta = model_metadata(engine)
+    assert (
+        meta["name"] == "tiny"
+        and meta["versions"] == ["tiny-0001"]
+        and meta["platform"] == "onnxruntime_onnx"
+    )
+    assert [(t["name"], t["datatype"]) for t in meta["outputs"]] == [
+        ("scores", "FP32"),
+        ("confidence_maps", "FP32"),
+    ]
+    config = model_config(engine, make_settings(max_batch_files=16, max_batch_wait_ms=2.5))
+    assert config["max_batch_size"] == 16
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2500
+    assert config["output"][1] == {"name": "confidence_maps", "data_type": "TYPE_FP32", "dims": [10, -1, -1]}
+
+
+def test_check_model_name_and_version(engine: Engine) -> None:
+    assert check_model(engine, "tiny").version == "tiny-0001"
+    assert check_model(engine, "tiny", "tiny-0001").name == "tiny"
+    with pytest.raises(ModelNotFound, match="unknown model"):
+        check_model(engine, "Tiny")
+    with pytest.raises(ModelNotFound, match="no version '2'"):
+        check_model(engine, "tiny", "2")
+
+
+class StuckBatcher:
+    """Image 1 fails at once; the others wait forever unless withdrawn (cancelled)."""
+
+    queued, max_queue = 0, 100
+
+    def __init__(self) -> None:
+        self.withdrawn = 0
+
+    async def submit(self, pixels: np.ndarray, *, deadline: float) -> None:
+        if pixels[0, 0, 0] == 1:
+            raise DeadlineExceeded("image 1 waited too long")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.withdrawn += 1
+            raise
+
+
+def test_one_failed_image_withdraws_the_others() -> None:
+    batcher = StuckBatcher()
+    images = [np.full((32, 32, 3), i, np.uint8) for i in range(4)]
+
+    async def main() -> None:
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(_submit_all(batcher, images, 0.0), 5)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert batcher.withdrawn == 3
+
+
+def test_a_request_larger_than_the_free_queue_is_refused_before_queueing() -> None:
+    batcher = StuckBatcher()
+    batcher.queued, batcher.max_queue = 98, 100
+    images = [np.zeros((32, 32, 3), np.uint8)] * 3
+    with pytest.raises(Overloaded, match="98 of 100 queued"):
+        asyncio.run(_submit_all(batcher, images, 0.0))  # type: ignore[arg-type]
+    assert batcher.withdrawn == 0
