@@ -26,5 +26,8 @@ class TrainConfig:
     seed: int = 0
     image_size: int = 32  # native training resolution
     device: str = "auto"  # auto | cpu | cuda
+    # A checkpoint whose EMA weights start this run's schedule instead of random init: a second
+    # warm-restart cycle that builds on a finished run (its epochs are counted on from there).
+    init_from: str = ""
     max_images: int = 0  # >0: train on a fixed random subset of N images (smoke tests)
     classes: list[str] = field(default_factory=list)  # filled from the data

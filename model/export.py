@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from model.nin import NiN, NiNConfig, count_parameters, fold_batchnorm
-from model.train import Normalize
+from model.train import Normalize, ema_weights
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("scores", "confidence_maps")
@@ -71,11 +71,7 @@ def load_checkpoint(path: Path, weights: str = "ema") -> tuple[NiN, dict]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     cfg = state["config"]
     net = NiN(NiNConfig(num_classes=len(cfg["classes"]), dropout=cfg["dropout"]))
-    if weights == "ema":
-        prefix = "module."
-        net.load_state_dict({k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)})
-    else:
-        net.load_state_dict(state["model"])
+    net.load_state_dict(ema_weights(state["ema"]) if weights == "ema" else state["model"])
     return fold_batchnorm(net.eval()), state
 
 
@@ -142,7 +138,7 @@ def export(
         "std": json.dumps(state["std"]),
         "architecture": "NiN (Lin et al. 2013), CIFAR-10 variant, BatchNorm folded",
         "parameters": str(count_parameters(net)),
-        "epochs": str(state["epoch"]),
+        "epochs": str(state.get("prior_epochs", 0) + state["epoch"]),
         "weights": weights,
         "flip_tta": str(flip_tta).lower(),
         "producer_command": " ".join(["ninserve", *sys.argv[1:]]) if sys.argv else "",

@@ -35,7 +35,10 @@ class _PixelBatches(CalibrationDataReader):
     """Feeds uint8 NHWC calibration batches to the calibrator."""
 
     def __init__(self, images: np.ndarray, batch_size: int = 64) -> None:
-        self._batches = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
+        # Equal batches only: the histogram calibrators stack per-batch outputs and reject a ragged tail.
+        usable = len(images) - len(images) % batch_size or len(images)
+        self._batches = iter([images[i : i + batch_size] for i in range(0, usable, batch_size)])
+        self.count = usable
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
@@ -66,6 +69,7 @@ def quantize(
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }[method]
+    reader = _PixelBatches(images)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         staged = Path(tmp) / "int8.onnx"
@@ -73,7 +77,7 @@ def quantize(
         quantize_static(
             str(prepared),
             str(staged),
-            _PixelBatches(images),
+            reader,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
@@ -94,7 +98,7 @@ def quantize(
                     "weights": "int8 per-channel symmetric",
                     "activations": "uint8 per-tensor",
                     "calibration": method,
-                    "calibration_images": len(images),
+                    "calibration_images": reader.count,
                     "source_version": meta["model_version"],
                 }
             ),
@@ -111,6 +115,6 @@ def quantize(
     onnx.save(proto, str(out))
     print(
         f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), model_version {version}, calibrated on "
-        f"{len(images)} training images ({method}); val top-1 {report.top1:.4f}"
+        f"{reader.count} training images ({method}); val top-1 {report.top1:.4f}"
     )
     return version

@@ -111,6 +111,12 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def ema_weights(ema_state: dict) -> dict:
+    """AveragedModel's state dict ('module.'-prefixed, plus its counter) -> the net's own."""
+    prefix = "module."
+    return {k[len(prefix) :]: v for k, v in ema_state.items() if k.startswith(prefix)}
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -177,7 +183,19 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         data = data.subset(np.sort(keep))
     train_idx, val_idx = split_train_val(data.labels, config.val_size, config.seed)
     config.classes = data.classes
-    mean, std = (state["mean"], state["std"]) if state else channel_stats(data.images[train_idx])
+    # A warm restart reads its starting weights once; on --resume the checkpoint has them already.
+    prior = None
+    if config.init_from and not state:
+        prior = torch.load(config.init_from, map_location="cpu", weights_only=False)
+    if state or prior:
+        mean, std = (state or prior)["mean"], (state or prior)["std"]
+    else:
+        mean, std = channel_stats(data.images[train_idx])
+    # Epochs of earlier cycles this run builds on (init_from), so logs and metadata count on.
+    if state:
+        prior_epochs = state.get("prior_epochs", 0)
+    else:
+        prior_epochs = prior.get("prior_epochs", 0) + prior["epoch"] if prior else 0
     print(
         f"data: {len(train_idx)} train / {len(val_idx)} val images, {len(data.classes)} classes, "
         f"loaded in {time.perf_counter() - t0:.1f}s; device {device}"
@@ -190,6 +208,9 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     val_y = torch.from_numpy(data.labels[val_idx])
 
     net = NiN(NiNConfig(num_classes=len(data.classes), dropout=config.dropout)).to(device)
+    if prior:
+        net.load_state_dict(ema_weights(prior["ema"]))
+        print(f"initialised from {config.init_from} (EMA weights after {prior_epochs} epochs)")
     net = net.to(memory_format=torch.channels_last)
     norm = Normalize(mean, std).to(device)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
@@ -208,8 +229,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
             torch.set_rng_state(state["torch_rng"])  # dropout masks continue as if never stopped
         start_epoch = state["epoch"]
         print(f"resumed from {ckpt_path} at epoch {start_epoch}/{config.epochs}")
-    elif metrics_path.exists():
-        metrics_path.unlink()
+    elif metrics_path.exists() and not prior:
+        metrics_path.unlink()  # a new run; a warm restart appends to the log it continues
 
     steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -245,7 +266,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         val_acc, val_loss = evaluate(net, norm, val_x, val_y, device)
         val_acc_ema, val_loss_ema = evaluate(ema.module, norm, val_x, val_y, device)
         last = {
-            "epoch": epoch + 1,
+            "epoch": prior_epochs + epoch + 1,
             "train_loss": loss_sum.item() / len(train_y),
             "train_acc": correct.item() / len(train_y),
             "val_loss": val_loss,
@@ -262,6 +283,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
             {
                 "config": asdict(config),
                 "epoch": epoch + 1,
+                "prior_epochs": prior_epochs,
                 "mean": mean,
                 "std": std,
                 "model": net.state_dict(),

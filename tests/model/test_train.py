@@ -56,3 +56,24 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert values[0] < values[9] == pytest.approx(peak)
     assert all(a >= b for a, b in zip(values[9:], values[10:], strict=False))
     assert values[-1] < 0.02
+
+
+def test_warm_restart_builds_on_a_finished_run(tiny_run, tmp_path, synthetic_zip):
+    run_dir, finished = tiny_run
+    config = TrainConfig(
+        data=str(synthetic_zip),
+        run_dir=str(tmp_path),
+        epochs=1,
+        batch_size=16,
+        lr=0.01,
+        warmup_epochs=0.5,
+        val_size=30,
+        init_from=str(run_dir / "checkpoint.pt"),
+    )
+    restarted = train(config)
+    assert restarted["epoch"] == finished["epoch"] + 1  # epochs count on from the earlier cycle
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # Trained weights, not a fresh init: the first restarted epoch fits better than the first epoch.
+    assert restarted["train_loss"] < rows[0]["train_loss"]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["prior_epochs"] == finished["epoch"] and state["epoch"] == 1
