@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings
+from app.config import DEFAULT_MODEL_PATH, INT8_MODEL_PATH, Settings
 
 
 def test_defaults_bind_loopback(tiny_model: Path) -> None:
@@ -52,3 +52,13 @@ def test_redis_urls_are_accepted(tiny_model: Path) -> None:
     assert Settings(model_path=tiny_model, result_store="redis://localhost:6379/0").result_store.startswith(
         "redis"
     )
+
+
+def test_precision_picks_the_bundled_artifact_unless_a_path_is_given(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NINSERVE_PRECISION", "int8")
+    assert Settings().model_path == INT8_MODEL_PATH
+    assert Settings(model_path=tiny_model).model_path == tiny_model
+    monkeypatch.delenv("NINSERVE_PRECISION")
+    assert Settings().model_path == DEFAULT_MODEL_PATH
