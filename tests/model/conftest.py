@@ -68,24 +68,21 @@ def synthetic_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def tiny_config(data: Path, run_dir: Path, **overrides):
+    """A TrainConfig for seconds-long runs on the generated data."""
+    from model.config import TrainConfig
+
+    settings = {"epochs": 2, "batch_size": 16, "lr": 0.05, "warmup_epochs": 0.5, "val_size": 30}
+    return TrainConfig(data=str(data), run_dir=str(run_dir), **{**settings, **overrides})
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_zip: Path) -> tuple[Path, dict]:
     """Two epochs on 120 generated images: a real checkpoint in seconds."""
-    from model.config import TrainConfig
     from model.train import train
 
     run_dir = tmp_path_factory.mktemp("run")
-    config = TrainConfig(
-        data=str(synthetic_zip),
-        run_dir=str(run_dir),
-        epochs=2,
-        batch_size=16,
-        lr=0.05,
-        warmup_epochs=0.5,
-        val_size=30,
-        ema_decay=0.9,
-    )
-    return run_dir, train(config)
+    return run_dir, train(tiny_config(synthetic_zip, run_dir, ema_decay=0.9))
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from model.config import TrainConfig
 from model.train import augment, lr_at, train
+from tests.model.conftest import tiny_config
 
 
 def test_tiny_training_run_lowers_the_loss(tiny_run):
@@ -19,15 +19,7 @@ def test_tiny_training_run_lowers_the_loss(tiny_run):
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path, synthetic_zip):
     def config(run_dir):
-        return TrainConfig(
-            data=str(synthetic_zip),
-            run_dir=str(run_dir),
-            epochs=2,
-            batch_size=16,
-            lr=0.05,
-            warmup_epochs=0.5,
-            val_size=30,
-        )
+        return tiny_config(synthetic_zip, run_dir)
 
     straight = train(config(tmp_path / "straight"))
     first = train(config(tmp_path / "split"), stop_after=1)
@@ -60,16 +52,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 def test_warm_restart_builds_on_a_finished_run(tiny_run, tmp_path, synthetic_zip):
     run_dir, finished = tiny_run
-    config = TrainConfig(
-        data=str(synthetic_zip),
-        run_dir=str(tmp_path),
-        epochs=1,
-        batch_size=16,
-        lr=0.01,
-        warmup_epochs=0.5,
-        val_size=30,
-        init_from=str(run_dir / "checkpoint.pt"),
-    )
+    config = tiny_config(synthetic_zip, tmp_path, epochs=1, lr=0.01, init_from=str(run_dir / "checkpoint.pt"))
     restarted = train(config)
     assert restarted["epoch"] == finished["epoch"] + 1  # epochs count on from the earlier cycle
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
