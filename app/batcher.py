@@ -9,8 +9,10 @@ Requests queue per input shape (images of different sizes cannot share a tensor)
 task forms a batch from the group whose oldest request waited longest: it closes the batch when
 it is full or `max_wait_s` after that request arrived, waking on arrivals (an asyncio.Event, no
 polling). Requests past their deadline or cancelled by their caller are dropped before the run;
-the run happens in a thread, off the event loop; each future is resolved on its own, and if a
-batch raises, its items are retried one by one so one bad input fails only itself.
+the run happens in a thread, off the event loop. A finished batch frees its run slot before its
+callers resume, so the next batch is already in ORT while they build their responses (CPU busy
+87 -> 92 % under load, docs/benchmarks.md). Each future is resolved on its own, and if a batch
+raises, its items are retried one by one so one bad input fails only itself.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class BatcherStats:
     rejected: int = 0  # queue full
     failed: int = 0  # the engine raised even when run alone
     batch_sizes: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class _Launched:
+    started: float  # on the batcher's clock
+    outputs: asyncio.Future[tuple[np.ndarray, np.ndarray]]  # (scores, maps) from the ORT thread
 
 
 @dataclass(slots=True)
@@ -166,10 +174,17 @@ class Batcher:
             await self._slots.acquire()
             try:
                 batch = await self._next_batch()
-            except BaseException:
+            except BaseException:  # cancelled: stop() is running
                 self._slots.release()
                 raise
-            task = asyncio.create_task(self._run(batch))
+            try:
+                launched = self._launch(batch)
+            except Exception as exc:  # the batch could not even be handed over: fail it, go on
+                self._slots.release()
+                for item in batch:
+                    self._fail(item, exc)
+                continue
+            task = asyncio.create_task(self._run(batch, launched))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -211,34 +226,52 @@ class Batcher:
             live.append(item)
         return live
 
-    async def _run(self, batch: list[_Pending]) -> None:
-        try:
-            try:
-                await self._run_together(batch)
-            except Exception as exc:
-                if len(batch) == 1:
-                    self._fail(batch[0], exc)
-                else:  # isolate the culprit: everyone else still gets an answer
-                    logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), exc)
-                    for item in batch:
-                        try:
-                            await self._run_together([item])
-                        except Exception as item_exc:
-                            self._fail(item, item_exc)
-        finally:
-            self._slots.release()
-
-    async def _run_together(self, batch: list[_Pending]) -> None:
+    def _launch(self, batch: list[_Pending]) -> _Launched:
+        """Stack the batch and hand it to the ORT thread now, not when a task is next scheduled."""
         started = self._clock()
-        n = len(batch)
         buffer = self._buffers.acquire(batch[0].pixels.shape)
         try:
-            images = np.stack([item.pixels for item in batch], out=buffer[:n])  # [n, H, W, 3]
-            loop = asyncio.get_running_loop()
-            scores, maps = await loop.run_in_executor(self._executor, self._run_fn, images)
-        finally:
+            images = np.stack([item.pixels for item in batch], out=buffer[: len(batch)])  # [n, H, W, 3]
+            outputs = asyncio.get_running_loop().run_in_executor(self._executor, self._run_fn, images)
+        except BaseException:
             self._buffers.release(buffer)
+            raise
+        outputs.add_done_callback(lambda _: self._buffers.release(buffer))
+        return _Launched(started, outputs)
+
+    async def _run(self, batch: list[_Pending], launched: _Launched) -> None:
+        try:
+            scores, maps = await launched.outputs
+        except Exception as exc:
+            try:
+                await self._run_alone(batch, exc)
+            finally:
+                self._slots.release()
+            return
+        except BaseException:
+            self._slots.release()
+            raise
+        # Free the slot first: the loop launches the next batch before this batch's callers
+        # resume (their wake-ups queue behind it), so ORT does not idle while they respond.
+        self._slots.release()
+        self._deliver(batch, launched.started, scores, maps)
+
+    async def _run_alone(self, batch: list[_Pending], exc: Exception) -> None:
+        """A failed batch: run its items one by one, so one bad input fails only itself."""
+        if len(batch) == 1:
+            self._fail(batch[0], exc)
+            return
+        logger.warning("batch of %d failed (%s); retrying its items one by one", len(batch), exc)
+        for item in batch:
+            try:
+                retry = self._launch([item])
+                self._deliver([item], retry.started, *await retry.outputs)
+            except Exception as item_exc:
+                self._fail(item, item_exc)
+
+    def _deliver(self, batch: list[_Pending], started: float, scores: np.ndarray, maps: np.ndarray) -> None:
         finished = self._clock()
+        n = len(batch)
         compute_ms = (finished - started) * 1000.0
         self.stats.batches += 1
         self.stats.items += n
@@ -251,13 +284,7 @@ class Batcher:
                 if self.on_queue_wait:
                     self.on_queue_wait(waited)
                 item.future.set_result(
-                    BatchResult(
-                        scores[i].copy(),
-                        maps[i].copy(),
-                        waited * 1000.0,
-                        compute_ms,
-                        n,
-                    )
+                    BatchResult(scores[i].copy(), maps[i].copy(), waited * 1000.0, compute_ms, n)
                 )
 
     def _fail(self, item: _Pending, exc: Exception) -> None:

@@ -95,7 +95,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """First frame, EXIF-oriented, 8-bit RGB; see the module docstring for the per-mode policy."""
     img.seek(0)
     with contextlib.suppress(Exception):  # a broken EXIF block should not lose the image
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when there is nothing to do
     mode = img.mode
     if mode == "RGB":
         return img

@@ -247,7 +247,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=os.cpu_count() or 1, help="ORT intra-op threads, every server"
     )
     p.add_argument("--max-batch", type=int, default=32, help="dynamic batching limit, every server")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="batch window, every server")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="batch window, every server")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
     p.add_argument("--concurrency", default="1,8,64")

@@ -45,7 +45,7 @@ class Options:
 
     threads: int
     max_batch: int = 32  # ninserve's default max_batch_size
-    max_wait_ms: float = 2.0  # ninserve's default max_batch_wait_ms
+    max_wait_ms: float = 0.0  # ninserve's default max_batch_wait_ms
     model: Path = ROOT / "model" / "artifacts" / "nin-cifar10.onnx"
     int8_model: Path = ROOT / "model" / "artifacts" / "nin-cifar10-int8.onnx"
     scratch: Path = ROOT / "scratch" / "bench"

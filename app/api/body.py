@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import zlib
 
-from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.multipart import Part, read_parts
 from app.api.v2_errors import is_v2_path, v2_error_response
 from app.decode import SUPPORTED_MEDIA_TYPES
 from app.errors import (
@@ -19,14 +18,13 @@ from app.errors import (
     InvalidParameter,
     InvalidUpload,
     PayloadTooLarge,
-    TooManyFiles,
     UnsupportedMediaType,
     note_error,
     problem_response,
 )
 
 MULTIPART = "multipart/form-data"
-UPLOAD_DOC = {  # OpenAPI requestBody for the classify routes (parsed by hand, see read_image)
+UPLOAD_DOC = {  # OpenAPI requestBody for the classify routes (parsed in read_image, not by FastAPI)
     "required": True,
     "content": {
         MULTIPART: {
@@ -96,39 +94,24 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def parse_multipart(request: Request, max_files: int) -> FormData:
-    parser = MultiPartParser(request.headers, request.stream(), max_files=max_files, max_fields=100)
-    try:
-        return await parser.parse()
-    except MultiPartException as exc:
-        if exc.message.startswith("Too many files"):
-            hint = " (send several to /v1/classify/batch)" if max_files == 1 else ""
-            raise TooManyFiles(f"too many files; the limit is {max_files} per request{hint}") from None
-        raise InvalidUpload(f"malformed multipart body: {exc.message}") from None
-
-
-async def _read_upload(upload: UploadFile) -> bytes:
-    declared = (upload.content_type or "").split(";")[0].strip().lower()
+def _image_bytes(part: Part) -> bytes:
+    declared = part.content_type.split(";")[0].strip().lower()
     if declared.startswith("image/") and declared not in SUPPORTED_MEDIA_TYPES:  # e.g. image/svg+xml
         raise UnsupportedMediaType(f"{declared} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF")
-    data = await upload.read()
-    if not data:
-        raise EmptyImage(f"file {upload.filename!r} is empty (0 bytes)")
-    return data
+    if not part.data:
+        raise EmptyImage(f"file {part.filename!r} is empty (0 bytes)")
+    return bytes(part.data)
 
 
 async def read_image(request: Request) -> bytes:
     """One image from `file` (multipart) or the raw body (image/*)."""
     kind = media_type(request)
     if kind == MULTIPART:
-        form = await parse_multipart(request, max_files=1)
-        try:
-            uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
-            if not uploads:
-                raise InvalidParameter("multipart field 'file' (an uploaded file) is required")
-            return await _read_upload(uploads[0])
-        finally:
-            await form.close()
+        parts = await read_parts(request, max_files=1)
+        uploads = [p for p in parts if p.name == "file" and p.filename is not None]
+        if not uploads:
+            raise InvalidParameter("multipart field 'file' (an uploaded file) is required")
+        return _image_bytes(uploads[0])
     if kind.startswith("image/"):
         if kind not in SUPPORTED_MEDIA_TYPES:
             raise UnsupportedMediaType(f"{kind} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF")
@@ -146,23 +129,19 @@ async def read_images(request: Request, max_files: int) -> list[tuple[str | None
     """Every `files` part, in order, as (filename, bytes or the error for that item)."""
     if media_type(request) != MULTIPART:
         raise UnsupportedMediaType("send multipart/form-data with one or more 'files' fields")
-    form = await parse_multipart(request, max_files=max_files)
-    try:
-        uploads = form.getlist("files")
-        if not uploads:
-            raise InvalidParameter("multipart field 'files' (one or more uploaded files) is required")
-        items: list[tuple[str | None, bytes | Exception]] = []
-        for upload in uploads:
-            if not isinstance(upload, UploadFile):
-                items.append((None, InvalidParameter("a 'files' part is a text field, not a file")))
-                continue
-            try:
-                items.append((upload.filename, await _read_upload(upload)))
-            except (EmptyImage, UnsupportedMediaType) as exc:
-                items.append((upload.filename, exc))
-        return items
-    finally:
-        await form.close()
+    parts = [p for p in await read_parts(request, max_files=max_files) if p.name == "files"]
+    if not parts:
+        raise InvalidParameter("multipart field 'files' (one or more uploaded files) is required")
+    items: list[tuple[str | None, bytes | Exception]] = []
+    for part in parts:
+        if part.filename is None:
+            items.append((None, InvalidParameter("a 'files' part is a text field, not a file")))
+            continue
+        try:
+            items.append((part.filename, _image_bytes(part)))
+        except (EmptyImage, UnsupportedMediaType) as exc:
+            items.append((part.filename, exc))
+    return items
 
 
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:

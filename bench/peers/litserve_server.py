@@ -40,8 +40,9 @@ class NiNAPI(ls.LitAPI):
 
 
 if __name__ == "__main__":
-    api = NiNAPI(
-        max_batch_size=common.MAX_BATCH, batch_timeout=common.MAX_WAIT_MS / 1000, api_path="/classify"
-    )
+    # At batch_timeout=0 LitServe's loop polls its queue with get_nowait and spins a whole core
+    # while idle; 1 ms is the smallest window at which it blocks instead (in 1 ms waits).
+    window_s = max(common.MAX_WAIT_MS, 1.0) / 1000
+    api = NiNAPI(max_batch_size=common.MAX_BATCH, batch_timeout=window_s, api_path="/classify")
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=60)
     server.run(host=common.HOST, port=common.PORT, log_level="warning", generate_client_file=False)

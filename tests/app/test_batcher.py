@@ -68,6 +68,27 @@ def test_max_batch_size_splits_and_max_wait_closes_batches() -> None:
     assert dict(batcher.stats.batch_sizes) == {4: 2, 2: 1}
 
 
+def test_the_next_batch_is_launched_before_the_last_batchs_callers_resume() -> None:
+    """ORT must not idle while a finished batch's requests build their responses."""
+
+    async def main():
+        batcher = await started(max_batch_size=2, max_wait_s=0.0)
+        still_queued: list[int] = []
+
+        async def call(value: int) -> None:
+            result = await batcher.submit(image(value))
+            if result.scores[0] < 2:  # the first batch: the second must be on its way already
+                still_queued.append(batcher.queued)
+
+        await asyncio.gather(*(call(v) for v in range(4)))
+        await batcher.stop()
+        return batcher, still_queued
+
+    batcher, still_queued = run(main())
+    assert dict(batcher.stats.batch_sizes) == {2: 2}
+    assert still_queued == [0, 0]
+
+
 def test_different_sizes_are_batched_separately() -> None:
     async def main():
         batcher = await started()

@@ -14,6 +14,7 @@ def _point(image: str, c: int, rps: float, p50: float, p99: float) -> dict:
         "errors": 0,
         "peak_pss_mb": 100.0,
         "server_cpu_s": 1.0,
+        "requests": int(rps * 10),
     }
 
 
@@ -77,3 +78,8 @@ def test_markdown_lists_every_server() -> None:
     text = report.markdown(_result())
     assert "| ray | unavailable: no namespace |" in text
     assert "| fastapi | 8 | 300 |" in text
+
+
+def test_server_cpu_is_per_request() -> None:
+    rows = [line for line in report.load_tables(_result()) if line.startswith("| ninserve | 1 |")]
+    assert rows and rows[0].split(" | ")[8] == "0.33"  # 1.0 CPU s over 3,000 requests

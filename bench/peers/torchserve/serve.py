@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 PORT = int(os.environ.get("BENCH_PORT", "8104"))
 MAX_BATCH = int(os.environ.get("BENCH_MAX_BATCH", "32"))
-MAX_WAIT_MS = float(os.environ.get("BENCH_MAX_WAIT_MS", "2"))
+MAX_WAIT_MS = float(os.environ.get("BENCH_MAX_WAIT_MS", "0"))
 WORK = Path(os.environ.get("BENCH_SCRATCH", ROOT / "scratch" / "bench")) / "torchserve"
 BIN = Path(sys.executable).parent
 
