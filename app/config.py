@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)  # 0 picks a free port (tests)
     workers: int = Field(1, ge=1)  # uvicorn processes; each loads its own model and memory store
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # FastAPI's native OpenTelemetry (traces, metrics, logs to the globally configured providers).
+    # Off unless asked for: /metrics is the Prometheus view, and while on, FastAPI looks up the
+    # providers on every request (~2 % of the event loop's time in bench/profile.py).
+    opentelemetry: bool = False
 
     # --- model / ONNX Runtime ---
     precision: Literal["fp32", "int8"] = "fp32"  # picks the bundled artifact when model_path is unset

@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Network-in-Network CIFAR-10 classifier: class scores and per-class confidence maps",
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     install_error_handlers(app)

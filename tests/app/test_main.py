@@ -25,3 +25,9 @@ def test_factory_reads_the_environment(tiny_model: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("NINSERVE_MODEL_PATH", str(tiny_model))
     monkeypatch.setenv("NINSERVE_MAX_QUEUE", "77")
     assert app_from_env().state.runtime.settings.max_queue == 77
+
+
+def test_fastapi_opentelemetry_only_when_asked(make_settings) -> None:
+    off, on = create_app(make_settings()), create_app(make_settings(opentelemetry=True))
+    assert not any(off._telemetry[kind] for kind in ("tracing", "metrics", "logs"))
+    assert all(on._telemetry[kind] for kind in ("tracing", "metrics", "logs"))
