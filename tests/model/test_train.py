@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from model.train import augment, lr_at, train
+from model.train import augment, cutout, lr_at, train
 from tests.model.conftest import tiny_config
 
 
@@ -40,6 +40,20 @@ def test_augment_keeps_shape_dtype_and_content():
     assert out.shape == batch.shape and out.dtype == torch.uint8
     # A crop-and-flip only moves pixels: every output pixel exists in the (reflect-padded) input.
     assert set(out.flatten().tolist()) <= set(batch.flatten().tolist())
+
+
+def test_cutout_blanks_one_clipped_square_per_image():
+    x = torch.ones(64, 3, 32, 32)
+    out = cutout(x, 8, torch.Generator().manual_seed(0))
+    blank = out[:, 0] == 0  # [N, H, W]
+    assert torch.equal(blank[:, None].expand_as(out), out == 0)  # every channel alike
+    areas = blank.sum(dim=(1, 2))
+    assert areas.max() == 64 and areas.min() >= 16  # whole 8x8, or clipped at a corner to >= 4x4
+    for mask in blank:  # one axis-aligned rectangle: its rows and columns span exactly its area
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        assert len(rows) * len(cols) == mask.sum()
+        assert rows.max() - rows.min() + 1 == len(rows) and cols.max() - cols.min() + 1 == len(cols)
+    assert torch.equal(out, cutout(x, 8, torch.Generator().manual_seed(0)))  # seeded: resumable
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
