@@ -132,7 +132,7 @@ def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int = 256) -> DecodedImage:
+def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int = 128) -> DecodedImage:
     """Bytes -> model input at `size` plus a small preview; CPU-bound, run it in a thread pool."""
     img = open_image(data, max_pixels)
     try:
