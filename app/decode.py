@@ -12,16 +12,21 @@ Policy (train and serve must see the same pixels, so `model/data.py` should call
      integer factor that keeps at least 3x the target size (Pillow's `reducing_gap=3`): within
      one grey level of the exact filter, and 5x faster for a 640x480 photo. Non-square images
      are stretched, not cropped: CIFAR objects fill the frame, and a crop can cut the object out.
+     A JPEG at least twice that large (3x the target, or the preview size if larger) is decoded
+     at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling (Pillow's `draft`), which does the box
+     reduction's work during decoding: within one grey level of decoding at full size, and
+     1.71 -> 1.44 ms for a 640x480 photo with the 128 px preview.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from app.errors import EmptyImage, ImageTooLarge, InvalidImage, UnsupportedMediaType
 
@@ -97,6 +102,15 @@ def _unidentified(data: bytes) -> Exception:
     )
 
 
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as shown, after EXIF orientation (5-8 swap the axes)."""
+    width, height = img.size
+    with contextlib.suppress(Exception):
+        if img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
+            return height, width
+    return width, height
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """First frame, EXIF-oriented, 8-bit RGB; see the module docstring for the per-mode policy."""
     img.seek(0)
@@ -135,9 +149,13 @@ def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
 def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int = 128) -> DecodedImage:
     """Bytes -> model input at `size` plus a small preview; CPU-bound, run it in a thread pool."""
     img = open_image(data, max_pixels)
+    width, height = oriented_size(img)
     try:
         with img:
             fmt = img.format or "?"
+            if fmt == "JPEG":  # decode no more pixels than the resizes below keep (module docstring)
+                need = max(math.ceil(REDUCING_GAP * size), preview_size)
+                img.draft(None, (need, need))
             rgb = to_rgb(img)
             rgb.load()
     except (ImageTooLarge, InvalidImage):
@@ -146,7 +164,6 @@ def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int =
         raise ImageTooLarge(f"image rejected as a decompression bomb: {exc}") from None
     except Exception as exc:  # truncated or corrupt data surfaces here, on the first pixel read
         raise InvalidImage(f"cannot decode the image: {exc}") from None
-    width, height = rgb.size
     pixels = resize_rgb(rgb, size)
     p = min(preview_size, max(width, height, size))
     if p == size:

@@ -8,7 +8,7 @@ Starlette's HTTP exceptions to a problem body through the same `problem_response
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
@@ -131,11 +131,14 @@ def problem_response(
     slug: str | None = None,
     retry_after: int | None = None,
     instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> Response:
     if instance:
         extensions["instance"] = instance
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return Response(
         orjson.dumps(problem(status, detail, slug=slug, **extensions)),
         status_code=status,
@@ -181,14 +184,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    headers = dict(exc.headers or {})
-    retry = headers.get("Retry-After")
-    return problem_response(
-        exc.status_code,
-        str(exc.detail),
-        retry_after=int(retry) if retry else None,
-        instance=request.url.path,
-    )
+    # Keep the exception's headers: Allow on a 405, Retry-After on a 503.
+    return problem_response(exc.status_code, str(exc.detail), instance=request.url.path, headers=exc.headers)
 
 
 async def _on_disconnect(request: Request, exc: Exception) -> Response:

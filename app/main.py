@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from app.api import ROUTERS
 from app.api.body import BodyLimitMiddleware
+from app.api.fast_classify import install_fast_classify
 from app.api.v2_errors import install_v2_error_handlers
 from app.config import Settings
 from app.errors import install_error_handlers
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_metrics(app, runtime, ROUTERS)  # last: its middleware is outermost, sees every handler
     for router in ROUTERS:
         app.include_router(router)
+    install_fast_classify(app)
     return app
 
 

@@ -35,15 +35,21 @@ async def get_record(
 
 RecordDep = Annotated[StoredPrediction, Depends(get_record)]
 
+MAX_TOP_K = 100_000
 TopK = Annotated[
-    int, Query(ge=1, le=100_000, description="classes in `top`; clipped to the number of classes")
+    int, Query(ge=1, le=MAX_TOP_K, description="classes in `top`; clipped to the number of classes")
 ]
 MapsMode = Annotated[
     Literal["none", "inline"], Query(description="`inline` adds the raw map values to the response")
 ]
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 4096
 Resolution = Annotated[
     int | None,
-    Query(ge=4, le=4096, description="run at this square size (multiple of 4, >= native) for finer maps"),
+    Query(
+        ge=MIN_RESOLUTION,
+        le=MAX_RESOLUTION,
+        description="run at this square size (multiple of 4, >= native) for finer maps",
+    ),
 ]
 Colormap = Annotated[
     Literal["jet", "viridis", "inferno", "magma", "turbo", "gray"], Query(description="heatmap colours")

@@ -14,6 +14,7 @@ from app.api.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, read_image, read_images
 from app.api.deps import MapsMode, Resolution, RuntimeDep, TopK, json_response, problems
 from app.errors import NinServeError, error_problem
 from app.pipeline import classify
+from app.runtime import Runtime
 from app.schemas import BatchResponse, ClassifyResponse
 
 router = APIRouter(prefix="/v1", tags=["classify"])
@@ -28,6 +29,13 @@ router = APIRouter(prefix="/v1", tags=["classify"])
 )
 async def classify_one(
     request: Request, rt: RuntimeDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
+) -> Response:
+    # Plain queries are answered by api/fast_classify.py, which runs the same function.
+    return await classify_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
+
+
+async def classify_response(
+    request: Request, rt: Runtime, *, top_k: int, maps: str, resolution: int | None
 ) -> Response:
     rt.ready()  # 503 before reading a large body we could not use
     data = await read_image(request)

@@ -52,6 +52,31 @@ def test_exif_orientation_is_applied() -> None:
     assert tuple(decoded.pixels[2, 16]) == (255, 0, 0) and tuple(decoded.pixels[29, 16]) == (0, 0, 255)
 
 
+def _photo(width: int, height: int) -> np.ndarray:
+    """Smooth gradients plus a little texture: what JPEG photos look like, unlike pure noise."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    channels = (x / width * 255, y / height * 255, 128 + 60 * np.sin(x / 9) * np.cos(y / 7))
+    return np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.uint8)
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_with_the_same_result() -> None:
+    data = encode(_photo(640, 480), "JPEG", quality=90)
+    decoded = decode_image(data, 32, max_pixels=LIMIT, preview_size=128)
+    with Image.open(io.BytesIO(data)) as full:  # every pixel decoded, then the documented resize
+        rgb = full.convert("RGB")
+        expected = np.asarray(rgb.resize((32, 32), Image.Resampling.BICUBIC, reducing_gap=3.0))
+    assert np.abs(decoded.pixels.astype(int) - expected).max() <= 2
+    assert (decoded.width, decoded.height) == (640, 480)  # the original size, not the decoded one
+    assert decoded.preview.shape == (128, 128, 3)
+
+
+def test_reduced_scale_jpegs_report_their_oriented_size() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_image(encode(_photo(640, 480), "JPEG", exif=exif), 32, max_pixels=LIMIT)
+    assert (decoded.width, decoded.height) == (480, 640)
+
+
 def test_grey_palette_and_bilevel_become_rgb() -> None:
     grey = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))
     out = decode(encode(grey))
