@@ -1,11 +1,11 @@
 """POST /v1/classify without FastAPI's per-request machinery.
 
-FastAPI spends a tenth of a 32x32 request's server CPU on the route itself: parameter models,
-dependency solving, exit stacks (docs/benchmarks.md). This raw ASGI route sits ahead of the
-documented one and runs the same handler body (`v1.classify_response`) with the query parsed
-by hand. It matches only when every known query parameter is absent or plainly valid; any
-other request falls through to the documented route, so validation errors, OpenAPI and
-results stay FastAPI's. Exceptions reach the app's handlers as from any route.
+FastAPI's route machinery (parameter models, dependency solving, exit stacks) cost 5-7 % of
+the 32x32 PNG throughput at every concurrency (A/B in docs/benchmarks.md). This raw ASGI route
+sits ahead of the documented one and runs the same handler body (`v1.classify_response`) with
+the query parsed by hand. It matches only when every known query parameter is absent or
+plainly valid; any other request falls through to the documented route, so validation errors,
+OpenAPI and results stay FastAPI's. Exceptions reach the app's handlers as from any route.
 """
 
 from __future__ import annotations
