@@ -140,6 +140,19 @@ def _save_atomic(obj: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def _drop_metrics_after(metrics_path: Path, epoch: int) -> None:
+    """Forget log lines of epochs the checkpoint does not hold.
+
+    A run stopped after an epoch's metrics were written but before its checkpoint was would
+    otherwise log that epoch twice once resumed."""
+    if not metrics_path.exists():
+        return
+    lines = metrics_path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line)["epoch"] <= epoch]
+    if len(kept) < len(lines):
+        metrics_path.write_text("".join(kept))
+
+
 def plot_curves(metrics_path: Path, out_path: Path) -> None:
     """Loss and accuracy per epoch as a PNG (matplotlib, headless)."""
     import matplotlib
@@ -245,6 +258,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])  # dropout masks continue as if never stopped
         start_epoch = state["epoch"]
+        _drop_metrics_after(metrics_path, state["metrics"]["epoch"])
         print(f"resumed from {ckpt_path} at epoch {start_epoch}/{config.epochs}")
     elif metrics_path.exists() and not prior:
         metrics_path.unlink()  # a new run; a warm restart appends to the log it continues

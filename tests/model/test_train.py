@@ -34,6 +34,18 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, synthetic_zip):
         assert resumed[key] == pytest.approx(straight[key], rel=1e-4)
 
 
+def test_resume_forgets_log_lines_the_checkpoint_does_not_hold(tmp_path, synthetic_zip):
+    run_dir = tmp_path / "run"
+    train(tiny_config(synthetic_zip, run_dir), stop_after=1)
+    metrics = run_dir / "metrics.jsonl"
+    # Stopped after epoch 2 was logged but before its checkpoint was written.
+    metrics.write_text(metrics.read_text() + json.dumps({"epoch": 2, "val_acc": 0.0}) + "\n")
+    train(tiny_config(synthetic_zip, run_dir), resume=True)
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["val_acc"] > 0.0
+
+
 def test_augment_keeps_shape_dtype_and_content():
     batch = torch.arange(4 * 8 * 8 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).view(4, 8, 8, 3)
     out = augment(batch, torch.Generator().manual_seed(0), pad=2)
