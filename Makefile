@@ -6,8 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+DATA ?= ../shared/data/cifar10-jpeg-train.zip
 
-.PHONY: serve test lint format clean
+.PHONY: serve test lint format artifacts clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,16 @@ lint: $(VENV)/.dev-installed
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Rebuild everything shipped from model/training/checkpoint.pt: the fp32 artifact (export refuses
+# on failed parity), its evaluation and model-card figures, the int8 variant and its evaluation,
+# and the golden predictions the tests pin to the new model_version.
+artifacts: $(VENV)/.dev-installed
+	$(BIN)/ninserve export
+	$(BIN)/ninserve eval --data $(DATA) --report-dir model/card
+	$(BIN)/ninserve quantize --data $(DATA)
+	$(BIN)/ninserve eval --data $(DATA) --model model/artifacts/nin-cifar10-int8.onnx
+	$(BIN)/python -m tests.fixtures.golden
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
