@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from app.api import ROUTERS
 from app.api.body import BodyLimitMiddleware
 from app.api.fast_classify import install_fast_classify
+from app.api.problems import install_error_handlers
 from app.api.v2_errors import install_v2_error_handlers
 from app.config import Settings
-from app.errors import install_error_handlers
 from app.metrics import install_metrics
 from app.runtime import Runtime
 

@@ -29,9 +29,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.problems import ERROR_SLUG, note_error
 from app.batcher import Batcher
 from app.engine import Engine
-from app.errors import ERROR_SLUG, NinServeError, note_error
+from app.errors import NinServeError
 from app.runtime import Runtime
 
 # The routes that run the model; their requests count as inference successes and failures.

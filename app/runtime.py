@@ -16,7 +16,7 @@ from app.batcher import Batcher
 from app.config import Settings
 from app.engine import Engine
 from app.errors import NotReady
-from app.store import ResultStore, open_store
+from app.store import MemoryResultStore, ResultStore
 
 logger = logging.getLogger("ninserve")
 
@@ -122,3 +122,14 @@ class Runtime:
             raise NotReady("not ready: the server is not started")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+
+def open_store(settings: Settings) -> ResultStore:
+    """`memory` (per process) or a redis URL (shared by replicas: app/store_redis.py)."""
+    if settings.result_store == "memory":
+        return MemoryResultStore(
+            max_items=settings.store_max_items, max_bytes=settings.store_max_bytes, ttl_s=settings.store_ttl_s
+        )
+    from app.store_redis import RedisResultStore  # only when asked for: redis-py is not tiny
+
+    return RedisResultStore.from_settings(settings)

@@ -15,12 +15,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from app.config import Settings
 
 logger = logging.getLogger("ninserve")
 
@@ -165,16 +162,3 @@ class MemoryResultStore:
             if expiry > now:
                 break
             self._pop(key)
-
-
-def open_store(settings: Settings) -> ResultStore:
-    """`memory` or a redis URL (the Redis store lives in app/store_redis.py)."""
-    if settings.result_store == "memory":
-        return MemoryResultStore(
-            max_items=settings.store_max_items, max_bytes=settings.store_max_bytes, ttl_s=settings.store_ttl_s
-        )
-    try:
-        from app.store_redis import RedisResultStore
-    except ImportError as exc:
-        raise RuntimeError(f"result_store={settings.result_store!r} needs app/store_redis.py: {exc}") from exc
-    return RedisResultStore.from_settings(settings)

@@ -11,17 +11,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.multipart import Part, read_parts
+from app.api.problems import note_error, problem_response
 from app.api.v2_errors import is_v2_path, v2_error_response
 from app.decode import SUPPORTED_MEDIA_TYPES
-from app.errors import (
-    EmptyImage,
-    InvalidParameter,
-    InvalidUpload,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    note_error,
-    problem_response,
-)
+from app.errors import EmptyImage, InvalidParameter, InvalidUpload, PayloadTooLarge, UnsupportedMediaType
 
 MULTIPART = "multipart/form-data"
 UPLOAD_DOC = {  # OpenAPI requestBody for the classify routes (parsed in read_image, not by FastAPI)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.api.deps import RuntimeDep, problems
-from app.errors import problem_response
+from app.api.problems import problem_response
 from app.schemas import Health
 
 router = APIRouter(tags=["health"])

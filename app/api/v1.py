@@ -12,7 +12,8 @@ from starlette.responses import Response
 
 from app.api.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, read_image, read_images
 from app.api.deps import MapsMode, Resolution, RuntimeDep, TopK, json_response, problems
-from app.errors import NinServeError, error_problem
+from app.api.problems import error_problem
+from app.errors import NinServeError
 from app.pipeline import classify
 from app.runtime import Runtime
 from app.schemas import BatchResponse, ClassifyResponse

@@ -1,10 +1,9 @@
-"""app/errors.py: domain errors carry their status; one function renders RFC 9457 bodies."""
+"""app/errors.py: domain errors carry their status and load without the web framework."""
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
-import orjson
+import subprocess
+import sys
 
 from app import errors
 
@@ -31,17 +30,16 @@ def test_each_error_has_its_status() -> None:
         assert cls.retry_after and cls.retry_after > 0
 
 
-def test_problem_body_and_response() -> None:
-    exc = errors.ImageTooLarge("too big", width=10, height=20)
-    body = errors.error_problem(exc)
-    assert body == {
-        "type": "urn:ninserve:problem:image-too-large",
-        "title": HTTPStatus(413).phrase,
-        "status": 413,
-        "detail": "too big",
-        "width": 10,
-        "height": 20,
-    }
-    response = errors.problem_response(503, "busy", slug="overloaded", retry_after=1, instance="/v1/classify")
-    assert response.media_type == "application/problem+json" and response.headers["retry-after"] == "1"
-    assert orjson.loads(response.body)["instance"] == "/v1/classify"
+def test_domain_code_loads_without_the_web_framework() -> None:
+    """Training imports the decode policy; neither it nor the core may pull in FastAPI."""
+    code = (
+        "import sys, app.errors, app.decode, app.batcher, app.store, app.engine, model.data\n"
+        "web = sorted(m for m in sys.modules if m.split('.')[0] in {'fastapi', 'starlette', 'uvicorn'})\n"
+        "assert not web, web"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_store_modules_do_not_import_each_other_at_load() -> None:
+    code = "import sys, app.store\nassert 'app.store_redis' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

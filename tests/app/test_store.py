@@ -7,7 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from app.store import MemoryResultStore, ResultStore, StoredPrediction, open_store
+from app.runtime import open_store
+from app.store import MemoryResultStore, ResultStore, StoredPrediction
 
 
 def record(i: int, maps_side: int = 8) -> StoredPrediction:

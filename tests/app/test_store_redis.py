@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 
 from app.config import Settings
 from app.errors import StoreUnavailable
-from app.store import ResultStore, StoredPrediction, open_store
+from app.runtime import open_store
+from app.store import ResultStore, StoredPrediction
 from app.store_redis import RedisResultStore, redacted
 from tests.app.helpers import free_port, live_server, png
 

@@ -1,0 +1,28 @@
+"""app/api/problems.py: one function renders RFC 9457 bodies for every domain error."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import orjson
+
+from app import errors
+from app.api import problems
+
+
+def test_problem_body_and_response() -> None:
+    exc = errors.ImageTooLarge("too big", width=10, height=20)
+    body = problems.error_problem(exc)
+    assert body == {
+        "type": "urn:ninserve:problem:image-too-large",
+        "title": HTTPStatus(413).phrase,
+        "status": 413,
+        "detail": "too big",
+        "width": 10,
+        "height": 20,
+    }
+    response = problems.problem_response(
+        503, "busy", slug="overloaded", retry_after=1, instance="/v1/classify"
+    )
+    assert response.media_type == "application/problem+json" and response.headers["retry-after"] == "1"
+    assert orjson.loads(response.body)["instance"] == "/v1/classify"
