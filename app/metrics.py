@@ -8,7 +8,7 @@ every name).
 Each app has its own CollectorRegistry, not prometheus_client's global one, so several apps in
 one process (tests, embedders) never collide. Three sources: a pure ASGI middleware counts and
 times requests by route *template* (bounded label values, never raw paths) and by the error slug
-the handlers note (app/errors.py:note_error); the batcher's hooks, attached before it starts,
+the handlers note (app/api/problems.py:note_error); the batcher's hooks, attached before it starts,
 observe batches and queue waits; a collector reads queue depth and model info at scrape time.
 """
 

@@ -73,7 +73,7 @@ def _scoped(original: Handler) -> Handler:
 
 
 def install_v2_error_handlers(app: FastAPI) -> None:
-    """Wrap the app's handlers (app/errors.py installs them first) so /v2 paths get V2 bodies."""
+    """Wrap the app's handlers (app/api/problems.py installs them first) so /v2 paths get V2 bodies."""
     for kind in (NinServeError, RequestValidationError, StarletteHTTPException, ClientDisconnect, Exception):
         original = app.exception_handlers.get(kind)
         if original is None:
