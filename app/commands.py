@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 SERVE_FLAGS = ("host", "port", "model_path", "workers", "device", "precision", "log_level")
+# The process cannot serve (the requested device is unusable, or the model cannot load): exit with
+# this so that a restart policy or a rollout sees the failure instead of an unhealthy process.
+EXIT_CANNOT_SERVE = 3
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -58,6 +61,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    from app.engine import DeviceUnavailable, require_device
+
+    try:
+        require_device(settings.device)
+    except DeviceUnavailable as exc:
+        print(f"ninserve serve: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_SERVE
 
     import uvicorn
 
@@ -69,7 +79,13 @@ def _serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 10,
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **common)
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(app, **common))
+        app.state.runtime.on_failure.append(lambda _: setattr(server, "should_exit", True))
+        server.run()
+        if app.state.runtime.error is not None:
+            print(f"ninserve serve: model failed to load: {app.state.runtime.error}", file=sys.stderr)
+            return EXIT_CANNOT_SERVE
     else:
         # Worker processes build their own Settings from the environment: pass the flags there.
         for name, value in given.items():

@@ -9,8 +9,10 @@ metadata `classes` (JSON list), `native_size`, `model_version`, `val_top1`, `mea
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,10 @@ CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 class ModelLoadError(RuntimeError):
     """The artifact is missing, malformed, or breaks the contract; the server cannot start."""
+
+
+class DeviceUnavailable(ModelLoadError):
+    """NINSERVE_DEVICE=cuda where CUDA cannot work: the process must exit, not wait unhealthy."""
 
 
 @dataclass(frozen=True)
@@ -52,14 +58,40 @@ class ModelInfo:
             return None
 
 
-def select_providers(device: str, device_id: int = 0) -> list[Any]:
-    """auto: CUDA when this onnxruntime build has it, else CPU; cuda: CUDA or fail."""
+def cuda_problem() -> str | None:
+    """Why CUDA cannot be used in this process, or None. Cheap (no model, no session): it runs
+    before the server starts, so that a GPU container started without its GPU exits at once."""
     available = ort.get_available_providers()
+    if CUDA_EP not in available:
+        return f"this onnxruntime build has no {CUDA_EP} (it has {', '.join(available)})"
+    driver = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        cuda = ctypes.CDLL(driver)
+    except OSError:
+        return f"the NVIDIA driver ({driver}) is not visible: no GPU was given to this container or host"
+    count = ctypes.c_int(0)
+    status = cuda.cuInit(0)
+    if status != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return f"the NVIDIA driver reports no usable GPU (cuInit status {status})"
+    return None
+
+
+def require_device(device: str) -> None:
+    """Raise DeviceUnavailable when `device` is `cuda` and CUDA cannot be used; cpu/auto pass."""
+    if device == "cuda" and (problem := cuda_problem()) is not None:
+        raise DeviceUnavailable(
+            f"NINSERVE_DEVICE=cuda but {problem}. Run the GPU image with a GPU, or set "
+            "NINSERVE_DEVICE=auto to fall back to the CPU."
+        )
+
+
+def select_providers(device: str, device_id: int = 0) -> list[Any]:
+    """cpu: CPU; cuda: CUDA or DeviceUnavailable; auto: CUDA when usable, else CPU with a warning."""
     if device == "cpu":
         return [CPU_EP]
-    if CUDA_EP not in available:
-        if device == "cuda":
-            raise ModelLoadError(f"NINSERVE_DEVICE=cuda but this onnxruntime has only {available}")
+    require_device(device)
+    if device == "auto" and (problem := cuda_problem()) is not None:
+        logger.warning("NINSERVE_DEVICE=auto: %s; serving on the CPU", problem)
         return [CPU_EP]
     if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu from pip finds CUDA/cuDNN wheels this way
         try:
@@ -121,17 +153,18 @@ class Engine:
         # Idle ORT threads spin by default; between batches that burns the cores decoding needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        providers = select_providers(device, device_id)
         try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=select_providers(device, device_id)
-            )
-        except ModelLoadError:
-            raise
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:
             raise ModelLoadError(f"cannot load {path}: {exc}") from exc
         self.provider = self._session.get_providers()[0]
         if device == "cuda" and self.provider != CUDA_EP:
-            raise ModelLoadError(f"CUDA requested but the session runs on {self.provider} (CUDA libraries?)")
+            raise DeviceUnavailable(
+                f"NINSERVE_DEVICE=cuda but the session runs on {self.provider} (CUDA/cuDNN libraries?)"
+            )
+        if device == "auto" and self.provider != CUDA_EP and providers[0] != CPU_EP:
+            logger.warning("NINSERVE_DEVICE=auto: CUDA failed to initialise; serving on the CPU")
         self.device = "cuda" if self.provider == CUDA_EP else "cpu"
         self._device_id = device_id
         self.info = _read_info(self._session, path)

@@ -38,6 +38,8 @@ class Runtime:
         # Called with the engine and the not yet started batcher, so no batch runs unobserved
         # (app/metrics.py hooks in here); a hook that raises fails the load like any other error.
         self.on_ready: list[Callable[[Engine, Batcher], None]] = []
+        # Called with the error when the model cannot load: `ninserve serve` stops and exits non-zero.
+        self.on_failure: list[Callable[[str], None]] = []
 
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="ninserve-io")
@@ -81,6 +83,8 @@ class Runtime:
         except Exception as exc:
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             logger.critical("model failed to load: %s", self.error)
+            for on_failure in self.on_failure:
+                on_failure(self.error)
             return
         self.engine, self.batcher, self.state = engine, batcher, "ready"
         logger.info("ready: %s on %s", engine.info.version, engine.provider)

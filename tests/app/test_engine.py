@@ -7,9 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
-from app.engine import CPU_EP, CUDA_EP, Engine, ModelLoadError, select_providers
+from app import engine as engine_module
+from app.engine import (
+    CPU_EP,
+    CUDA_EP,
+    DeviceUnavailable,
+    Engine,
+    ModelLoadError,
+    cuda_problem,
+    require_device,
+    select_providers,
+)
 from tests.app.helpers import CLASSES, build_tiny_model, pattern
 
 
@@ -54,6 +65,59 @@ def test_provider_selection() -> None:
     if CUDA_EP not in str(auto):
         with pytest.raises(ModelLoadError, match="cuda"):
             select_providers("cuda")
+
+
+class FakeDriver:
+    """libcuda.so.1 stand-in: cuInit's status and the device count it reports."""
+
+    def __init__(self, status: int = 0, count: int = 1) -> None:
+        self.status, self.count = status, count
+
+    def cuInit(self, flags: int) -> int:  # noqa: N802 (the driver API's name)
+        return self.status
+
+    def cuDeviceGetCount(self, out) -> int:  # noqa: N802
+        out._obj.value = self.count
+        return 0
+
+
+def test_cuda_requested_from_a_cpu_build_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU_EP])
+    with pytest.raises(DeviceUnavailable, match=r"NINSERVE_DEVICE=cuda but .*no CUDAExecutionProvider"):
+        require_device("cuda")
+    with pytest.raises(DeviceUnavailable, match="NINSERVE_DEVICE=auto to fall back"):
+        select_providers("cuda")
+    require_device("auto")  # auto and cpu never refuse to start
+    require_device("cpu")
+
+
+def test_cuda_provider_without_driver_or_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_EP, CPU_EP])
+
+    def no_driver(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(engine_module.ctypes, "CDLL", no_driver)
+    assert "driver (libcuda.so.1) is not visible" in (cuda_problem() or "")
+    monkeypatch.setattr(engine_module.ctypes, "CDLL", lambda name: FakeDriver(status=100))
+    assert "no usable GPU (cuInit status 100)" in (cuda_problem() or "")
+    monkeypatch.setattr(engine_module.ctypes, "CDLL", lambda name: FakeDriver(count=0))
+    with pytest.raises(DeviceUnavailable, match="no usable GPU"):
+        require_device("cuda")
+    monkeypatch.setattr(engine_module.ctypes, "CDLL", lambda name: FakeDriver())
+    assert cuda_problem() is None
+    assert select_providers("cuda", 1)[0] == (CUDA_EP, {"device_id": 1})
+
+
+def test_auto_falls_back_to_cpu_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_EP, CPU_EP])
+    monkeypatch.setattr(engine_module.ctypes, "CDLL", lambda name: FakeDriver(count=0))
+    with caplog.at_level("WARNING", logger="ninserve"):
+        assert select_providers("auto") == [CPU_EP]
+    (record,) = [r for r in caplog.records if r.name == "ninserve"]
+    assert record.levelname == "WARNING" and "serving on the CPU" in record.getMessage()
 
 
 def test_missing_or_corrupt_files_fail_to_load(tmp_path: Path) -> None:
