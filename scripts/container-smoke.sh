@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the CPU image with podman, run it, classify an image through it, fetch a map, stop it.
+# Build the CPU image with podman, check it refuses CUDA fast, run it, classify an image through it,
+# fetch a map, stop it.
 #
 #   scripts/container-smoke.sh            # as root, with podman + runc (+ debootstrap the first time)
 #
@@ -89,13 +90,30 @@ podman image prune --force --filter label=org.opencontainers.image.title=ninserv
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 log "built $IMAGE in ${build_s}s: $((size / 1000000)) MB"
 
-# The image must not carry torch, and must run as the non-root user.
+# The image must not carry torch, and must run as the non-root user, whose group has a name.
 user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
 [ "$user" = "10001:10001" ] || die "image user is '$user', want 10001:10001"
 if podman run --rm --runtime runc "${LIMITS[@]}" --no-healthcheck --entrypoint python3 "$IMAGE" \
     -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)'; then
     die "torch is importable in the image"
 fi
+ids=$(podman run --rm --runtime runc "${LIMITS[@]}" --no-healthcheck --entrypoint python3 "$IMAGE" \
+    -c 'import grp, os, pwd; print(pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name)')
+[ "$ids" = "ninserve ninserve" ] || die "uid/gid 10001 resolve to '$ids', want 'ninserve ninserve'"
+
+# ---- 2b. fail fast: CUDA asked of the CPU image must end the process, not leave it unhealthy -------
+log "fail-fast: NINSERVE_DEVICE=cuda on the CPU image"
+t_fail=$(date +%s)
+set +e
+refused=$(timeout 60 podman run --rm --runtime runc "${LIMITS[@]}" --no-healthcheck --read-only --tmpfs /tmp \
+    --cap-drop ALL --env NINSERVE_DEVICE=cuda "$IMAGE" 2>&1)
+cuda_exit=$?
+set -e
+fail_s=$(($(date +%s) - t_fail))
+[ "$cuda_exit" -ne 0 ] && [ "$cuda_exit" -ne 124 ] \
+    || die "NINSERVE_DEVICE=cuda on the CPU image: exit $cuda_exit, want a prompt non-zero exit"
+grep -q "NINSERVE_DEVICE=cuda but" <<<"$refused" || die "no fail-fast message; output: $refused"
+log "refused CUDA with exit $cuda_exit in ${fail_s}s: $(grep -m1 'NINSERVE_DEVICE=cuda but' <<<"$refused")"
 
 # ---- 3. run it the way production does: read-only root, no capabilities ---------------------------
 port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -129,13 +147,14 @@ code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
 [ "$code" = 0 ] || die "server exited with $code after SIGTERM"
 podman rm "$NAME" >/dev/null 2>>"$CACHE/podman.log"
 
-"$PY" - "$result" "$size" "$build_s" "$stop_s" "$(($(date +%s) - T0))" "${mem:-?}" <<'EOF'
+"$PY" - "$result" "$size" "$build_s" "$stop_s" "$(($(date +%s) - T0))" "${mem:-?}" "$cuda_exit" "$fail_s" <<'EOF'
 import json, sys
 client = json.loads(sys.argv[1])
-size, build_s, stop_s, total_s, mem = sys.argv[2:7]
+size, build_s, stop_s, total_s, mem, cuda_exit, fail_s = sys.argv[2:9]
 print("SMOKE " + json.dumps({
     "image_mb": round(int(size) / 1e6, 1), "build_s": int(build_s), "ready_s": client["ready_s"],
     "classify_ms": client["classify_ms"], "top": client["top"], "map_bytes": client["map_bytes"],
     "mem_after_classify": mem, "stop_s": int(stop_s), "total_s": int(total_s),
+    "cuda_refused_exit": int(cuda_exit), "cuda_refused_s": int(fail_s),
 }))
 EOF

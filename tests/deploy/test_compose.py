@@ -50,3 +50,21 @@ def test_replicas_share_redis_and_report_health(services: dict[str, Any]) -> Non
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert service["healthcheck"]["test"] == ["CMD", "python3", "/opt/ninserve/healthcheck.py"]
         assert service["read_only"] is True
+
+
+def host_ports(published: str | int) -> set[int]:
+    low, _, high = str(published).partition("-")
+    return set(range(int(low), int(high or low) + 1))
+
+
+def test_scaled_cpu_replicas_and_the_gpu_service_never_share_a_host_port() -> None:
+    """`docker compose --profile gpu up --scale api=N`: the CPU range must not contain the GPU port."""
+    compose = tool("docker-compose", "apt-get install docker-compose, scripts/ci-deps.sh")
+    yaml = pytest.importorskip("yaml")
+    result = run(compose, "--file", str(COMPOSE), "--profile", "gpu", "config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    cpu = set().union(*(host_ports(p["published"]) for p in services["api"]["ports"]))
+    gpu = set().union(*(host_ports(p["published"]) for p in services["api-gpu"]["ports"]))
+    assert len(cpu) >= 3 and gpu, (cpu, gpu)  # room for --scale api=3 and more
+    assert not cpu & gpu, f"host ports {sorted(cpu & gpu)} are in both services"

@@ -1,5 +1,6 @@
 """The Dockerfile: hadolint clean, both targets present, and the promises the images make (no
-torch, non-root, HEALTHCHECK without curl, base images as build arguments)."""
+torch, non-root with a named group, HEALTHCHECK without curl, base images as build arguments
+pinned by digest, dependencies from the hashed locks)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ def test_hadolint_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_base_images_are_build_arguments() -> None:
-    assert re.search(r"^ARG BASE_IMAGE=python:3\.1[1-9]", DOCKERFILE, re.M)
-    assert re.search(r"^ARG GPU_BASE_IMAGE=nvidia/cuda:13\.\S+-cudnn-runtime-", DOCKERFILE, re.M)
+def test_base_images_are_build_arguments_pinned_by_digest() -> None:
+    digest = r"@sha256:[0-9a-f]{64}$"
+    assert re.search(rf"^ARG BASE_IMAGE=python:3\.1[1-9]\S*-slim-bookworm{digest}", DOCKERFILE, re.M)
+    assert re.search(rf"^ARG GPU_BASE_IMAGE=nvidia/cuda:13\.\S+-cudnn-runtime-\S+{digest}", DOCKERFILE, re.M)
     assert "FROM ${BASE_IMAGE} AS cpu\n" in DOCKERFILE
     assert "FROM ${GPU_BASE_IMAGE} AS gpu-base\n" in DOCKERFILE
 
@@ -34,6 +36,7 @@ def test_images_run_the_server_as_non_root_with_a_readiness_healthcheck() -> Non
     for name in ("cpu", "gpu"):
         body = stage(name)
         assert "USER 10001:10001" in body
+        assert "groupadd --system --gid 10001 ninserve" in body and "--uid 10001 --gid 10001" in body
         assert 'CMD ["python3", "/opt/ninserve/healthcheck.py"]' in body
         assert 'ENTRYPOINT ["ninserve"]' in body
         assert 'CMD ["serve", "--host", "0.0.0.0"]' in body
@@ -46,13 +49,15 @@ def test_no_torch_and_the_artifact_is_required() -> None:
         body = stage(name)
         assert "test -s model/artifacts/nin-cifar10.onnx" in body
         assert "find_spec('torch') is not None" in body  # the build fails if torch slipped in
-    assert "requirements.py cpu" in stage("cpu-build")
-    assert "requirements.py gpu --without-extras" in stage("gpu-build")
+    for name in ("cpu", "gpu"):  # exact versions, hash-checked: requirements/ is made by `make lock`
+        body = stage(f"{name}-build")
+        assert f"COPY requirements/{name}.txt requirements/{name}.txt" in body
+        assert f"pip install --require-hashes --requirement requirements/{name}.txt" in body
 
 
 def test_dockerignore_keeps_the_context_to_what_the_build_copies() -> None:
     lines = (ROOT / ".dockerignore").read_text().split("\n")
     assert lines[lines.index("*") :].count("*") == 1  # deny everything first, then allow
-    for allowed in ("!pyproject.toml", "!app/", "!model/", "!deploy/docker/"):
+    for allowed in ("!pyproject.toml", "!app/", "!model/", "!deploy/docker/", "!requirements/cpu.txt"):
         assert allowed in lines
     assert "model/training/" in lines  # checkpoints never enter an image
