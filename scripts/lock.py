@@ -56,7 +56,7 @@ TORCH_BLOCK = re.compile(r"^torch==(\S+)(?: ;[^\n]*)? \\\n(?:[ \t]+[^\n]*\n)*", 
 DESCRIPTIONS = {
     "cpu.txt": "serving runtime, CPU (the cpu image, make serve)",
     "gpu.txt": "serving runtime, CUDA from the base image (the gpu image)",
-    "dev.txt": "tests, lint, training and export on Linux x86_64 / CPython 3.11, torch excepted (make test, CI)",
+    "dev.txt": "tests, lint, training, export on Linux x86_64 / CPython 3.11, torch excepted (make test, CI)",
     "torch.txt": "torch, the CPU build (make test, CI)",
     "ci.txt": "what scripts/ci-deps.sh adds, at dev.txt's versions (CI)",
 }
@@ -78,7 +78,9 @@ def fingerprint(pyproject: Path = PYPROJECT) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def requirements(extras: list[str], *, without_extras: bool = False, pyproject: Path = PYPROJECT) -> list[str]:
+def requirements(
+    extras: list[str], *, without_extras: bool = False, pyproject: Path = PYPROJECT
+) -> list[str]:
     """The core dependencies plus those of `extras`; `pkg[a,b]` of the extras reduced to `pkg` if asked."""
     p = project(pyproject)
     optional = p.get("optional-dependencies", {})
@@ -110,7 +112,10 @@ def check(locks: list[Path]) -> int:
     for problem in problems:
         print(f"lock: {problem}", file=sys.stderr)
     if problems:
-        print("lock: run `make lock` and commit requirements/ (deploy/README.md, Locked dependencies)", file=sys.stderr)
+        print(
+            "lock: run `make lock` and commit requirements/ (deploy/README.md, Locked dependencies)",
+            file=sys.stderr,
+        )
     return 1 if problems else 0
 
 
@@ -162,7 +167,9 @@ def write(name: str, body: str, digest: str, version: str) -> None:
 def lock_all() -> int:
     LOCK_DIR.mkdir(exist_ok=True)
     digest = fingerprint()
-    version = subprocess.run([uv(), "--version"], capture_output=True, text=True, check=True).stdout.split()[1]
+    version = subprocess.run([uv(), "--version"], capture_output=True, text=True, check=True).stdout.split()[
+        1
+    ]
     # GPU first: onnxruntime-gpu releases trail onnxruntime's, and both images (and CI) must run
     # the same ONNX Runtime and the same versions of everything else; so the GPU lock constrains
     # the CPU lock, which constrains the dev lock.

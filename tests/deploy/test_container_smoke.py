@@ -1,5 +1,6 @@
 """The CPU image for real: scripts/container-smoke.sh builds it with podman on a local Debian
-base, runs it, classifies a PNG through the published port, fetches a map and stops it.
+base (in Docker format, so the image keeps its HEALTHCHECK), checks that NINSERVE_DEVICE=cuda makes
+it exit at once, runs it, classifies a PNG through the published port, fetches a map and stops it.
 
 Runs where podman can (root, podman + runc, a base image or the means to make one); skips with
 the reason elsewhere. NINSERVE_SKIP_CONTAINER_SMOKE=1 skips it on purpose. Measured on 2 cores:
@@ -55,3 +56,4 @@ def test_cpu_image_builds_serves_and_stops() -> None:
     assert report["map_bytes"] > 100
     assert report["ready_s"] < 60
     assert report["image_mb"] < 500  # the CPU image stays small (about 330 MB when measured)
+    assert report["cuda_refused_exit"] not in (0, 124)  # CUDA asked of the CPU image: a prompt failure

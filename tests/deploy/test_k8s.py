@@ -1,9 +1,13 @@
 """deploy/k8s: every manifest valid against the Kubernetes API schema (kubernetes-validate
---strict, offline), the kustomizations complete, and the pieces wired to each other and to the
-image (ports, user, probes, selectors, the Redis URL)."""
+--strict, offline) or, for KServe's kinds, against KServe's schema (check-jsonschema), the
+kustomizations complete and setting the image, and the pieces wired to each other and to the
+image (ports, user, probes, selectors, the Redis URL, the V2 protocol)."""
 
 from __future__ import annotations
 
+import copy
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,15 @@ import pytest
 from tests.deploy.conftest import ROOT, load_yaml_documents, run, tool
 
 K8S = ROOT / "deploy" / "k8s"
-MANIFESTS = sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+KSERVE = K8S / "kserve"
+# KServe's kinds are custom resources: kubernetes-validate does not know them (schemas below).
+KSERVE_SCHEMAS = {
+    "inferenceservice.yaml": KSERVE / "schema" / "inferenceservice-v1beta1.json",
+    "servingruntime.yaml": KSERVE / "schema" / "servingruntime-v1alpha1.json",
+}
+MANIFESTS = sorted(
+    p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml" and p.name not in KSERVE_SCHEMAS
+)
 VARIANTS = ("cpu", "gpu")
 # Oldest Kubernetes the manifests are meant for (the preStop `sleep` action is on by default from
 # 1.30), and the newest schema the validator knows.
@@ -102,3 +114,70 @@ def test_selectors_and_references_line_up(variant: str) -> None:
     assert store == f"redis://{redis['metadata']['name']}:{redis['spec']['ports'][0]['port']}/0"
     redis_pods = by_kind(objects, "Deployment", "ninserve-redis")["spec"]["template"]["metadata"]["labels"]
     assert redis["spec"]["selector"].items() <= redis_pods.items()
+
+
+@pytest.mark.parametrize("manifest", sorted(KSERVE_SCHEMAS))
+def test_kserve_objects_are_valid_against_kserve_schema(manifest: str) -> None:
+    checker = tool("check-jsonschema", "pip install check-jsonschema, the dev extra")
+    result = run(checker, "--schemafile", str(KSERVE_SCHEMAS[manifest]), str(KSERVE / manifest))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kserve_schema_is_strict() -> None:
+    """A misspelt field or an unknown scale metric must fail, or the validation above proves little."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(KSERVE_SCHEMAS["inferenceservice.yaml"].read_text())
+    (isvc,) = load_yaml_documents(KSERVE / "inferenceservice.yaml")
+    validator = jsonschema.Draft202012Validator(schema)
+    assert not list(validator.iter_errors(isvc))
+    predictor = isvc["spec"]["predictor"]
+    for bad in (
+        {"minReplica": 2},
+        {"scaleMetric": "gpu"},
+        {"model": {**predictor["model"], "protocol": "v2"}},
+    ):
+        wrong = copy.deepcopy(isvc)
+        wrong["spec"]["predictor"] |= bad
+        assert list(validator.iter_errors(wrong)), bad
+
+
+def test_kserve_speaks_v2_on_the_image_port_and_autoscales() -> None:
+    objects = resources(KSERVE)
+    isvc = by_kind(objects, "InferenceService", "ninserve")
+    runtime = by_kind(objects, "ServingRuntime", "ninserve")
+    predictor, model = isvc["spec"]["predictor"], isvc["spec"]["predictor"]["model"]
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "v2"
+    assert "v2" in runtime["spec"]["protocolVersions"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    assert "storageUri" not in model  # the artifact is in the image
+    (container,) = runtime["spec"]["containers"]
+    assert container["name"] == "kserve-container" and container["args"] == ["serve", "--host", "0.0.0.0"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    (port,) = container["ports"]
+    assert port["containerPort"] == int(env["NINSERVE_PORT"]) == 8000
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["runAsUser"] == predictor["securityContext"]["runAsUser"] == 10001
+    assert 2 <= predictor["minReplicas"] < predictor["maxReplicas"]
+    assert predictor["scaleMetric"] == "cpu" and 0 < predictor["scaleTarget"] <= 100
+    # The API pods must reach Redis: the NetworkPolicy admits pods by these labels.
+    policy = by_kind(objects, "NetworkPolicy", "ninserve-redis")
+    admitted = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert admitted.items() <= predictor["labels"].items()
+    store = by_kind(objects, "ConfigMap", "ninserve")["data"]["NINSERVE_RESULT_STORE"]
+    assert store.startswith("redis://ninserve-redis:")
+
+
+@pytest.mark.parametrize("variant", [*VARIANTS, "kserve"])
+def test_kustomize_sets_the_image(variant: str) -> None:
+    """`images:` in the overlay decides what every ninserve container runs (kubectl kustomize)."""
+    kubectl = tool("kubectl", "kubectl, for its built-in kustomize")
+    (kustomization,) = load_yaml_documents(K8S / variant / "kustomization.yaml")
+    (image,) = [i for i in kustomization["images"] if i["name"] == "ninserve"]
+    rendered = run(kubectl, "kustomize", str(K8S / variant))
+    assert rendered.returncode == 0, rendered.stderr
+    images = re.findall(r"^\s+image: (\S+)$", rendered.stdout, re.M)
+    ours = [i for i in images if not i.startswith("redis:")]
+    assert ours and set(ours) == {f"{image['newName']}:{image['newTag']}"}

@@ -116,4 +116,4 @@ def test_installs_use_the_locks() -> None:
     assert "--require-hashes" in makefile and "-r requirements/cpu.txt" in makefile
     assert "-r requirements/dev.txt" in makefile and "-r requirements/torch.txt" in makefile
     assert re.search(r"^lock:", makefile, re.M) and "scripts/lock.py" in makefile
-    assert "--require-hashes -r \"$ROOT/requirements/ci.txt\"" in (ROOT / "scripts/ci-deps.sh").read_text()
+    assert '--require-hashes -r "$ROOT/requirements/ci.txt"' in (ROOT / "scripts/ci-deps.sh").read_text()
