@@ -130,7 +130,9 @@ def uv() -> str:
     return found
 
 
-def compile_lock(inputs: list[str], options: tuple[str, ...], constraints: list[str] = ()) -> str:
+def compile_lock(
+    inputs: list[str], options: tuple[str, ...], constraints: list[str] = (), constrained_by: str = ""
+) -> str:
     """`uv pip compile --generate-hashes` of `inputs` (requirement lines); returns the lock's body."""
     with tempfile.TemporaryDirectory() as tmp:
         req, con, out = Path(tmp, "in.txt"), Path(tmp, "constraints.txt"), Path(tmp, "out.txt")
@@ -139,8 +141,9 @@ def compile_lock(inputs: list[str], options: tuple[str, ...], constraints: list[
         command = [uv(), "pip", "compile", str(req), "--constraints", str(con), "--output-file", str(out)]
         command += ["--generate-hashes", "--no-header", "--quiet", "--index-url", "https://pypi.org/simple"]
         subprocess.run([*command, *options], check=True, cwd=ROOT)
-        # uv names its input by the temporary path; say where it came from instead.
-        return re.sub(r"-r \S+in\.txt", "pyproject.toml", out.read_text())
+        # uv names its inputs by their temporary paths; say where they came from instead.
+        body = re.sub(r"-r \S+/in\.txt", "pyproject.toml", out.read_text())
+        return re.sub(r"-c \S+/constraints\.txt", f"-c {constrained_by}", body)
 
 
 def pins(body: str) -> list[str]:
@@ -175,10 +178,11 @@ def lock_all() -> int:
     # the CPU lock, which constrains the dev lock.
     gpu = compile_lock(requirements(["gpu"], without_extras=True), UNIVERSAL)
     same_runtime = [re.sub(r"^onnxruntime-gpu==", "onnxruntime==", pin) for pin in pins(gpu)]
-    cpu = compile_lock(requirements(["cpu"]), UNIVERSAL, same_runtime)
+    cpu = compile_lock(requirements(["cpu"]), UNIVERSAL, same_runtime, "requirements/gpu.txt")
     write("gpu.txt", gpu, digest, version)
     write("cpu.txt", cpu, digest, version)
-    dev = compile_lock(requirements(["cpu", "train", "dev"]), (*DEV_PLATFORM, *torch_links()), pins(cpu))
+    dev_inputs = requirements(["cpu", "train", "dev"])
+    dev = compile_lock(dev_inputs, (*DEV_PLATFORM, *torch_links()), pins(cpu), "requirements/cpu.txt")
     torch = TORCH_BLOCK.search(dev)
     if torch is None or not torch.group(1).endswith("+cpu"):
         raise SystemExit(
@@ -188,7 +192,12 @@ def lock_all() -> int:
     dev = dev[: torch.start()] + dev[torch.end() :]
     write("dev.txt", dev, digest, version)
     write("torch.txt", f"torch=={torch.group(1)}\n", digest, version)
-    write("ci.txt", compile_lock(list(CI_TOOLS), DEV_PLATFORM, pins(dev)), digest, version)
+    write(
+        "ci.txt",
+        compile_lock(list(CI_TOOLS), DEV_PLATFORM, pins(dev), "requirements/dev.txt"),
+        digest,
+        version,
+    )
     return 0
 
 
