@@ -44,8 +44,7 @@ $(VENV)/.dev-installed: pyproject.toml requirements/dev.txt requirements/torch.t
 # Re-resolve pyproject.toml into requirements/*.txt (needs PyPI); commit the result. Run it after
 # any dependency change in pyproject.toml: the installs above refuse a stale lock.
 lock: | $(BIN)/python
-	@$(BIN)/uv --version 2>/dev/null | grep -qx "uv $(UV_VERSION)[^0-9]*.*" \
-		|| $(BIN)/pip install uv==$(UV_VERSION)
+	@$(BIN)/uv --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || $(BIN)/pip install uv==$(UV_VERSION)
 	$(BIN)/python scripts/lock.py
 	$(LOCK_CHECK)
 

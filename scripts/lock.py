@@ -170,9 +170,8 @@ def write(name: str, body: str, digest: str, version: str) -> None:
 def lock_all() -> int:
     LOCK_DIR.mkdir(exist_ok=True)
     digest = fingerprint()
-    version = subprocess.run([uv(), "--version"], capture_output=True, text=True, check=True).stdout.split()[
-        1
-    ]
+    uv_version = subprocess.run([uv(), "--version"], capture_output=True, text=True, check=True).stdout
+    version = uv_version.split()[1]  # "uv 0.13.8 (...)"
     # GPU first: onnxruntime-gpu releases trail onnxruntime's, and both images (and CI) must run
     # the same ONNX Runtime and the same versions of everything else; so the GPU lock constrains
     # the CPU lock, which constrains the dev lock.
