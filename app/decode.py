@@ -15,8 +15,12 @@ Policy (train and serve must see the same pixels, so `model/data.py` should call
      A JPEG at least twice as large as that box reduction keeps (3x the target) is decoded at
      1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling (Pillow's `draft`), which does the box
      reduction's work during decoding: within one grey level of decoding at full size, and
-     1.67 -> 1.18 ms for a 640x480 photo (`decode_image`). The preview, an overlay backdrop,
-     comes from the same reduced decode.
+     1.67 -> 1.18 ms for a 640x480 photo (`decode_image`).
+  5. The preview, the backdrop of map overlays, comes from the same decode but keeps the input's
+     aspect ratio (overlays must not stretch a photo), with its long side up to `preview_size`
+     (the draft above never decodes fewer pixels than it needs). Tiny previews stay raw pixels;
+     larger ones are kept as JPEG (`encode_preview`), ~10x smaller in the result store. The
+     EXIF block and any other metadata of the upload are not kept.
 """
 
 from __future__ import annotations
@@ -54,12 +58,19 @@ REDUCING_GAP = 3.0  # box-reduce first while the image stays >= 3x the target: s
 # The preview only sits under a heatmap overlay: bilinear from the nearest box reduction is enough,
 # and at a third of the cost it stops the preview from costing more than the model's own input.
 PREVIEW_RESAMPLE, PREVIEW_REDUCING_GAP = Image.Resampling.BILINEAR, 1.0
+# Previews up to this long side stay raw pixels (<= 48 KB): encoding them would cost more time than
+# the bytes it saves. Larger ones become JPEG at this quality: under a 50 % heatmap the artefacts
+# are invisible, and a 512x384 preview takes ~35 KB instead of 590 KB.
+PREVIEW_RAW_MAX_SIDE, PREVIEW_JPEG_QUALITY = 128, 90
+
+# The stored overlay backdrop: uint8 [h, w, 3] RGB pixels, or the same image encoded as JPEG.
+Preview = np.ndarray | bytes
 
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
     pixels: np.ndarray  # uint8 [size, size, 3] RGB: the model input
-    preview: np.ndarray  # uint8 [p, p, 3] RGB: the same view, small, kept for map overlays
+    preview: Preview  # the input at its own aspect ratio, long side <= preview_size, for overlays
     width: int  # original size, after EXIF orientation
     height: int
     format: str  # Pillow's format name, e.g. "PNG"
@@ -147,16 +158,26 @@ def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int = 128) -> DecodedImage:
-    """Bytes -> model input at `size` plus a small preview; CPU-bound, run it in a thread pool."""
+def preview_box(width: int, height: int, preview_size: int) -> tuple[int, int]:
+    """(w, h) of the preview: the input's aspect ratio, long side at most `preview_size`."""
+    scale = min(1.0, preview_size / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int = 512) -> DecodedImage:
+    """Bytes -> model input at `size` plus a preview for overlays; CPU-bound, run it in a thread pool.
+
+    `preview_size <= size` keeps no preview of its own: the model input stands in (callers that
+    never render overlays, and training)."""
     img = open_image(data, max_pixels)
     width, height = oriented_size(img)
     try:
         with img:
             fmt = img.format or "?"
-            if fmt == "JPEG":  # decode no more pixels than the model's resize keeps (docstring)
+            if fmt == "JPEG":  # decode no more pixels than the model's resize and the preview keep
                 need = math.ceil(REDUCING_GAP * size)
-                img.draft(None, (need, need))
+                keep_w, keep_h = preview_box(*img.size, preview_size)
+                img.draft(None, (max(need, keep_w), max(need, keep_h)))
             rgb = to_rgb(img)
             rgb.load()
     except (ImageTooLarge, InvalidImage):
@@ -166,13 +187,33 @@ def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int =
     except Exception as exc:  # truncated or corrupt data surfaces here, on the first pixel read
         raise InvalidImage(f"cannot decode the image: {exc}") from None
     pixels = resize_rgb(rgb, size)
-    p = min(preview_size, max(width, height, size))
-    if p == size:
-        preview = pixels
-    else:
-        small = rgb.resize((p, p), PREVIEW_RESAMPLE, reducing_gap=PREVIEW_REDUCING_GAP)
-        preview = np.asarray(small, dtype=np.uint8)
+    preview = pixels if preview_size <= size else make_preview(rgb, pixels, preview_size)
     return DecodedImage(pixels=pixels, preview=preview, width=width, height=height, format=fmt)
+
+
+def make_preview(rgb: Image.Image, pixels: np.ndarray, preview_size: int) -> Preview:
+    """The decoded image at its aspect ratio, long side <= preview_size; JPEG unless tiny."""
+    box = preview_box(*rgb.size, preview_size)
+    if box == pixels.shape[1::-1]:  # a square input at the model's size (the 32x32 hot path)
+        return pixels
+    small = rgb if box == rgb.size else rgb.resize(box, PREVIEW_RESAMPLE, reducing_gap=PREVIEW_REDUCING_GAP)
+    if max(box) <= PREVIEW_RAW_MAX_SIDE:
+        return np.asarray(small, dtype=np.uint8)
+    return encode_preview(small)
+
+
+def encode_preview(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=PREVIEW_JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def preview_pixels(preview: Preview) -> np.ndarray:
+    """uint8 [h, w, 3] from a stored preview (decodes the JPEG form)."""
+    if isinstance(preview, np.ndarray):
+        return preview
+    with Image.open(io.BytesIO(preview), formats=("JPEG",)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def decode_rgb(data: bytes, size: int, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485) -> np.ndarray:
