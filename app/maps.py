@@ -172,7 +172,9 @@ def _font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def add_legend(pixels: np.ndarray, title: str, lo: float | None, hi: float | None, colormap: str) -> np.ndarray:
+def add_legend(
+    pixels: np.ndarray, title: str, lo: float | None, hi: float | None, colormap: str
+) -> np.ndarray:
     """Append a white strip: `title`, then a colour bar from `lo` to `hi` (map values, logits).
 
     lo/hi None: each map has its own range, so the bar is labelled low/high instead of numbers."""

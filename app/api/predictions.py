@@ -44,7 +44,9 @@ def _png(body: bytes, rt: RuntimeDep, headers: dict[str, str] | None = None) -> 
     return Response(body, media_type=PNG, headers=cache | (headers or {}))
 
 
-def map_headers(normalize: str, value_range: tuple[float, float] | None, score: float | None) -> dict[str, str]:
+def map_headers(
+    normalize: str, value_range: tuple[float, float] | None, score: float | None
+) -> dict[str, str]:
     """What the colours mean, for clients that draw their own legend: `X-Map-Range: low,high` are
     the map values (logits) at the colormap's ends."""
     headers = {"X-Map-Normalize": normalize}

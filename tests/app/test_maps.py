@@ -100,12 +100,16 @@ def test_jpeg_previews_are_decoded_for_overlays() -> None:
 def test_legend_adds_title_and_colour_bar() -> None:
     m = maps()
     plain = Image.open(io.BytesIO(map_png(m, 2, size=256, colormap="viridis")))
-    legend = Image.open(io.BytesIO(map_png(m, 2, size=256, colormap="viridis", legend=True, label="c", score=0.5)))
+    legend = Image.open(
+        io.BytesIO(map_png(m, 2, size=256, colormap="viridis", legend=True, label="c", score=0.5))
+    )
     assert legend.width == 256 and legend.height > plain.height + 30
     strip = np.asarray(legend.convert("RGB"))[256:]
     lut = colormap_lut("viridis").astype(int)
     row = next(r for r in strip if (np.abs(r[128].astype(int) - lut).sum(axis=-1) < 8).any())
-    assert np.abs(row[6].astype(int) - lut[0]).sum() < 12 and np.abs(row[-8].astype(int) - lut[255]).sum() < 12
+    assert (
+        np.abs(row[6].astype(int) - lut[0]).sum() < 12 and np.abs(row[-8].astype(int) - lut[255]).sum() < 12
+    )
     small = Image.open(io.BytesIO(map_png(m, 2, size=64, legend=True, label="c")))
     assert small.width >= 200  # a margin keeps the legend's text legible under a small map
     grid = Image.open(io.BytesIO(grid_png(m, LABELS, np.full(5, 0.2), cell=64, legend=True)))
