@@ -195,6 +195,9 @@
     state.selected = prediction.top[0].label;
     showAnswer(prediction);
     $("result").setAttribute("aria-busy", "false");
+    if (window.matchMedia("(max-width: 899px)").matches) {
+      $("result").scrollIntoView({ block: "start" }); // one column: the answer is below the inputs
+    }
     await Promise.all([loadTiles(run), loadLarge()]);
   }
 
@@ -377,9 +380,18 @@
   }
 
   function wire() {
-    $("api-key").addEventListener("change", (event) => {
-      state.key = event.target.value.trim();
+    const useKey = () => {
+      const key = $("api-key").value.trim();
+      if (key === state.key) return;
+      state.key = key;
+      clearMessage();
       loadModel();
+    };
+    $("api-key").addEventListener("change", useKey);
+    $("key-form").addEventListener("submit", (event) => {
+      event.preventDefault(); // the key never leaves the page except as a header to this server
+      useKey();
+      if (!state.prediction && state.image) classify(state.image.blob, state.image.name);
     });
     $("file").addEventListener("change", (event) => {
       takeFile(event.target.files[0]);
