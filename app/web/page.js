@@ -56,23 +56,24 @@
     const status = response.status;
     const retry = response.headers.get("Retry-After");
     let text;
+    const because = detail ? `: ${detail}` : ".";
     if (status === 401 || status === 403) {
       text = state.key
         ? "The server did not accept this API key. Check it under \u201cAPI key\u201d above and try again."
         : "This server needs an API key. Enter it under \u201cAPI key\u201d above, then try again.";
     } else if (status === 413) {
-      text = `That image is too large for this server. ${detail}`;
+      text = `That image is too large for this server${because}`;
     } else if (status === 400 || status === 415) {
-      text = `That file is not an image the server can read. ${detail}`;
+      text = `That file is not an image the server can read${because}`;
     } else if (status === 503) {
       const wait = retry ? `try again in ${retry} s` : "try again in a moment";
-      text = `The server is busy right now: ${wait}. ${detail}`;
+      text = `The server is busy right now, ${wait}${because}`;
     } else if (status === 422) {
-      text = `The server refused a setting. ${detail}`;
+      text = `The server refused a setting${because}`;
     } else if (status === 404) {
-      text = `Not found: ${detail} Results expire after a while: pick the image again.`;
+      text = `Not found${because} Results expire after a while: pick the image again.`;
     } else {
-      text = `The server answered with an error (${status}). ${detail}`;
+      text = `The server answered with an error (${status})${because}`;
     }
     return new ApiError(status, text.trim());
   }
@@ -126,8 +127,17 @@
     } catch (err) {
       return; // the page works without them
     }
-    const list = $("samples");
+    const box = $("samples");
+    const lists = new Map(); // group name -> <ul>, in the manifest's order
     for (const sample of samples) {
+      if (!lists.has(sample.group)) {
+        const heading = document.createElement("h4");
+        heading.textContent = sample.group;
+        const list = document.createElement("ul");
+        list.className = "samples";
+        box.append(heading, list);
+        lists.set(sample.group, list);
+      }
       const item = document.createElement("li");
       const button = document.createElement("button");
       button.type = "button";
@@ -145,7 +155,7 @@
       button.setAttribute("aria-label", `Sample: ${sample.title}`);
       button.addEventListener("click", () => useSample(sample));
       item.append(button);
-      list.append(item);
+      lists.get(sample.group).append(item);
     }
   }
 
@@ -209,8 +219,14 @@
     img.src = state.originalUrl;
     $("original-caption").textContent = name;
     $("original").hidden = false;
-    img.decode().then(drawSeen, () => {
-      $("seen").hidden = true; // the browser cannot show it (e.g. TIFF); the server may still read it
+    img.decode().then(() => {
+      img.classList.toggle("tiny", img.naturalWidth < 96 && img.naturalHeight < 96); // shown enlarged
+      drawSeen();
+    }, () => {
+      // The browser cannot show it (not an image, or a format such as TIFF that the server may
+      // still read): no broken picture, the classification answers for it.
+      $("original").hidden = true;
+      $("seen").hidden = true;
     });
   }
 

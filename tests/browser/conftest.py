@@ -81,7 +81,16 @@ class Watched:
             and url not in self.blocked
         ]
 
+    def broken_images(self) -> list[str]:
+        """Visible <img> elements that finished loading without a picture (their alt texts)."""
+        script = (
+            "() => [...document.images].filter(i => i.checkVisibility() && i.getAttribute('src')"
+            " && i.complete && i.naturalWidth === 0).map(i => i.alt || i.src)"
+        )
+        return self.page.evaluate(script)
+
     def assert_clean(self) -> None:
+        assert self.broken_images() == []
         assert self.page_errors == []
         assert self.console_errors == []
         assert self.failed == []

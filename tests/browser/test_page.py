@@ -90,8 +90,9 @@ def test_a_file_that_is_not_an_image_shows_the_error(open_page) -> None:
     expect(message).to_be_visible()
     expect(message).to_contain_text("not an image")
     expect(page.locator("#answer")).to_be_hidden()
+    expect(page.locator("#original")).to_be_hidden()  # the browser cannot show it either
     watched.screenshot("error-not-an-image")
-    assert watched.page_errors == [] and watched.outside_requests() == []
+    assert watched.broken_images() == [] and watched.page_errors == [] and watched.outside_requests() == []
     assert all("status of 400" in text for text in watched.console_errors)  # the browser logs the 400
 
 
@@ -126,7 +127,7 @@ def test_a_busy_server_says_so(open_page) -> None:
     )
     page.locator("button.sample[data-file='cat.jpg']").click()
     expect(page.locator("#message")).to_contain_text("busy")
-    expect(page.locator("#message")).to_contain_text("try again in 1 s")
+    expect(page.locator("#message")).to_contain_text("try again in 1 s: the queue is full")
     watched.screenshot("error-busy")
     assert watched.page_errors == [] and watched.outside_requests() == []
 
