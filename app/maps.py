@@ -132,7 +132,7 @@ def render_map(
 ) -> np.ndarray:
     """One class's map [K, h, w][index] -> uint8 RGB: size x size, or over `preview` with the
     preview's aspect ratio and a long side of `size`."""
-    base_pixels = None if preview is None else preview_pixels(preview)
+    base_pixels = None if preview is None else preview_pixels(preview, size)
     box = (size, size) if base_pixels is None else fit_box(base_pixels.shape, size)
     values = upsample(maps[index], *box)
     heat = colorize(_scale(values, *value_range(maps, index, normalize)), colormap)
@@ -221,7 +221,7 @@ def grid_png(
     k = len(labels)
     cols = math.ceil(math.sqrt(2 * k))  # wider than tall: 10 classes -> 5 x 2
     rows = math.ceil(k / cols)
-    base_pixels = None if preview is None else preview_pixels(preview)
+    base_pixels = None if preview is None else preview_pixels(preview, cell)
     box = (cell, cell) if base_pixels is None else fit_box(base_pixels.shape, cell)
     base = None if base_pixels is None else _backdrop(base_pixels, box)  # resized once, not per cell
     caption = max(14, cell // 7)

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from app.decode import BACKGROUND, decode_image, decode_rgb, preview_pixels
 from app.errors import EmptyImage, ImageTooLarge, InvalidImage, UnsupportedMediaType
@@ -163,6 +163,33 @@ def test_preview_keeps_the_aspect_ratio_small_raw_large_jpeg() -> None:
     assert np.abs(pixels.astype(int) - expected).mean() < 3  # sharp: no detour through a small square
     tall = decode_image(encode(_photo(300, 900)), 32, max_pixels=LIMIT, preview_size=512)
     assert preview_pixels(tall.preview).shape == (512, 171, 3)
+
+
+def test_a_small_clean_upload_is_kept_as_its_own_preview() -> None:
+    data = encode(_photo(640, 480), "JPEG", quality=90)
+    kept = decode_image(data, 32, max_pixels=LIMIT, preview_size=512, keep_bytes=1 << 20)
+    assert kept.preview == data  # no work per request: decoded when an overlay is drawn
+    assert preview_pixels(kept.preview).shape == (480, 640, 3)
+    assert preview_pixels(kept.preview, 200).shape == (240, 320, 3)  # DCT-scaled for a small overlay
+    remade = decode_image(data, 32, max_pixels=LIMIT, preview_size=512, keep_bytes=1 << 20).pixels
+    reduced = decode_image(data, 32, max_pixels=LIMIT, preview_size=32).pixels  # no preview at all
+    np.testing.assert_array_equal(remade, reduced)  # kept: the JPEG still decodes at 1/4 scale
+    for reason, upload, options in [
+        ("over keep_bytes", data, {"keep_bytes": len(data) - 1}),
+        ("over 2 x preview_size", encode(_photo(1100, 300), "JPEG"), {"keep_bytes": 1 << 20}),
+        ("EXIF", encode(_photo(640, 480), "JPEG", exif=Image.Exif()), {"keep_bytes": 1 << 20}),
+        ("PNG text", encode(_photo(300, 200), "PNG", pnginfo=_text_chunk()), {"keep_bytes": 1 << 20}),
+    ]:
+        preview = decode_image(upload, 32, max_pixels=LIMIT, preview_size=512, **options).preview
+        assert isinstance(preview, bytes) and preview != upload, reason
+        with Image.open(io.BytesIO(preview)) as remade_preview:
+            assert remade_preview.format == "JPEG" and "exif" not in remade_preview.info, reason
+
+
+def _text_chunk() -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "someone")
+    return info
 
 
 def test_preview_of_a_rotated_jpeg_is_upright() -> None:
