@@ -287,6 +287,27 @@
 
   // ---- maps ----
 
+  // What the two ends of each colormap look like, for the sentence that explains the tiles.
+  const COLOUR_ENDS = {
+    jet: ["red", "dark blue"],
+    turbo: ["red", "dark blue"],
+    viridis: ["yellow", "dark purple"],
+    inferno: ["pale yellow", "black"],
+    magma: ["pale yellow", "black"],
+    gray: ["white", "black"],
+  };
+
+  function explainColours() {
+    const [high, low] = COLOUR_ENDS[$("colormap").value];
+    const scale =
+      $("normalize").value === "global"
+        ? `All tiles share one colour scale, so a class the network does not see stays ${low}.`
+        : "Each tile is stretched to its own range: even a class at 0.1 % gets a bright spot.";
+    $("maps-help").textContent =
+      `Each tile is one class's confidence map over your image: ${high} is where the network sees ` +
+      `that class most, ${low} where least. ${scale} Pick a tile to enlarge it.`;
+  }
+
   function mapUrl(label, size, extra = "") {
     const p = state.prediction;
     const colormap = $("colormap").value;
@@ -443,6 +464,7 @@
     });
     for (const id of ["colormap", "normalize"]) {
       $(id).addEventListener("change", () => {
+        explainColours();
         if (!state.prediction) return;
         loadTiles(state.run);
         loadLarge();

@@ -67,6 +67,8 @@ def test_a_sample_click_classifies_it(open_page) -> None:
     page.select_option("#colormap", "viridis")
     page.select_option("#normalize", "map")
     expect(page.locator("#range")).to_contain_text("airplane's own")
+    expect(page.locator("#maps-help")).to_contain_text("yellow is where")  # the words follow the colours
+    expect(page.locator("#maps-help")).to_contain_text("its own range")
     wait_for_maps(page)
     watched.screenshot("desktop-cifar-ship")
     watched.assert_clean()
