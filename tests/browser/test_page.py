@@ -74,6 +74,29 @@ def test_a_sample_click_classifies_it(open_page) -> None:
     watched.assert_clean()
 
 
+DROP_OR_PASTE = """([bytes, how]) => {
+  const file = new File([new Uint8Array(bytes)], "dropped.jpg", {type: "image/jpeg"});
+  const data = new DataTransfer();
+  data.items.add(file);
+  const init = {bubbles: true, cancelable: true};
+  const event = how === "drop"
+    ? new DragEvent("drop", {...init, dataTransfer: data})
+    : new ClipboardEvent("paste", {...init, clipboardData: data});
+  (how === "drop" ? document.getElementById("drop") : document).dispatchEvent(event);
+}"""
+
+
+@pytest.mark.parametrize(("how", "sample", "label"), [("drop", "frog", "frog"), ("paste", "truck", "truck")])
+def test_drop_and_paste_an_image(open_page, how: str, sample: str, label: str) -> None:
+    watched = open_page()
+    page = watched.page
+    data = list((SAMPLES / f"cifar10-{sample}.jpg").read_bytes())
+    page.evaluate(DROP_OR_PASTE, [data, how])
+    expect(page.locator("#verdict")).to_contain_text(label)
+    wait_for_maps(page)
+    watched.assert_clean()
+
+
 def test_resolution_gives_finer_maps(open_page) -> None:
     watched = open_page()
     page = watched.page
