@@ -33,10 +33,13 @@ def test_page_is_served_with_a_strict_content_security_policy(client: httpx.Clie
         assert client.get(asset).status_code == 200, asset
 
 
-def test_page_script_calls_only_the_v1_api() -> None:
-    script = (WEB_DIR / "page.js").read_text()
-    assert not re.search(r"https?://", script)
-    calls = set(re.findall(r"""api\(\s*[`"'](/[^`"'?$]*)""", script))
+def test_page_scripts_call_only_the_v1_api() -> None:
+    scripts = [path.read_text() for path in WEB_DIR.glob("*.js")]
+    assert len(scripts) >= 3  # page.js and the modules it imports
+    calls: set[str] = set()
+    for script in scripts:
+        assert not re.search(r"https?://", script)
+        calls |= set(re.findall(r"""api\(\s*[`"'](/[^`"'?$]*)""", script))
     assert calls and all(path.startswith("/v1/") for path in calls), calls
 
 
