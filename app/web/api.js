@@ -12,9 +12,10 @@ export function setKey(key) {
 }
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, retryAfter = 0) {
     super(message);
     this.status = status;
+    this.retryAfter = retryAfter; // seconds, from a 503's Retry-After
   }
 }
 
@@ -63,7 +64,7 @@ async function apiError(response) {
   } else {
     text = `The server answered with an error (${status})${because}`;
   }
-  return new ApiError(status, text.trim());
+  return new ApiError(status, text.trim(), Number(retry) || 0);
 }
 
 // ---- messages ----

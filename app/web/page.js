@@ -24,9 +24,11 @@ async function loadModel() {
     $("model-provider").textContent = `${model.device} (${model.execution_provider})`;
     $("model-accuracy").textContent =
       model.val_top1 == null ? "unknown" : `${(100 * model.val_top1).toFixed(2)} %`;
+    if ($("message").textContent.includes("busy")) clearMessage(); // it was starting up
   } catch (err) {
     $("model-name").textContent = "unavailable";
     showError(err);
+    if (err.status === 503) setTimeout(loadModel, 1000 * Math.max(1, err.retryAfter)); // starting up
   }
 }
 

@@ -157,6 +157,26 @@ def test_a_busy_server_says_so(open_page) -> None:
     assert watched.page_errors == [] and watched.outside_requests() == []
 
 
+def test_a_starting_server_is_retried(open_page) -> None:
+    """While the model loads, /v1/models answers 503 + Retry-After; the page waits and asks again."""
+    watched = open_page()
+    page = watched.page
+    answers = iter([503])
+
+    def starting(route) -> None:
+        if next(answers, 200) == 503:
+            body = {"status": 503, "title": "Service Unavailable", "detail": "the model is loading"}
+            route.fulfill(status=503, headers={"Retry-After": "1"}, json=body)
+        else:
+            route.continue_()
+
+    page.route("**/v1/models", starting)
+    page.reload()
+    expect(page.locator("#message")).to_contain_text("the model is loading")
+    expect(page.locator("#model-name")).to_have_text("nin-cifar10", timeout=5000)
+    expect(page.locator("#message")).to_be_hidden()
+
+
 def test_keyboard_only(open_page) -> None:
     watched = open_page()
     page = watched.page
