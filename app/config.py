@@ -68,9 +68,17 @@ class Settings(BaseSettings):
     store_max_items: int = Field(2048, ge=1)  # memory store: LRU bound by count ...
     store_max_bytes: int = Field(256 * MiB, ge=1024)  # ... and by bytes (JSON + maps + preview)
     store_ttl_s: float = Field(3600.0, gt=0)  # a result older than this is gone (404)
-    # Side of the stored square preview of the input (stretched like the model's input), under map
-    # overlays. Made for every request: 128 costs 0.25 ms for a 640x480 photo, 256 costs 0.9 ms.
-    preview_size: int = Field(128, ge=32, le=1024)
+    # Long side of the stored preview of the input (its own aspect ratio) under map overlays: 512,
+    # the largest overlay the page and the grid's cells ask for, is sharp; larger overlays are
+    # upsampled from it. A photo's preview is its upload or a ~40 KB JPEG (app/decode.py).
+    preview_size: int = Field(512, ge=32, le=2048)
+
+    # --- overlay previews ---
+    # An upload of at most this many bytes (and at most 2 x preview_size on a side, without
+    # metadata) is kept as sent as the overlay backdrop: no work per request, decoded only when a
+    # map is drawn. Larger ones are reduced to a JPEG preview (~2-3x a 640x480 JPEG's decode time).
+    # 256 KiB covers web-sized photos; the store's byte budget bounds the total. 0: always reduce.
+    preview_keep_bytes: int = Field(256 * 1024, ge=0, le=16 * MiB)
 
     @model_validator(mode="before")
     @classmethod

@@ -15,8 +15,15 @@ Policy (train and serve must see the same pixels, so `model/data.py` should call
      A JPEG at least twice as large as that box reduction keeps (3x the target) is decoded at
      1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling (Pillow's `draft`), which does the box
      reduction's work during decoding: within one grey level of decoding at full size, and
-     1.67 -> 1.18 ms for a 640x480 photo (`decode_image`). The preview, an overlay backdrop,
-     comes from the same reduced decode.
+     1.67 -> 1.18 ms for a 640x480 photo (`decode_image`).
+  5. The preview, the backdrop of map overlays, keeps the input's aspect ratio (an overlay must
+     not stretch a photo) with its long side up to `preview_size`, and costs the request as little
+     as possible: a 32x32 input is its own preview; an upload of at most `keep_bytes` and at most
+     2 x `preview_size` on a side that carries no metadata (EXIF, XMP, comments, text chunks:
+     `KEPT_INFO` lists what may be there) is kept as sent and decoded only when an overlay is drawn
+     (`preview_pixels`); anything else is reduced to `preview_size` and kept as JPEG, or as raw
+     pixels when that small. So no upload's metadata is kept, and a 640x480 JPEG decodes at 1/4
+     scale as before instead of in full.
 """
 
 from __future__ import annotations
@@ -54,12 +61,30 @@ REDUCING_GAP = 3.0  # box-reduce first while the image stays >= 3x the target: s
 # The preview only sits under a heatmap overlay: bilinear from the nearest box reduction is enough,
 # and at a third of the cost it stops the preview from costing more than the model's own input.
 PREVIEW_RESAMPLE, PREVIEW_REDUCING_GAP = Image.Resampling.BILINEAR, 1.0
+# Previews up to this long side stay raw pixels (<= 48 KB): encoding them would cost more time than
+# the bytes it saves. Larger re-made ones become JPEG at this quality: under a 50 % heatmap the
+# artefacts are invisible, and a 512x384 preview takes ~40 KB instead of 590 KB.
+PREVIEW_RAW_MAX_SIDE, PREVIEW_JPEG_QUALITY = 128, 90
+# Pillow `info` keys that say how to decode, not who, where or when: an upload with any other key
+# (exif, xmp, comment, PNG text, photoshop, TIFF tags, ...) is never kept as sent.
+KEPT_INFO = frozenset(
+    {
+        "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "progressive", "progression",
+        "adobe", "adobe_transform", "icc_profile", "gamma", "srgb", "chromaticity", "transparency",
+        "background", "interlace", "aspect", "compression", "version", "duration", "loop",
+        "timestamp",
+    }
+)  # fmt: skip
+
+# The stored overlay backdrop: uint8 [h, w, 3] RGB pixels, or an encoded image (the upload as sent,
+# or a JPEG made from it) that `preview_pixels` decodes.
+Preview = np.ndarray | bytes
 
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
     pixels: np.ndarray  # uint8 [size, size, 3] RGB: the model input
-    preview: np.ndarray  # uint8 [p, p, 3] RGB: the same view, small, kept for map overlays
+    preview: Preview  # the input at its own aspect ratio, long side <= preview_size, for overlays
     width: int  # original size, after EXIF orientation
     height: int
     format: str  # Pillow's format name, e.g. "PNG"
@@ -147,18 +172,26 @@ def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int = 128) -> DecodedImage:
-    """Bytes -> model input at `size` plus a small preview; CPU-bound, run it in a thread pool."""
+def decode_image(
+    data: bytes, size: int, *, max_pixels: int, preview_size: int = 512, keep_bytes: int = 0
+) -> DecodedImage:
+    """Bytes -> model input at `size` plus a preview for overlays; CPU-bound, run it in a thread pool.
+
+    `preview_size <= size` keeps no preview of its own: the model input stands in (callers that
+    never render overlays, and training). See the module docstring, 5., for the preview policy."""
     img = open_image(data, max_pixels)
     width, height = oriented_size(img)
+    keep = preview_size > size and keepable(img, len(data), preview_size, keep_bytes)
     try:
         with img:
             fmt = img.format or "?"
-            if fmt == "JPEG":  # decode no more pixels than the model's resize keeps (docstring)
+            if fmt == "JPEG":  # decode no more pixels than the model's resize (and the preview) need
                 need = math.ceil(REDUCING_GAP * size)
-                img.draft(None, (need, need))
+                keep_w, keep_h = (0, 0) if keep else preview_box(*img.size, preview_size)
+                img.draft(None, (max(need, keep_w), max(need, keep_h)))
             rgb = to_rgb(img)
             rgb.load()
+            keep = keep and KEPT_INFO.issuperset(img.info)  # PNG text chunks may follow the pixels
     except (ImageTooLarge, InvalidImage):
         raise
     except Image.DecompressionBombError as exc:
@@ -166,13 +199,49 @@ def decode_image(data: bytes, size: int, *, max_pixels: int, preview_size: int =
     except Exception as exc:  # truncated or corrupt data surfaces here, on the first pixel read
         raise InvalidImage(f"cannot decode the image: {exc}") from None
     pixels = resize_rgb(rgb, size)
-    p = min(preview_size, max(width, height, size))
-    if p == size:
-        preview = pixels
+    if preview_size <= size or (width, height) == (size, size):  # the 32x32 hot path: nothing to copy
+        preview: Preview = pixels
     else:
-        small = rgb.resize((p, p), PREVIEW_RESAMPLE, reducing_gap=PREVIEW_REDUCING_GAP)
-        preview = np.asarray(small, dtype=np.uint8)
+        preview = data if keep else make_preview(rgb, preview_size)
     return DecodedImage(pixels=pixels, preview=preview, width=width, height=height, format=fmt)
+
+
+def keepable(img: Image.Image, nbytes: int, preview_size: int, keep_bytes: int) -> bool:
+    """Whether the upload itself can serve as the preview: small, not much larger than the
+    preview, and without metadata (so keeping it keeps no more than the pixels)."""
+    return (
+        PREVIEW_RAW_MAX_SIDE < max(img.size) <= 2 * preview_size
+        and nbytes <= keep_bytes
+        and KEPT_INFO.issuperset(img.info)
+    )
+
+
+def preview_box(width: int, height: int, preview_size: int) -> tuple[int, int]:
+    """(w, h) of the preview: the input's aspect ratio, long side at most `preview_size`."""
+    scale = min(1.0, preview_size / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def make_preview(rgb: Image.Image, preview_size: int) -> Preview:
+    """The decoded image at its aspect ratio, long side <= preview_size; JPEG unless tiny."""
+    box = preview_box(*rgb.size, preview_size)
+    small = rgb if box == rgb.size else rgb.resize(box, PREVIEW_RESAMPLE, reducing_gap=PREVIEW_REDUCING_GAP)
+    if max(box) <= PREVIEW_RAW_MAX_SIDE:
+        return np.asarray(small, dtype=np.uint8)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=PREVIEW_JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def preview_pixels(preview: Preview, long_side: int | None = None) -> np.ndarray:
+    """uint8 [h, w, 3] from a stored preview; an encoded one is decoded, a JPEG at the smallest
+    DCT scale that still has `long_side` pixels on its long side."""
+    if isinstance(preview, np.ndarray):
+        return preview
+    with Image.open(io.BytesIO(preview), formats=SUPPORTED_FORMATS) as img:
+        if long_side and img.format == "JPEG":
+            img.draft(None, preview_box(*img.size, long_side))
+        return np.asarray(to_rgb(img), dtype=np.uint8)
 
 
 def decode_rgb(data: bytes, size: int, max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485) -> np.ndarray:

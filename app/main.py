@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from app.api import ROUTERS
 from app.api.body import BodyLimitMiddleware
 from app.api.fast_classify import install_fast_classify
+from app.api.page import install_page
 from app.api.problems import install_error_handlers
 from app.api.v2_errors import install_v2_error_handlers
 from app.config import Settings
@@ -44,6 +45,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Network-in-Network CIFAR-10 classifier: class scores and per-class confidence maps",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from app/api/page.py, with assets from the package
+        redoc_url=None,
         telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
@@ -54,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     install_fast_classify(app)
+    install_page(app)  # `/`, /static, /docs, /redoc
     return app
 
 

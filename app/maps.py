@@ -4,6 +4,19 @@ Colormaps are lookup tables in numpy (no matplotlib at runtime): jet is matplotl
 linear definition, exact; viridis, inferno, magma and turbo are matplotlib's tables sampled at 33
 points and linearly interpolated (within 3/255 of the originals, 4/255 for inferno).
 Maps are upsampled bilinearly as float32, then normalised and colour-mapped, so edges stay smooth.
+
+Normalisation decides what a colour means, so the default must not mislead. The K maps of one
+image are logits per position on one shared scale (the global average of each is its class's
+logit, and the softmax of those is the scores), so `global` maps every class of the image through
+one range: the top class's evidence is red, and a class at score 0.001 stays cool wherever the
+net does not see it. `map` stretches each map to its own min-max: it shows the *shape* of a
+weak class's evidence, but paints a 0.001 class as red as a 0.99 one, so it is opt-in. (Weighting
+each map by its score was the other candidate; it hides where a runner-up class at 0.3 looks,
+and its colours stop being logits.) `legend=True` adds the class, its score and a colour bar
+labelled in logits, so a picture saved on its own still says what its colours mean.
+
+Overlays keep the input's aspect ratio: the net sees a stretched square, so its map is stretched
+back over the stored preview (app/decode.py), whose long side becomes `size`.
 CPU-bound: callers run these in a thread pool.
 """
 
@@ -17,7 +30,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-Normalize = Literal["map", "global"]
+from app.decode import Preview, preview_pixels
+
+Normalize = Literal["global", "map"]
 
 _SAMPLED = {  # 33 RGB triples each, hex, from matplotlib 3.11 at linspace(0, 1, 33)
     "viridis": "440154470d6048186a482374472d7b4537814240863e49893b528b375b8d33638d2f6b8e2c728e297a8e268"
@@ -36,7 +51,8 @@ _JET = (  # matplotlib's _jet_data: (x, value) anchors per channel
 )
 COLORMAPS = ("jet", "viridis", "inferno", "magma", "turbo", "gray")
 Colormap = Literal["jet", "viridis", "inferno", "magma", "turbo", "gray"]
-OVERLAY_ALPHA = 0.5  # heatmap weight over the input image
+OVERLAY_ALPHA = 0.5  # default heatmap weight over the input image
+LEGEND_MIN_WIDTH = 220  # px: a narrower image gets a white margin so the legend stays legible
 
 
 @cache
@@ -66,10 +82,16 @@ def _scale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip((values - lo) / span, 0.0, 1.0).astype(np.float32)
 
 
-def upsample(values: np.ndarray, size: int) -> np.ndarray:
-    """float32 [h, w] -> float32 [size, size], bilinear."""
+def value_range(maps: np.ndarray, index: int, normalize: Normalize) -> tuple[float, float]:
+    """The (low, high) map values that become the colormap's ends for class `index`."""
+    source = maps[index] if normalize == "map" else maps
+    return float(source.min()), float(source.max())
+
+
+def upsample(values: np.ndarray, width: int, height: int | None = None) -> np.ndarray:
+    """float32 [h, w] -> float32 [height, width] (square when height is None), bilinear."""
     img = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32))  # mode F
-    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.asarray(img.resize((width, height or width), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def colorize(values01: np.ndarray, colormap: str) -> np.ndarray:
@@ -77,14 +99,25 @@ def colorize(values01: np.ndarray, colormap: str) -> np.ndarray:
     return colormap_lut(colormap)[np.rint(values01 * 255.0).astype(np.uint8)]
 
 
-def _blend(heat: np.ndarray, preview: np.ndarray | None, size: int) -> np.ndarray:
-    if preview is None:
+def fit_box(shape: tuple[int, ...], size: int) -> tuple[int, int]:
+    """(width, height) with the aspect ratio of an [h, w, ...] array and a long side of `size`."""
+    h, w = shape[:2]
+    scale = size / max(h, w)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _backdrop(pixels: np.ndarray, box: tuple[int, int]) -> np.ndarray:
+    """The preview resized to box (w, h) as float32, ready to blend."""
+    img = Image.fromarray(pixels)
+    if img.size != box:
+        img = img.resize(box, Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.float32)
+
+
+def _blend(heat: np.ndarray, base: np.ndarray | None, alpha: float) -> np.ndarray:
+    if base is None:
         return heat
-    base = Image.fromarray(preview)
-    if base.size != (size, size):
-        base = base.resize((size, size), Image.Resampling.BICUBIC)
-    mixed = (1.0 - OVERLAY_ALPHA) * np.asarray(base, dtype=np.float32) + OVERLAY_ALPHA * heat
-    return np.rint(mixed).astype(np.uint8)
+    return np.rint((1.0 - alpha) * base + alpha * heat).astype(np.uint8)
 
 
 def render_map(
@@ -93,14 +126,17 @@ def render_map(
     *,
     size: int,
     colormap: str = "jet",
-    normalize: Normalize = "map",
-    preview: np.ndarray | None = None,
+    normalize: Normalize = "global",
+    preview: Preview | None = None,
+    alpha: float = OVERLAY_ALPHA,
 ) -> np.ndarray:
-    """One class's map [K, h, w][index] -> uint8 [size, size, 3], optionally over `preview`."""
-    values = upsample(maps[index], size)
-    source = maps[index] if normalize == "map" else maps
-    heat = colorize(_scale(values, float(source.min()), float(source.max())), colormap)
-    return _blend(heat, preview, size)
+    """One class's map [K, h, w][index] -> uint8 RGB: size x size, or over `preview` with the
+    preview's aspect ratio and a long side of `size`."""
+    base_pixels = None if preview is None else preview_pixels(preview, size)
+    box = (size, size) if base_pixels is None else fit_box(base_pixels.shape, size)
+    values = upsample(maps[index], *box)
+    heat = colorize(_scale(values, *value_range(maps, index, normalize)), colormap)
+    return _blend(heat, None if base_pixels is None else _backdrop(base_pixels, box), alpha)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -110,8 +146,22 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def map_png(maps: np.ndarray, index: int, **options) -> bytes:
-    return encode_png(render_map(maps, index, **options))
+def map_png(
+    maps: np.ndarray,
+    index: int,
+    *,
+    legend: bool = False,
+    label: str = "",
+    score: float | None = None,
+    **options,
+) -> bytes:
+    """`render_map` as PNG; `legend` adds `label`, `score` and a colour bar under the image."""
+    pixels = render_map(maps, index, **options)
+    if legend:
+        lo, hi = value_range(maps, index, options.get("normalize", "global"))
+        title = label if score is None else f"{label}   score {score:.3f}"
+        pixels = add_legend(pixels, title, lo, hi, options.get("colormap", "jet"))
+    return encode_png(pixels)
 
 
 @cache
@@ -122,6 +172,38 @@ def _font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def add_legend(
+    pixels: np.ndarray, title: str, lo: float | None, hi: float | None, colormap: str
+) -> np.ndarray:
+    """Append a white strip: `title`, then a colour bar from `lo` to `hi` (map values, logits).
+
+    lo/hi None: each map has its own range, so the bar is labelled low/high instead of numbers."""
+    height, width = pixels.shape[:2]
+    canvas_w = max(width, LEGEND_MIN_WIDTH)
+    text_px = max(11, min(16, canvas_w // 22))
+    bar_h, pad = max(8, text_px - 2), 6
+    strip = 3 * pad + 2 * text_px + bar_h + text_px + 2
+    canvas = Image.new("RGB", (canvas_w, height + strip), (255, 255, 255))
+    canvas.paste(Image.fromarray(pixels), ((canvas_w - width) // 2, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(text_px)
+    y = height + pad
+    if title:
+        draw.text((pad, y), title, fill=(0, 0, 0), font=font)
+    y += text_px + pad
+    bar_w = canvas_w - 2 * pad
+    ramp = colormap_lut(colormap)[np.rint(np.linspace(0, 255, bar_w)).astype(np.uint8)]
+    canvas.paste(Image.fromarray(np.ascontiguousarray(np.broadcast_to(ramp, (bar_h, bar_w, 3)))), (pad, y))
+    draw.rectangle((pad - 1, y - 1, pad + bar_w, y + bar_h), outline=(90, 90, 90))
+    y += bar_h + 3
+    low, high = ("low", "high") if lo is None or hi is None else (f"{lo:.2f}", f"{hi:.2f}")
+    middle = "each map: own range" if lo is None or hi is None else "map value (logit)"
+    draw.text((pad, y), low, fill=(0, 0, 0), font=font)
+    draw.text((canvas_w // 2, y), middle, fill=(60, 60, 60), font=font, anchor="ma")
+    draw.text((canvas_w - pad, y), high, fill=(0, 0, 0), font=font, anchor="ra")
+    return np.asarray(canvas)
+
+
 def grid_png(
     maps: np.ndarray,
     labels: tuple[str, ...] | list[str],
@@ -130,29 +212,38 @@ def grid_png(
     cell: int = 128,
     colormap: str = "jet",
     normalize: Normalize = "global",
-    preview: np.ndarray | None = None,
+    preview: Preview | None = None,
+    alpha: float = OVERLAY_ALPHA,
+    legend: bool = False,
 ) -> bytes:
-    """All K maps in one image, in class order, each captioned `label  score`."""
+    """All K maps in one image, in class order, each captioned `label  score`; overlay cells keep
+    the preview's aspect ratio (long side `cell`)."""
     k = len(labels)
     cols = math.ceil(math.sqrt(2 * k))  # wider than tall: 10 classes -> 5 x 2
     rows = math.ceil(k / cols)
+    base_pixels = None if preview is None else preview_pixels(preview, cell)
+    box = (cell, cell) if base_pixels is None else fit_box(base_pixels.shape, cell)
+    base = None if base_pixels is None else _backdrop(base_pixels, box)  # resized once, not per cell
     caption = max(14, cell // 7)
     pad = 4
     canvas = Image.new(
-        "RGB", (cols * (cell + pad) + pad, rows * (cell + caption + pad) + pad), (255, 255, 255)
+        "RGB", (cols * (box[0] + pad) + pad, rows * (box[1] + caption + pad) + pad), (255, 255, 255)
     )
     draw = ImageDraw.Draw(canvas)
     font = _font(max(9, caption - 4))
     lo, hi = float(maps.min()), float(maps.max())
     for i in range(k):
         r, c = divmod(i, cols)
-        x, y = pad + c * (cell + pad), pad + r * (cell + caption + pad)
-        values = upsample(maps[i], cell)
+        x, y = pad + c * (box[0] + pad), pad + r * (box[1] + caption + pad)
+        values = upsample(maps[i], *box)
         if normalize == "map":
-            lo, hi = float(maps[i].min()), float(maps[i].max())
-        tile = _blend(colorize(_scale(values, lo, hi), colormap), preview, cell)
+            lo, hi = value_range(maps, i, "map")
+        tile = _blend(colorize(_scale(values, lo, hi), colormap), base, alpha)
         canvas.paste(Image.fromarray(tile), (x, y))
-        draw.text((x + 2, y + cell + 1), f"{labels[i]}  {float(scores[i]):.3f}", fill=(0, 0, 0), font=font)
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+        draw.text((x + 2, y + box[1] + 1), f"{labels[i]}  {float(scores[i]):.3f}", fill=(0, 0, 0), font=font)
+    pixels = np.asarray(canvas)
+    if legend:
+        shared = normalize == "global"
+        lo, hi = value_range(maps, 0, "global")
+        pixels = add_legend(pixels, "", lo if shared else None, hi if shared else None, colormap)
+    return encode_png(pixels)

@@ -74,6 +74,7 @@ async def classify(
         size,
         max_pixels=rt.settings.max_image_pixels,
         preview_size=rt.settings.preview_size,
+        keep_bytes=rt.settings.preview_keep_bytes,
     )
     t = timings.lap("decode", t)
 

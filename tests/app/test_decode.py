@@ -8,9 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from app.decode import BACKGROUND, decode_image, decode_rgb
+from app.decode import BACKGROUND, decode_image, decode_rgb, preview_pixels
 from app.errors import EmptyImage, ImageTooLarge, InvalidImage, UnsupportedMediaType
 from tests.app.helpers import encode, pattern
 
@@ -67,7 +67,7 @@ def test_large_jpegs_are_decoded_at_reduced_scale_with_the_same_result() -> None
         expected = np.asarray(rgb.resize((32, 32), Image.Resampling.BICUBIC, reducing_gap=3.0))
     assert np.abs(decoded.pixels.astype(int) - expected).max() <= 2
     assert (decoded.width, decoded.height) == (640, 480)  # the original size, not the decoded one
-    assert decoded.preview.shape == (128, 128, 3)
+    assert preview_pixels(decoded.preview).shape == (96, 128, 3)  # the photo's aspect ratio
 
 
 def test_reduced_scale_jpegs_report_their_oriented_size() -> None:
@@ -143,9 +143,60 @@ def test_resize_is_bicubic_and_stretches() -> None:
 
 def test_larger_resolution_and_preview() -> None:
     decoded = decode_image(encode(pattern(2, size=512)), 64, max_pixels=LIMIT, preview_size=256)
-    assert decoded.pixels.shape == (64, 64, 3) and decoded.preview.shape == (256, 256, 3)
+    assert decoded.pixels.shape == (64, 64, 3) and preview_pixels(decoded.preview).shape == (256, 256, 3)
     small = decode_image(encode(pattern(2)), 32, max_pixels=LIMIT, preview_size=256)
-    assert small.preview is small.pixels  # nothing bigger to keep
+    assert small.preview is small.pixels  # nothing bigger to keep: the 32x32 hot path copies nothing
+    no_preview = decode_image(encode(pattern(2, size=512)), 32, max_pixels=LIMIT, preview_size=32)
+    assert no_preview.preview is no_preview.pixels  # callers that render no overlay
+
+
+def test_preview_keeps_the_aspect_ratio_small_raw_large_jpeg() -> None:
+    tiny = decode_image(encode(_photo(60, 30)), 32, max_pixels=LIMIT, preview_size=512)
+    assert isinstance(tiny.preview, np.ndarray) and tiny.preview.shape == (30, 60, 3)  # as sent, raw
+    np.testing.assert_array_equal(tiny.preview, _photo(60, 30))
+    photo = _photo(640, 480)
+    big = decode_image(encode(photo, "JPEG", quality=95), 32, max_pixels=LIMIT, preview_size=512)
+    assert isinstance(big.preview, bytes) and len(big.preview) < 512 * 384 * 3 // 8  # JPEG, compact
+    pixels = preview_pixels(big.preview)
+    assert pixels.shape == (384, 512, 3)
+    expected = np.asarray(Image.fromarray(photo).resize((512, 384), Image.Resampling.BILINEAR), dtype=int)
+    assert np.abs(pixels.astype(int) - expected).mean() < 3  # sharp: no detour through a small square
+    tall = decode_image(encode(_photo(300, 900)), 32, max_pixels=LIMIT, preview_size=512)
+    assert preview_pixels(tall.preview).shape == (512, 171, 3)
+
+
+def test_a_small_clean_upload_is_kept_as_its_own_preview() -> None:
+    data = encode(_photo(640, 480), "JPEG", quality=90)
+    kept = decode_image(data, 32, max_pixels=LIMIT, preview_size=512, keep_bytes=1 << 20)
+    assert kept.preview == data  # no work per request: decoded when an overlay is drawn
+    assert preview_pixels(kept.preview).shape == (480, 640, 3)
+    assert preview_pixels(kept.preview, 200).shape == (240, 320, 3)  # DCT-scaled for a small overlay
+    remade = decode_image(data, 32, max_pixels=LIMIT, preview_size=512, keep_bytes=1 << 20).pixels
+    reduced = decode_image(data, 32, max_pixels=LIMIT, preview_size=32).pixels  # no preview at all
+    np.testing.assert_array_equal(remade, reduced)  # kept: the JPEG still decodes at 1/4 scale
+    for reason, upload, options in [
+        ("over keep_bytes", data, {"keep_bytes": len(data) - 1}),
+        ("over 2 x preview_size", encode(_photo(1100, 300), "JPEG"), {"keep_bytes": 1 << 20}),
+        ("EXIF", encode(_photo(640, 480), "JPEG", exif=Image.Exif()), {"keep_bytes": 1 << 20}),
+        ("PNG text", encode(_photo(300, 200), "PNG", pnginfo=_text_chunk()), {"keep_bytes": 1 << 20}),
+    ]:
+        preview = decode_image(upload, 32, max_pixels=LIMIT, preview_size=512, **options).preview
+        assert isinstance(preview, bytes) and preview != upload, reason
+        with Image.open(io.BytesIO(preview)) as remade_preview:
+            assert remade_preview.format == "JPEG" and "exif" not in remade_preview.info, reason
+
+
+def _text_chunk() -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "someone")
+    return info
+
+
+def test_preview_of_a_rotated_jpeg_is_upright() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    decoded = decode_image(encode(_photo(640, 480), "JPEG", exif=exif), 32, max_pixels=LIMIT)
+    assert preview_pixels(decoded.preview).shape == (512, 384, 3)
 
 
 def test_decode_rgb_is_the_training_entry_point() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.maps import COLORMAPS, colormap_lut, grid_png, map_png, render_map, upsample
+from app.maps import COLORMAPS, colormap_lut, grid_png, map_png, render_map, upsample, value_range
 
 LABELS = ("a", "b", "c", "d", "e")
 
@@ -40,6 +40,7 @@ def test_upsample_is_bilinear_and_sized() -> None:
     up = upsample(np.array([[0.0, 1.0], [0.0, 1.0]], np.float32), 64)
     assert up.shape == (64, 64) and up.dtype == np.float32
     assert up[0, 0] == 0.0 and up[0, -1] == 1.0 and 0 < up[0, 32] < 1
+    assert upsample(np.zeros((8, 8), np.float32), 64, 48).shape == (48, 64)
 
 
 def test_render_map_normalisation_and_overlay() -> None:
@@ -49,9 +50,70 @@ def test_render_map_normalisation_and_overlay() -> None:
     assert own.shape == (32, 32, 3)
     assert own.max() == 255 and own.min() == 0  # stretched to its own range
     assert shared.max() < 255  # map 0 is not the global maximum
+    np.testing.assert_array_equal(render_map(m, 0, size=32, colormap="gray"), shared)  # the default
     preview = np.full((16, 16, 3), 200, np.uint8)
-    over = render_map(m, 0, size=32, colormap="gray", preview=preview)
+    over = render_map(m, 0, size=32, colormap="gray", normalize="map", preview=preview)
     np.testing.assert_allclose(over.astype(float), 0.5 * 200 + 0.5 * own, atol=1)
+    faint = render_map(m, 0, size=32, colormap="gray", normalize="map", preview=preview, alpha=0.2)
+    np.testing.assert_allclose(faint.astype(float), 0.8 * 200 + 0.2 * own, atol=1)
+
+
+def test_a_weak_class_is_not_painted_like_a_strong_one_by_default() -> None:
+    """The issue's case: a class at score ~0.001 must not come out as bright as the top class."""
+    y, x = np.mgrid[0:8, 0:8].astype(np.float32)
+    strong = 12.0 * np.exp(-((x - 4) ** 2 + (y - 4) ** 2) / 6)  # the top class: a clear peak
+    weak = -6.0 + 0.5 * np.exp(-((x - 2) ** 2 + (y - 2) ** 2) / 4)  # low everywhere, a tiny bump
+    m = np.stack([strong, weak]).astype(np.float32)
+
+    def red_share(pixels: np.ndarray) -> float:  # jet's orange-to-dark-red end
+        return float(((pixels[..., 0] > 150) & (pixels[..., 2] < 80)).mean())
+
+    assert red_share(render_map(m, 0, size=64)) > 0.05
+    assert red_share(render_map(m, 1, size=64)) == 0.0  # default: one scale, the weak map stays cool
+    assert red_share(render_map(m, 1, size=64, normalize="map")) > 0.05  # opt-in: its own range
+    assert value_range(m, 1, "global") == (float(m.min()), float(m.max()))
+    assert value_range(m, 1, "map") == (float(weak.min()), float(weak.max()))
+
+
+def test_overlays_keep_the_preview_aspect_ratio() -> None:
+    m = maps()
+    wide = np.zeros((30, 60, 3), np.uint8)
+    assert render_map(m, 1, size=200, preview=wide).shape == (100, 200, 3)
+    tall = np.zeros((90, 30, 3), np.uint8)
+    assert render_map(m, 1, size=90, preview=tall).shape == (90, 30, 3)
+    assert render_map(m, 1, size=200).shape == (200, 200, 3)  # no overlay: the model's square grid
+    grid = Image.open(io.BytesIO(grid_png(m, LABELS, np.full(5, 0.2), cell=64, preview=wide)))
+    square = Image.open(io.BytesIO(grid_png(m, LABELS, np.full(5, 0.2), cell=64)))
+    assert grid.width == square.width and grid.height < square.height  # 64x32 cells instead of 64x64
+
+
+def test_jpeg_previews_are_decoded_for_overlays() -> None:
+    photo = np.zeros((240, 320, 3), np.uint8)
+    photo[:, 160:] = 255  # right half white
+    jpeg = io.BytesIO()
+    Image.fromarray(photo).save(jpeg, format="JPEG", quality=90)
+    over = render_map(maps(), 0, size=160, colormap="gray", preview=jpeg.getvalue(), alpha=0.0)
+    assert over.shape == (120, 160, 3)
+    assert over[:, :70].max() < 20 and over[:, 90:].min() > 235  # the photo itself, alpha 0
+
+
+def test_legend_adds_title_and_colour_bar() -> None:
+    m = maps()
+    plain = Image.open(io.BytesIO(map_png(m, 2, size=256, colormap="viridis")))
+    legend = Image.open(
+        io.BytesIO(map_png(m, 2, size=256, colormap="viridis", legend=True, label="c", score=0.5))
+    )
+    assert legend.width == 256 and legend.height > plain.height + 30
+    strip = np.asarray(legend.convert("RGB"))[256:]
+    lut = colormap_lut("viridis").astype(int)
+    row = next(r for r in strip if (np.abs(r[128].astype(int) - lut).sum(axis=-1) < 8).any())
+    assert (
+        np.abs(row[6].astype(int) - lut[0]).sum() < 12 and np.abs(row[-8].astype(int) - lut[255]).sum() < 12
+    )
+    small = Image.open(io.BytesIO(map_png(m, 2, size=64, legend=True, label="c")))
+    assert small.width >= 200  # a margin keeps the legend's text legible under a small map
+    grid = Image.open(io.BytesIO(grid_png(m, LABELS, np.full(5, 0.2), cell=64, legend=True)))
+    assert grid.height > Image.open(io.BytesIO(grid_png(m, LABELS, np.full(5, 0.2), cell=64))).height
 
 
 def test_flat_map_does_not_divide_by_zero() -> None:

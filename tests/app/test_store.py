@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -100,6 +101,14 @@ def test_record_round_trips_through_bytes() -> None:
         assert getattr(copy, name).dtype == getattr(original, name).dtype
     with pytest.raises(ValueError):
         StoredPrediction.from_bytes(b"garbage")
+
+
+def test_jpeg_preview_round_trips_and_counts_its_bytes() -> None:
+    jpeg = b"\xff\xd8" + bytes(range(256)) * 40 + b"\xff\xd9"  # stored as is, never parsed here
+    original = dataclasses.replace(record(3), preview=jpeg)
+    copy = StoredPrediction.from_bytes(original.to_bytes())
+    assert copy.preview == jpeg and copy.maps.shape == original.maps.shape
+    assert original.nbytes == record(3).nbytes - record(3).preview.nbytes + len(jpeg)
 
 
 def test_open_store_memory(make_settings) -> None:

@@ -63,8 +63,10 @@ def test_overlay_colormap_and_normalize_change_the_picture(client: httpx.Client,
 
     plain = pixels()
     assert not np.array_equal(plain, pixels(overlay="true"))
+    assert not np.array_equal(pixels(overlay="true"), pixels(overlay="true", alpha=0.9))
     assert not np.array_equal(plain, pixels(colormap="viridis"))
-    assert not np.array_equal(plain, pixels(normalize="global"))
+    assert not np.array_equal(plain, pixels(normalize="map"))
+    np.testing.assert_array_equal(plain, pixels(normalize="global"))  # the default
     gray = pixels(colormap="gray")
     assert (gray[..., 0] == gray[..., 1]).all()
 
@@ -76,7 +78,46 @@ def test_grid_png(client: httpx.Client, posted: dict) -> None:
     assert overlay.size == grid.size
 
 
-@pytest.mark.parametrize("params", [{"size": 0}, {"size": 5000}, {"colormap": "rainbow"}, {"normalize": "z"}])
+def test_map_headers_say_what_the_colours_mean(client: httpx.Client, posted: dict) -> None:
+    url = posted["maps"]["png_url_template"].replace("{label}", "ship")
+    values = np.array(client.get(posted["maps"]["url"]).json()["values"])
+    shared = client.get(url)
+    assert shared.headers["X-Map-Normalize"] == "global"
+    assert float(shared.headers["X-Class-Score"]) == pytest.approx(posted["scores"]["ship"], rel=1e-5)
+    low, high = map(float, shared.headers["X-Map-Range"].split(","))
+    assert (low, high) == pytest.approx((values.min(), values.max()), rel=1e-5)
+    own = client.get(url, params={"normalize": "map"})
+    low, high = map(float, own.headers["X-Map-Range"].split(","))
+    assert (low, high) == pytest.approx((values[8].min(), values[8].max()), rel=1e-5)
+    grid = client.get(posted["maps"]["grid_url"])
+    assert grid.headers["X-Map-Range"] == shared.headers["X-Map-Range"]
+    assert "X-Map-Range" not in client.get(posted["maps"]["grid_url"], params={"normalize": "map"}).headers
+
+
+def test_legend_makes_the_picture_taller(client: httpx.Client, posted: dict) -> None:
+    url = posted["maps"]["png_url_template"].replace("{label}", "cat")
+    plain = decode_png(client.get(url, params={"size": 256}))
+    legend = decode_png(client.get(url, params={"size": 256, "legend": "true"}))
+    assert legend.width == plain.width and legend.height > plain.height + 30
+
+
+def test_overlays_of_a_wide_photo_keep_its_aspect_ratio(client: httpx.Client) -> None:
+    y, x = np.mgrid[0:300, 0:600]
+    photo = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="JPEG", quality=92)
+    posted = client.post("/v1/classify", files={"file": ("wide.jpg", buffer.getvalue(), "image/jpeg")}).json()
+    url = posted["maps"]["png_url_template"].replace("{label}", "cat")
+    assert decode_png(client.get(url, params={"size": 512, "overlay": "true"})).size == (512, 256)
+    assert decode_png(client.get(url, params={"size": 512})).size == (512, 512)  # the model's grid
+    over = np.asarray(decode_png(client.get(url, params={"size": 512, "overlay": "true", "alpha": 0})))
+    expected = np.asarray(Image.fromarray(photo).resize((512, 256), Image.Resampling.BICUBIC), dtype=int)
+    assert np.abs(over.astype(int) - expected).mean() < 6  # sharp at 512: the stored preview is 512 wide
+
+
+@pytest.mark.parametrize(
+    "params", [{"size": 0}, {"size": 5000}, {"colormap": "rainbow"}, {"normalize": "z"}, {"alpha": 2}]
+)
 def test_png_parameters_are_validated(client: httpx.Client, posted: dict, params: dict) -> None:
     response = client.get(posted["maps"]["png_url_template"].replace("{label}", "cat"), params=params)
     assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"

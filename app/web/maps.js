@@ -1,0 +1,147 @@
+// The class maps of one prediction: a tile per class (ordered by score) and one class enlarged
+// with its colour bar. Map PNGs are fetched, not put in <img src>, so they carry the API key;
+// they are shown through blob: URLs, revoked when newer maps replace them.
+import { $, api, showError } from "./api.js";
+
+const TILE_SIZE = 224; // px, long side of each class's overlay tile
+const LARGE_SIZE = 512; // px, long side of the enlarged map (the server keeps a 512 px preview)
+
+const state = {
+  prediction: null,
+  selected: null, // the label shown large
+  generation: 0, // bumps with each prediction: tiles of an older one are dropped
+  largeRun: 0, // bumps with each enlarged map asked for: only the latest is shown
+  urls: [], // blob: URLs of the current tiles
+  largeUrl: null, // blob: URL of the enlarged map
+};
+
+export function percent(score) {
+  const p = 100 * score;
+  if (p >= 99.95) return "100 %";
+  if (p >= 0.1) return `${p.toFixed(1)} %`;
+  return "< 0.1 %";
+}
+
+// What the two ends of each colormap look like, for the sentence that explains the tiles.
+const COLOUR_ENDS = {
+  jet: ["red", "dark blue"],
+  turbo: ["red", "dark blue"],
+  viridis: ["yellow", "dark purple"],
+  inferno: ["pale yellow", "black"],
+  magma: ["pale yellow", "black"],
+  gray: ["white", "black"],
+};
+
+export function explainColours() {
+  const [high, low] = COLOUR_ENDS[$("colormap").value];
+  const scale =
+    $("normalize").value === "global"
+      ? `All tiles share one colour scale, so a class the network does not see stays ${low}.`
+      : "Each tile is stretched to its own range: even a class at 0.1 % gets a bright spot.";
+  $("maps-help").textContent =
+    `Each tile is one class's confidence map over your image: ${high} is where the network sees ` +
+    `that class most, ${low} where least. ${scale} Pick a tile to enlarge it.`;
+}
+
+function mapUrl(label, size, extra = "") {
+  const p = state.prediction;
+  const colormap = $("colormap").value;
+  const normalize = $("normalize").value;
+  return (
+    `/v1/predictions/${p.id}/maps/${encodeURIComponent(label)}.png?size=${size}&overlay=true` +
+    `&colormap=${colormap}&normalize=${normalize}${extra}`
+  );
+}
+
+async function fetchImage(url) {
+  const response = await api(url);
+  return { objectUrl: URL.createObjectURL(await response.blob()), response };
+}
+
+function releaseMaps() {
+  for (const url of state.urls) URL.revokeObjectURL(url);
+  state.urls = [];
+}
+
+export async function loadTiles() {
+  const p = state.prediction;
+  if (!p) return;
+  const run = ++state.generation;
+  releaseMaps();
+  const labels = Object.keys(p.scores).sort((a, b) => p.scores[b] - p.scores[a]);
+  const list = $("tiles");
+  list.replaceChildren();
+  const jobs = labels.map(async (label) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "tile";
+    button.dataset.label = label;
+    button.setAttribute("aria-pressed", String(label === state.selected));
+    const img = document.createElement("img");
+    img.alt = `Where the network sees ${label} in your image (score ${percent(p.scores[label])})`;
+    const caption = document.createElement("span");
+    caption.className = "tile-caption";
+    const name = document.createElement("strong");
+    name.textContent = label;
+    const score = document.createElement("span");
+    score.textContent = percent(p.scores[label]);
+    caption.append(name, score);
+    button.append(img, caption);
+    button.addEventListener("click", () => select(label));
+    item.append(button);
+    list.append(item);
+    const { objectUrl } = await fetchImage(mapUrl(label, TILE_SIZE));
+    state.urls.push(objectUrl);
+    if (run === state.generation) img.src = objectUrl;
+  });
+  try {
+    await Promise.all(jobs);
+  } catch (err) {
+    if (run === state.generation) showError(err);
+  }
+}
+
+function select(label) {
+  state.selected = label;
+  for (const tile of document.querySelectorAll(".tile")) {
+    tile.setAttribute("aria-pressed", String(tile.dataset.label === label));
+  }
+  loadLarge();
+}
+
+export async function loadLarge() {
+  const p = state.prediction;
+  if (!p) return;
+  const run = ++state.largeRun;
+  const label = state.selected;
+  const alpha = Number($("alpha").value) / 100;
+  try {
+    const { objectUrl, response } = await fetchImage(mapUrl(label, LARGE_SIZE, `&legend=true&alpha=${alpha}`));
+    if (run !== state.largeRun) {
+      URL.revokeObjectURL(objectUrl);
+      return;
+    }
+    if (state.largeUrl) URL.revokeObjectURL(state.largeUrl);
+    state.largeUrl = objectUrl;
+    const img = $("large-img");
+    img.src = objectUrl;
+    img.alt = `Confidence map of ${label} over your image, with a colour bar; score ${percent(p.scores[label])}`;
+    $("large-caption").textContent = `${label}: ${percent(p.scores[label])}`;
+    const range = (response.headers.get("X-Map-Range") || "").split(",").map(Number);
+    const scale = $("normalize").value === "global" ? "shared by all classes of this image" : `${label}'s own`;
+    $("range").textContent =
+      range.length === 2
+        ? `Colour scale (${scale}): ${range[0].toFixed(2)} to ${range[1].toFixed(2)}, in logits.`
+        : "";
+  } catch (err) {
+    if (run === state.largeRun) showError(err);
+  }
+}
+
+/** Show the maps of a new prediction, its top class enlarged. */
+export function showMaps(prediction) {
+  state.prediction = prediction;
+  state.selected = prediction.top[0].label;
+  return Promise.all([loadTiles(), loadLarge()]);
+}
