@@ -61,20 +61,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    common = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "ws": "none",
-        "timeout_graceful_shutdown": 10,
-    }
+    from app.server import uvicorn_options
+
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_app(settings), **uvicorn_options(settings))
     else:
-        # Worker processes build their own Settings from the environment: pass the flags there.
+        # Worker processes build their own Settings (and connection limits, app/server.py) from
+        # the environment: pass the flags there.
         for name, value in given.items():
             os.environ[f"NINSERVE_{name.upper()}"] = str(value)
-        uvicorn.run("app.main:app_from_env", factory=True, workers=settings.workers, **common)
+        options = uvicorn_options(settings, in_process=False)
+        uvicorn.run("app.main:app_from_env", factory=True, workers=settings.workers, **options)
     return 0
 
 
