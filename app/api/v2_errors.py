@@ -24,7 +24,7 @@ from app.errors import ModelNotFound, NinServeError, PayloadTooLarge
 logger = logging.getLogger("ninserve")
 
 PREFIX = "/v2"
-MAX_MESSAGE = 1024  # characters of an error message sent
+MAX_MESSAGE = 512  # characters of an error message sent: the longest own messages are ~200
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
