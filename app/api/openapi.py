@@ -1,6 +1,7 @@
 """The OpenAPI schema says exactly what this app accepts: bounds that depend on its settings and
 model, and its bearer-key scheme when API keys are on.
 
+- uploads: a file is at least one byte, a batch at least one file.
 - `resolution`: a multiple of 4 from the model's native size to NINSERVE_MAX_RESOLUTION. The
   native size is known once the model has loaded; until then the schema is built but not cached.
 - With API keys: a `bearer` security scheme, required everywhere except the open paths, and
@@ -45,6 +46,7 @@ def install_openapi(app: FastAPI, runtime: Runtime, open_paths: frozenset[str] |
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
         native = runtime.engine.info.native_size if runtime.engine is not None else None
         _bound_resolution(schema, native or FALLBACK_NATIVE_SIZE, runtime.settings.max_resolution)
+        _non_empty_uploads(schema)
         if open_paths is not None:
             _require_keys(schema, open_paths)
         if native is not None:
@@ -70,6 +72,18 @@ def _bound_resolution(schema: dict[str, Any], native: int, maximum: int) -> None
                 )
                 if description:
                     param["schema"]["description"] = description
+
+
+def _non_empty_uploads(schema: dict[str, Any]) -> None:
+    """An upload is at least one byte, and a batch at least one file (an empty one is a 400/422)."""
+    for _, op in _operations(schema):
+        form = op.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {})
+        for prop in form.get("properties", {}).values():
+            if prop.get("format") == "binary":
+                prop["minLength"] = 1
+            elif prop.get("type") == "array":
+                prop["minItems"] = 1
+                prop["items"]["minLength"] = 1
 
 
 def _require_keys(schema: dict[str, Any], open_paths: frozenset[str]) -> None:
