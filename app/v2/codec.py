@@ -150,7 +150,7 @@ def _parse_input(raw: Any, tail: memoryview) -> tuple[InputTensor, int]:
         raise InvalidTensor("every input must be an object with a `name`, `datatype`, `shape` and data")
     name, datatype, shape = raw["name"], raw.get("datatype"), raw.get("shape")
     where = f"input {shown(name)}"  # in messages: the name, cut short
-    if datatype != BYTES and datatype not in DATATYPES:
+    if not isinstance(datatype, str) or (datatype != BYTES and datatype not in DATATYPES):
         raise InvalidTensor(f"{where}: unknown datatype {shown(datatype)}")
     if not isinstance(shape, list):
         raise InvalidTensor(f"{where}: `shape` must be a list of dimensions")
