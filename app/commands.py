@@ -48,6 +48,7 @@ SERVE_FLAGS = ("host", "port", "model_path", "workers", "device", "precision", "
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from app.api.auth import check_keys
     from app.config import Settings
     from app.main import configure_logging, create_app
 
@@ -55,6 +56,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**given)
     except ValidationError as exc:
+        print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        check_keys(settings.api_key_list)
+    except ValueError as exc:
         print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)

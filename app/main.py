@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import ROUTERS
-from app.api.auth import ApiKeyMiddleware, open_paths
+from app.api.auth import ApiKeyMiddleware, check_keys, open_paths
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import install_cors
 from app.api.fast_classify import install_fast_classify
@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     # metrics (sees every handler), shutdown guard (outermost: 503 for requests cut off at exit).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     keys = settings.api_key_list
+    check_keys(keys)  # here, not when the first request builds the middleware stack
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=open_paths(settings))
     if settings.cors_origin_list:

@@ -26,6 +26,17 @@ OPEN_PREFIXES = ("/static/",)
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 METRICS_PATHS = frozenset({"/metrics"})
 CHALLENGE = 'Bearer realm="ninserve"'
+MIN_KEY_LENGTH = 16  # a guessable key is no key: 16 random characters and up
+
+
+def check_keys(keys: tuple[str, ...]) -> None:
+    """ValueError for a key that is short or not a plain token; the message never shows a key."""
+    for key in keys:
+        if len(key) < MIN_KEY_LENGTH or not key.isascii() or not key.isprintable() or " " in key:
+            raise ValueError(
+                f"every API key must be at least {MIN_KEY_LENGTH} printable ASCII characters without "
+                "spaces (e.g. `openssl rand -hex 32`); check NINSERVE_API_KEYS / NINSERVE_API_KEYS_FILE"
+            )
 
 
 def open_paths(settings: Settings) -> frozenset[str]:
@@ -56,6 +67,7 @@ class ApiKeyMiddleware:
     """401 for requests to protected paths without a valid bearer key."""
 
     def __init__(self, app: ASGIApp, keys: tuple[str, ...], open_paths: frozenset[str]) -> None:
+        check_keys(keys)
         self.app = app
         self.keys = tuple(k.encode() for k in keys)
         self.open_paths = open_paths
