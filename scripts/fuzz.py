@@ -4,7 +4,7 @@ the domain errors (app/errors.py) that the HTTP layer turns into a 4xx, and any 
 
     python scripts/fuzz.py decode --runs 20000            # one target, N inputs
     python scripts/fuzz.py all --runs 2000                # each target in turn (tests do this)
-    python scripts/fuzz.py codec -- -max_len=4096 corpus/ # extra libFuzzer flags after `--`
+    python scripts/fuzz.py codec -seed=1 -max_len=4096    # any other flag goes to libFuzzer
 
 Exit status 0: no finding; otherwise libFuzzer's, with the input written to crash-<sha1>.
 """
@@ -27,6 +27,7 @@ from starlette.requests import Request
 
 with atheris.instrument_imports(include=["app", "PIL"]):  # coverage feedback from our code and Pillow's
     from PIL import Image
+
     import app.api.body
     import app.api.multipart
     import app.decode
@@ -114,7 +115,9 @@ def seeds(target: str) -> list[bytes]:
             b"Content-Type: image/png\r\n\r\n\x89PNG\r\n--" + BOUNDARY + b"--\r\n"
         )
         return [b"\x00" + part]
-    doc = b'{"inputs":[{"name":"image","datatype":"UINT8","shape":[1,2,2,3],"data":[1,2,3,4,5,6,7,8,9,10,11,12]}]}'
+    doc = (
+        b'{"inputs":[{"name":"image","datatype":"UINT8","shape":[1,2,2,3],"data":[1,2,3,4,5,6,7,8,9,1,2,3]}]}'
+    )
     binary = b'{"inputs":[{"name":"i","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":7}}]}'
     tail = b"\x03\x00\x00\x00abc"
     return [b"\x00\x00\x00" + doc, b"\x04" + len(binary).to_bytes(2, "little") + binary + tail]
@@ -130,15 +133,16 @@ def run_one(target: str, runs: int, extra: list[str]) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("target", choices=[*TARGETS, "all"])
     parser.add_argument("--runs", type=int, default=10_000, help="inputs per target")
-    parser.add_argument("extra", nargs="*", help="libFuzzer flags, after --")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # the rest are libFuzzer flags (-seed=1, -max_len=...)
     if args.target != "all":
-        return run_one(args.target, args.runs, args.extra)
+        return run_one(args.target, args.runs, extra)
     for target in TARGETS:  # one process each: atheris.Fuzz() exits when done
-        cmd = [sys.executable, __file__, target, "--runs", str(args.runs), *args.extra]
+        cmd = [sys.executable, __file__, target, "--runs", str(args.runs), *extra]
         result = subprocess.run(cmd, cwd=ROOT, check=False)
         print(f"{target}: exit {result.returncode}", flush=True)
         if result.returncode:

@@ -17,13 +17,19 @@ from fastapi.openapi.utils import get_openapi
 
 from app.api.auth import OPEN_PREFIXES
 from app.api.deps import RESOLUTION_STEP
+from app.api.v2_errors import is_v2_path
 from app.runtime import Runtime
 from app.schemas import Problem
 
 FALLBACK_NATIVE_SIZE = 32  # Settings' lowest max_resolution: the smallest native size served
+UNAUTHORIZED_WHY = "missing or invalid API key (`Authorization: Bearer <key>`)"
 UNAUTHORIZED = {
-    "description": "missing or invalid API key (`Authorization: Bearer <key>`)",
+    "description": UNAUTHORIZED_WHY,
     "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+}
+V2_UNAUTHORIZED = {
+    "description": UNAUTHORIZED_WHY,
+    "content": {"application/json": {"example": {"error": "the API key is not valid"}}},
 }
 
 
@@ -97,4 +103,4 @@ def _require_keys(schema: dict[str, Any], open_paths: frozenset[str]) -> None:
         if path in open_paths or path.startswith(OPEN_PREFIXES):
             op["security"] = []
         else:
-            op.setdefault("responses", {})["401"] = UNAUTHORIZED
+            op.setdefault("responses", {})["401"] = V2_UNAUTHORIZED if is_v2_path(path) else UNAUTHORIZED
