@@ -4,7 +4,10 @@ before they are buffered, the connection cap holds, and ordinary requests are un
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -193,3 +196,17 @@ def test_the_import_string_reads_limits_from_the_environment(
     finally:
         loop.close()
     assert protocol.guard.max_headers == 33
+
+
+def test_serve_refuses_a_weak_key_without_quoting_it(tiny_model) -> None:
+    env = os.environ | {"NINSERVE_MODEL_PATH": str(tiny_model), "NINSERVE_API_KEYS": "guessable"}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "printable ASCII" in result.stderr
+    assert "guessable" not in result.stderr
