@@ -51,6 +51,7 @@ EXIT_CANNOT_SERVE = 3
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from app.api.auth import check_keys
     from app.config import Settings
     from app.main import configure_logging, create_app
 
@@ -58,6 +59,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**given)
     except ValidationError as exc:
+        print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        check_keys(settings.api_key_list)
+    except ValueError as exc:
         print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
@@ -71,26 +77,23 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    common = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "ws": "none",
-        "timeout_graceful_shutdown": 10,
-    }
+    from app.server import uvicorn_options
+
     if settings.workers == 1:
         app = create_app(settings)
-        server = uvicorn.Server(uvicorn.Config(app, **common))
+        server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings)))
         app.state.runtime.on_failure.append(lambda _: setattr(server, "should_exit", True))
         server.run()
         if app.state.runtime.error is not None:
             print(f"ninserve serve: model failed to load: {app.state.runtime.error}", file=sys.stderr)
             return EXIT_CANNOT_SERVE
     else:
-        # Worker processes build their own Settings from the environment: pass the flags there.
+        # Worker processes build their own Settings (and connection limits, app/server.py) from
+        # the environment: pass the flags there.
         for name, value in given.items():
             os.environ[f"NINSERVE_{name.upper()}"] = str(value)
-        uvicorn.run("app.main:app_from_env", factory=True, workers=settings.workers, **common)
+        options = uvicorn_options(settings, in_process=False)
+        uvicorn.run("app.main:app_from_env", factory=True, workers=settings.workers, **options)
     return 0
 
 

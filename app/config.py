@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The artifact the model side exports; relative to the repository / installed package root.
@@ -80,6 +80,54 @@ class Settings(BaseSettings):
     # 256 KiB covers web-sized photos; the store's byte budget bounds the total. 0: always reduce.
     preview_keep_bytes: int = Field(256 * 1024, ge=0, le=16 * MiB)
 
+    # --- connections and HTTP parsing (app/server.py; docs/security.md) ---
+    # A client gets this long from its first byte (or from connecting) to the end of the request
+    # headers. One packet carries a real client's headers; 10 s covers slow mobile round trips,
+    # while a slowloris client trickling one header line every 2 s is cut off (Go's
+    # ReadHeaderTimeout practice; uvicorn itself has no such timeout).
+    header_timeout_s: float = Field(10.0, gt=0, le=600)
+    # From the end of the headers to the end of the body. Uploads here are images, usually far
+    # below 1 MB; 30 s still takes a full max_body_bytes (16 MiB) at ~4.5 Mbit/s.
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # Idle time between requests on a kept-alive connection (uvicorn's default). Behind a proxy
+    # that reuses connections, set it above the proxy's own idle timeout.
+    keep_alive_timeout_s: float = Field(5.0, gt=0, le=600)
+    # Open connections per process; beyond it a new connection gets 503 and is closed at once.
+    # Each idle connection costs ~10 KB, but each one can also hold a request body being read:
+    # 1000 covers the 512-client load tests with room, under the usual 1024 file-descriptor limit.
+    max_connections: int = Field(1000, ge=1)
+    # Request line + headers, in bytes (431 beyond). 16 KiB, as h11 and IIS: long bearer tokens
+    # fit; httptools has no limit of its own, so unbounded headers would otherwise be buffered.
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(100, ge=8, le=10_000)  # header lines (431 beyond); Apache's LimitRequestFields
+    # SIGTERM: requests in flight get this long to finish; those still running then get 503 with
+    # Retry-After (app/api/shutdown.py). Kubernetes waits 30 s before SIGKILL by default.
+    graceful_shutdown_s: float = Field(10.0, ge=0, le=3600)
+
+    # --- access control and response headers (app/api/auth.py, app/api/security_headers.py) ---
+    # Bearer API keys, comma-separated; empty: no key needed (the server binds to loopback by
+    # default). SecretStr keeps them out of reprs and logs.
+    api_keys: SecretStr = SecretStr("")
+    api_keys_file: Path | None = None  # one key per line (e.g. a mounted Kubernetes Secret); adds to api_keys
+    # /metrics shows traffic, error and queue figures an attacker could watch an attack with;
+    # Prometheus can send a bearer token (`authorization:` in the scrape config).
+    metrics_require_key: bool = True
+    # /docs, /redoc and /openapi.json describe only what docs/api.md describes publicly.
+    docs_require_key: bool = False
+    # Origins allowed to call the API from a browser ("*" or comma-separated); empty: no CORS headers.
+    cors_origins: str = ""
+    # Server-Timing (decode/queue/infer durations) helps in browser dev tools but tells anyone how
+    # busy the server is. None: sent only when bound to loopback (a development server).
+    server_timing: bool | None = None
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_exists(cls, path: Path | None) -> Path | None:
+        # Key format is checked in app/api/auth.py: an error raised here would quote the keys.
+        if path is not None and not path.is_file():
+            raise ValueError(f"api_keys_file not found: {path}")
+        return path
+
     @model_validator(mode="before")
     @classmethod
     def _artifact_for_precision(cls, data: object) -> object:
@@ -112,3 +160,21 @@ class Settings(BaseSettings):
     @property
     def max_batch_wait_s(self) -> float:
         return self.max_batch_wait_ms / 1000.0
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        """Every accepted key: NINSERVE_API_KEYS plus the lines of NINSERVE_API_KEYS_FILE."""
+        keys = self.api_keys.get_secret_value().split(",")
+        if self.api_keys_file is not None:
+            keys += self.api_keys_file.read_text().splitlines()
+        return tuple(dict.fromkeys(k.strip() for k in keys if k.strip()))
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.cors_origins.split(",") if o.strip())
+
+    @property
+    def send_server_timing(self) -> bool:
+        if self.server_timing is not None:
+            return self.server_timing
+        return self.host in ("127.0.0.1", "localhost", "::1")

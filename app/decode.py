@@ -98,10 +98,10 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except UnidentifiedImageError:
         raise _unidentified(data) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"image rejected as a decompression bomb: {exc}") from None
-    except Exception as exc:  # corrupt headers raise anything from SyntaxError to struct.error
-        raise InvalidImage(f"cannot read the image header: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLarge("image rejected as a decompression bomb: too many pixels") from None
+    except Exception:  # corrupt headers raise anything from SyntaxError to struct.error
+        raise InvalidImage("cannot read the image header: corrupt or truncated") from None
     width, height = img.size
     if width < 1 or height < 1:
         raise InvalidImage(f"image has no pixels ({width}x{height})")
@@ -194,10 +194,10 @@ def decode_image(
             keep = keep and KEPT_INFO.issuperset(img.info)  # PNG text chunks may follow the pixels
     except (ImageTooLarge, InvalidImage):
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"image rejected as a decompression bomb: {exc}") from None
-    except Exception as exc:  # truncated or corrupt data surfaces here, on the first pixel read
-        raise InvalidImage(f"cannot decode the image: {exc}") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge("image rejected as a decompression bomb: it decodes to too many pixels") from None
+    except Exception:  # truncated or corrupt data surfaces here, on the first pixel read
+        raise InvalidImage("cannot decode the image: its data is truncated or corrupt") from None
     pixels = resize_rgb(rgb, size)
     if preview_size <= size or (width, height) == (size, size):  # the 32x32 hot path: nothing to copy
         preview: Preview = pixels

@@ -1,7 +1,11 @@
 """The FastAPI application: `create_app(settings)` wires runtime, routers, limits and errors.
 
     ninserve serve                                     # the usual way (app/commands.py)
-    uvicorn --factory app.main:app_from_env            # settings from NINSERVE_* only
+    uvicorn --factory app.main:app_from_env --http app.server:GuardedHttpToolsProtocol \
+        --timeout-graceful-shutdown 10                 # settings from NINSERVE_* only
+
+Connection limits (header/body deadlines, header limits, connection cap) live in the uvicorn
+protocol (app/server.py), not here: an ASGI app only sees a request once its headers are in.
 
 Data flow: body (api/body.py) -> decode (decode.py, thread pool) -> batch (batcher.py) -> ONNX
 Runtime (engine.py, thread) -> result + store (pipeline.py, store.py) -> JSON / PNG (maps.py).
@@ -17,10 +21,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import ROUTERS
+from app.api.auth import ApiKeyMiddleware, check_keys, open_paths
 from app.api.body import BodyLimitMiddleware
+from app.api.cors import install_cors
 from app.api.fast_classify import install_fast_classify
 from app.api.page import install_page
+from app.api.openapi import install_openapi
 from app.api.problems import install_error_handlers
+from app.api.security_headers import SecurityHeadersMiddleware
+from app.api.shutdown import ShutdownGuardMiddleware
 from app.api.v2_errors import install_v2_error_handlers
 from app.config import Settings
 from app.metrics import install_metrics
@@ -52,12 +61,24 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     install_v2_error_handlers(app)  # {"error": ...} bodies under /v2, problem+json elsewhere
+    # Middleware, innermost first: body limit, API keys (before any body is read), CORS (answers
+    # preflights, which carry no key), security headers (on every answer, 401s included),
+    # metrics (sees every handler), shutdown guard (outermost: 503 for requests cut off at exit).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    install_metrics(app, runtime, ROUTERS)  # last: its middleware is outermost, sees every handler
+    keys = settings.api_key_list
+    check_keys(keys)  # here, not when the first request builds the middleware stack
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=open_paths(settings))
+    if settings.cors_origin_list:
+        install_cors(app, settings.cors_origin_list)
+    app.add_middleware(SecurityHeadersMiddleware, server_timing=settings.send_server_timing)
+    install_metrics(app, runtime, ROUTERS)
+    app.add_middleware(ShutdownGuardMiddleware)
     for router in ROUTERS:
         app.include_router(router)
     install_fast_classify(app)
     install_page(app)  # `/`, /static, /docs, /redoc
+    install_openapi(app, runtime, open_paths(settings) if keys else None)
     return app
 
 

@@ -14,6 +14,7 @@ from app.api.multipart import Part, read_parts
 from app.api.problems import note_error, problem_response
 from app.api.v2_errors import is_v2_path, v2_error_response
 from app.decode import SUPPORTED_MEDIA_TYPES
+from app.echo import shown
 from app.errors import EmptyImage, InvalidParameter, InvalidUpload, PayloadTooLarge, UnsupportedMediaType
 
 MULTIPART = "multipart/form-data"
@@ -144,14 +145,18 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     if kind == "identity":
         return body
     if kind not in ("gzip", "deflate"):
-        raise UnsupportedMediaType(f"Content-Encoding {kind!r} is not supported; use gzip, deflate or none")
+        raise UnsupportedMediaType(
+            f"Content-Encoding {shown(kind)} is not supported; use gzip, deflate or none"
+        )
     inflater = zlib.decompressobj(wbits=31 if kind == "gzip" else 15)  # HTTP deflate is zlib-wrapped
     try:
         out = inflater.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise InvalidUpload(f"the {kind} request body cannot be decompressed: {exc}") from None
+    except zlib.error:  # zlib's own text ("Error -3 while decompressing data: ...") stays here
+        raise InvalidUpload(f"the {kind} request body is not valid {kind} data") from None
     if len(out) > max_bytes:
         raise PayloadTooLarge(f"the decompressed request body is over the limit of {max_bytes} bytes")
     if not inflater.eof:
         raise InvalidUpload(f"the {kind} request body is truncated")
+    if inflater.unused_data:  # a second gzip member or trailing garbage: neither is what was sent
+        raise InvalidUpload(f"the {kind} request body has {len(inflater.unused_data)} bytes after its end")
     return out

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Path, Query, Request
 from starlette.responses import Response
 
+from app.echo import shown
 from app.errors import PredictionNotFound
 from app.runtime import Runtime
 from app.schemas import Problem
@@ -28,8 +29,9 @@ async def get_record(
 ) -> StoredPrediction:
     record = await rt.store.get(prediction_id)
     if record is None:
-        shown = prediction_id if len(prediction_id) <= 64 else prediction_id[:64] + "..."
-        raise PredictionNotFound(f"no prediction {shown!r}: unknown, or expired from the result store")
+        raise PredictionNotFound(
+            f"no prediction {shown(prediction_id)}: unknown, or expired from the result store"
+        )
     return record
 
 
@@ -42,12 +44,16 @@ TopK = Annotated[
 MapsMode = Annotated[
     Literal["none", "inline"], Query(description="`inline` adds the raw map values to the response")
 ]
-MIN_RESOLUTION, MAX_RESOLUTION = 4, 4096
+# Static bounds that hold for any model and settings (Settings caps max_resolution at 2048); the
+# exact ones (native size .. max_resolution) are checked in pipeline.resolve_resolution and
+# written into each app's OpenAPI schema by app/api/openapi.py.
+MIN_RESOLUTION, MAX_RESOLUTION, RESOLUTION_STEP = 4, 2048, 4
 Resolution = Annotated[
     int | None,
     Query(
         ge=MIN_RESOLUTION,
         le=MAX_RESOLUTION,
+        multiple_of=RESOLUTION_STEP,
         description="run at this square size (multiple of 4, >= native) for finer maps",
     ),
 ]

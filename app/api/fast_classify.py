@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
-from app.api.deps import MAX_RESOLUTION, MAX_TOP_K, MIN_RESOLUTION
+from app.api.deps import MAX_RESOLUTION, MAX_TOP_K, MIN_RESOLUTION, RESOLUTION_STEP
 from app.api.v1 import classify_response
 
 PATH = "/v1/classify"
@@ -44,8 +44,10 @@ def plain_query(query_string: bytes) -> dict[str, Any] | None:
         if not (value.isascii() and value.isdigit() and len(value) <= 6):
             return None
         number = int(value)
-        low, high = (1, MAX_TOP_K) if name == "top_k" else (MIN_RESOLUTION, MAX_RESOLUTION)
-        if not low <= number <= high:
+        low, high, step = (
+            (1, MAX_TOP_K, 1) if name == "top_k" else (MIN_RESOLUTION, MAX_RESOLUTION, RESOLUTION_STEP)
+        )
+        if not low <= number <= high or number % step:
             return None
         params[name] = number
     return params

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from app.api.deps import Colormap, Overlay, RecordDep, RuntimeDep, json_response, problems
+from app.echo import shown
 from app.errors import LabelNotFound
 from app.maps import OVERLAY_ALPHA, Normalize, grid_png, map_png, value_range
 from app.schemas import ClassifyResponse, MapsResponse
@@ -25,17 +26,20 @@ NormalizeParam = Annotated[
 ]
 
 
+MAX_INDEX_DIGITS = 6  # far beyond any class count; int() of thousands of digits is slow, then refused
+
+
 def label_index(labels: tuple[str, ...], label: str) -> int:
-    """A class name (exact, then case-insensitive) or a 0-based index."""
+    """A class name (exact, then case-insensitive) or a 0-based index in ASCII digits (not `٣`)."""
     if label in labels:
         return labels.index(label)
     lowered = [name.lower() for name in labels]
     if label.lower() in lowered:
         return lowered.index(label.lower())
-    if label.isdecimal() and int(label) < len(labels):
+    if label.isascii() and label.isdigit() and len(label) <= MAX_INDEX_DIGITS and int(label) < len(labels):
         return int(label)
     raise LabelNotFound(
-        f"unknown label {label!r}: use a class name ({', '.join(labels)}) or 0..{len(labels) - 1}"
+        f"unknown label {shown(label)}: use a class name ({', '.join(labels)}) or 0..{len(labels) - 1}"
     )
 
 

@@ -1,7 +1,7 @@
 """The KServe V2 / Open Inference Protocol REST surface, Triton-compatible, next to v1 in one process.
 
     GET  /v2                                        server metadata and supported extensions
-    GET  /v2/health/live   /v2/health/ready
+    GET  /v2/health/live   /v2/health/ready         {"live": true} / {"ready": true}
     GET  /v2/models/{name}[/versions/{v}]           model metadata (-1: a dynamic dimension)
     GET  /v2/models/{name}[/versions/{v}]/ready
     GET  /v2/models/{name}[/versions/{v}]/config    Triton's model configuration (perf_analyzer)
@@ -18,12 +18,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from app.api.body import decompress
 from app.api.deps import RuntimeDep, json_response
+from app.echo import ECHO_LIMIT, shown
 from app.engine import Engine
-from app.errors import NotReady
+from app.errors import ModelNotFound, NotReady
 from app.runtime import Runtime
 from app.v2.codec import InferRequest, encode_infer_response, parse_infer_request
 from app.v2.model import check_model, infer, model_config, model_metadata
@@ -56,14 +58,21 @@ _INFER_BODY = {
 
 async def _model(rt: RuntimeDep, model_name: str) -> Engine:
     engine, _ = rt.ready()  # 503 before anything else: the name is not known until the model loads
-    check_model(engine, model_name)
+    check_model(engine, _echoable(model_name))
     return engine
 
 
 async def _model_at(rt: RuntimeDep, model_name: str, model_version: str) -> Engine:
     engine, _ = rt.ready()
-    check_model(engine, model_name, model_version)
+    check_model(engine, _echoable(model_name), _echoable(model_version))
     return engine
+
+
+def _echoable(value: str) -> str:
+    """A path segment short enough to quote in a 404; longer ones never name the served model."""
+    if len(value) > ECHO_LIMIT:
+        raise ModelNotFound(f"unknown model or version {shown(value)}")
+    return value
 
 
 Model = Annotated[Engine, Depends(_model)]
@@ -77,17 +86,32 @@ async def server_metadata(request: Request) -> Response:
     return json_response(_dumps(body))
 
 
-@router.get("/health/live", summary="Liveness (200, empty body)", responses=_ERRORS)
+# Health bodies as the Open Inference Protocol defines them (Triton sends none; clients read the
+# status code either way, and the schema says what the body is).
+class LiveResponse(BaseModel):
+    live: bool
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+
+
+class ModelReadyResponse(BaseModel):
+    name: str
+    ready: bool
+
+
+@router.get("/health/live", summary="Liveness", response_model=LiveResponse, responses=_ERRORS)
 async def live(rt: RuntimeDep) -> Response:
     if rt.state == "failed":  # a model that cannot load will not recover: restart the process
         raise NotReady(f"model failed to load ({rt.error})")
-    return Response()
+    return json_response(_dumps({"live": True}))
 
 
-@router.get("/health/ready", summary="Readiness (200, empty body)", responses=_ERRORS)
+@router.get("/health/ready", summary="Readiness", response_model=ReadyResponse, responses=_ERRORS)
 async def ready(rt: RuntimeDep) -> Response:
     rt.ready()
-    return Response()
+    return json_response(_dumps({"ready": True}))
 
 
 @router.get("/models/{model_name}", summary="Model metadata", responses=_ERRORS)
@@ -100,14 +124,24 @@ async def metadata_at(engine: ModelAt) -> Response:
     return json_response(_dumps(model_metadata(engine)))
 
 
-@router.get("/models/{model_name}/ready", summary="Model readiness", responses=_ERRORS)
+@router.get(
+    "/models/{model_name}/ready",
+    summary="Model readiness",
+    response_model=ModelReadyResponse,
+    responses=_ERRORS,
+)
 async def model_ready(engine: Model) -> Response:
-    return Response()
+    return json_response(_dumps({"name": engine.info.name, "ready": True}))
 
 
-@router.get(VERSIONED + "/ready", summary="Model readiness, one version", responses=_ERRORS)
+@router.get(
+    VERSIONED + "/ready",
+    summary="Model readiness, one version",
+    response_model=ModelReadyResponse,
+    responses=_ERRORS,
+)
 async def model_ready_at(engine: ModelAt) -> Response:
-    return Response()
+    return json_response(_dumps({"name": engine.info.name, "ready": True}))
 
 
 @router.get("/models/{model_name}/config", summary="Triton model configuration", responses=_ERRORS)

@@ -24,6 +24,7 @@ from app.errors import ModelNotFound, NinServeError, PayloadTooLarge
 logger = logging.getLogger("ninserve")
 
 PREFIX = "/v2"
+MAX_MESSAGE = 512  # characters of an error message sent: the longest own messages are ~200
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
@@ -33,6 +34,8 @@ def is_v2_path(path: str) -> bool:
 
 def v2_error_response(status: int, message: str, retry_after: int | None = None) -> Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if len(message) > MAX_MESSAGE:  # a safety net: messages quote client values cut short already
+        message = message[:MAX_MESSAGE] + "..."
     return Response(
         orjson.dumps({"error": message}), status_code=status, media_type="application/json", headers=headers
     )
@@ -55,8 +58,10 @@ def _v2_response(request: Request, exc: Exception) -> Response:
             ".".join(str(p) for p in e.get("loc", ())) + f": {e.get('msg', '')}" for e in exc.errors()
         )
         return v2_error_response(400, f"invalid request ({where})")
-    if isinstance(exc, StarletteHTTPException):
-        return v2_error_response(exc.status_code, str(exc.detail))
+    if isinstance(exc, StarletteHTTPException):  # keep its headers: Allow on a 405
+        response = v2_error_response(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
     if isinstance(exc, ClientDisconnect):
         return v2_error_response(400, "the client disconnected before sending the whole body")
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.echo import shown
 from app.errors import InvalidTensor
 
 BYTES = "BYTES"
@@ -40,6 +41,9 @@ DATATYPES: dict[str, np.dtype] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
+# Digits of Inference-Header-Content-Length read as a number: any body fits in 15 (int() of a
+# 5,000-digit string raises past Python's digit limit; longer ones are a 400 here instead).
+MAX_LENGTH_DIGITS = 15
 # JSON numbers a datatype accepts, by numpy kind: no silent float -> int truncation, no bools as 0/1.
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 
@@ -84,17 +88,18 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         header, tail = view, view[:0]
     else:
         text = header_length.strip()
-        n = int(text) if text.isascii() and text.isdigit() else -1
+        plain = text.isascii() and text.isdigit() and len(text) <= MAX_LENGTH_DIGITS
+        n = int(text) if plain else -1
         if not 0 < n <= len(body):
             raise InvalidTensor(
-                f"Inference-Header-Content-Length {header_length!r} must be between 1 and the body's "
-                f"{len(body)} bytes"
+                f"Inference-Header-Content-Length {shown(header_length)} must be a number between 1 and "
+                f"the body's {len(body)} bytes"
             )
         header, tail = view[:n], view[n:]
     try:
         doc = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidTensor(f"the inference request header is not valid JSON: {exc}") from None
+    except orjson.JSONDecodeError as exc:  # its own message is orjson's: say where, in our words
+        raise InvalidTensor(f"the inference request header is not valid JSON (at byte {exc.pos})") from None
     if not isinstance(doc, dict):
         raise InvalidTensor("the inference request must be a JSON object with an `inputs` list")
     parameters = _parameters(doc.get("parameters"), "the request")
@@ -135,7 +140,7 @@ def _flag(value: Any, name: str) -> bool:
 
 def _count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidTensor(f"{name} must be a non-negative integer, got {value!r}")
+        raise InvalidTensor(f"{name} must be a non-negative integer, got {shown(value)}")
     return value
 
 
@@ -144,61 +149,60 @@ def _parse_input(raw: Any, tail: memoryview) -> tuple[InputTensor, int]:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
         raise InvalidTensor("every input must be an object with a `name`, `datatype`, `shape` and data")
     name, datatype, shape = raw["name"], raw.get("datatype"), raw.get("shape")
-    if datatype != BYTES and datatype not in DATATYPES:
-        raise InvalidTensor(f"input {name!r}: unknown datatype {datatype!r}")
+    where = f"input {shown(name)}"  # in messages: the name, cut short
+    if not isinstance(datatype, str) or (datatype != BYTES and datatype not in DATATYPES):
+        raise InvalidTensor(f"{where}: unknown datatype {shown(datatype)}")
     if not isinstance(shape, list):
-        raise InvalidTensor(f"input {name!r}: `shape` must be a list of dimensions")
-    dims = tuple(_count(d, f"input {name!r}: every dimension") for d in shape)
-    parameters = _parameters(raw.get("parameters"), f"input {name!r}")
+        raise InvalidTensor(f"{where}: `shape` must be a list of dimensions")
+    dims = tuple(_count(d, f"{where}: every dimension") for d in shape)
+    parameters = _parameters(raw.get("parameters"), f"{where}")
     size = parameters.get("binary_data_size")
     data: np.ndarray | list[bytes]
     if size is None:
         if "data" not in raw:
-            raise InvalidTensor(f"input {name!r} has neither `data` nor parameters.binary_data_size")
+            raise InvalidTensor(f"{where} has neither `data` nor parameters.binary_data_size")
         if datatype == BYTES:
             base64 = parameters.get("content_type") == "base64"
-            data = _json_bytes(raw["data"], math.prod(dims), name, base64)
+            data = _json_bytes(raw["data"], math.prod(dims), where, base64)
         else:
-            data = _json_array(raw["data"], datatype, dims, name)
+            data = _json_array(raw["data"], datatype, dims, where)
         return InputTensor(name, datatype, dims, data, parameters), 0
-    size = _count(size, f"input {name!r}: binary_data_size")
+    size = _count(size, f"{where}: binary_data_size")
     if "data" in raw:
-        raise InvalidTensor(f"input {name!r} has both `data` and parameters.binary_data_size")
+        raise InvalidTensor(f"{where} has both `data` and parameters.binary_data_size")
     if size > len(tail):
-        raise InvalidTensor(f"input {name!r}: binary_data_size is {size} but only {len(tail)} bytes remain")
+        raise InvalidTensor(f"{where}: binary_data_size is {size} but only {len(tail)} bytes remain")
     if datatype == BYTES:
-        data = _binary_bytes(tail[:size], math.prod(dims), name)
+        data = _binary_bytes(tail[:size], math.prod(dims), where)
     else:
         dtype, count = DATATYPES[datatype], math.prod(dims)
         if size != count * dtype.itemsize:
             raise InvalidTensor(
-                f"input {name!r}: {size} bytes of binary data, but {datatype} {list(dims)} needs "
+                f"{where}: {size} bytes of binary data, but {datatype} {shown(list(dims))} needs "
                 f"{count * dtype.itemsize}"
             )
         data = np.frombuffer(tail[:size], dtype).reshape(dims)
     return InputTensor(name, datatype, dims, data, parameters), size
 
 
-def _json_array(data: Any, datatype: str, dims: tuple[int, ...], name: str) -> np.ndarray:
+def _json_array(data: Any, datatype: str, dims: tuple[int, ...], where: str) -> np.ndarray:
     """Nested or flat JSON numbers -> an array of `dims`, checked for kind and range, no loops."""
     dtype = DATATYPES[datatype]
     try:
         values = np.asarray(data)
     except (ValueError, OverflowError):
-        raise InvalidTensor(f"input {name!r}: `data` is ragged or not numeric") from None
+        raise InvalidTensor(f"{where}: `data` is ragged or not numeric") from None
     if values.size != math.prod(dims):
         raise InvalidTensor(
-            f"input {name!r}: `data` has {values.size} values but shape {list(dims)} needs {math.prod(dims)}"
+            f"{where}: `data` has {values.size} values but shape {shown(list(dims))} needs {math.prod(dims)}"
         )
     if values.size:
         if values.dtype.kind not in _JSON_KINDS[dtype.kind]:
-            raise InvalidTensor(f"input {name!r}: {datatype} `data` must hold {_kind_name(dtype)} only")
+            raise InvalidTensor(f"{where}: {datatype} `data` must hold {_kind_name(dtype)} only")
         if dtype.kind in "iu":
             limits = np.iinfo(dtype)
             if values.min() < limits.min or values.max() > limits.max:
-                raise InvalidTensor(
-                    f"input {name!r}: {datatype} values must be in [{limits.min}, {limits.max}]"
-                )
+                raise InvalidTensor(f"{where}: {datatype} values must be in [{limits.min}, {limits.max}]")
     return values.astype(dtype.newbyteorder("="), copy=False).reshape(dims)
 
 
@@ -206,40 +210,40 @@ def _kind_name(dtype: np.dtype) -> str:
     return {"b": "true/false", "u": "integers", "i": "integers"}.get(dtype.kind, "numbers")
 
 
-def _json_bytes(data: Any, count: int, name: str, base64: bool) -> list[bytes]:
+def _json_bytes(data: Any, count: int, where: str, base64: bool) -> list[bytes]:
     """JSON strings -> BYTES elements: UTF-8, or base64 when parameters.content_type is "base64"
     (raw image bytes cannot travel as JSON strings otherwise)."""
     try:
         items = np.asarray(data, dtype=object).ravel().tolist() if isinstance(data, list) else [data]
     except ValueError:
-        raise InvalidTensor(f"input {name!r}: `data` is ragged") from None
+        raise InvalidTensor(f"{where}: `data` is ragged") from None
     if len(items) != count:
-        raise InvalidTensor(f"input {name!r}: `data` has {len(items)} elements but its shape needs {count}")
+        raise InvalidTensor(f"{where}: `data` has {len(items)} elements but its shape needs {count}")
     if not all(isinstance(item, str) for item in items):
-        raise InvalidTensor(f"input {name!r}: BYTES `data` must hold strings")
+        raise InvalidTensor(f"{where}: BYTES `data` must hold strings")
     if not base64:
         return [item.encode() for item in items]
     try:
         return [binascii.a2b_base64(item, strict_mode=True) for item in items]
-    except binascii.Error as exc:
-        raise InvalidTensor(f"input {name!r}: invalid base64: {exc}") from None
+    except binascii.Error:
+        raise InvalidTensor(f"{where}: `data` is not valid base64") from None
 
 
-def _binary_bytes(chunk: memoryview, count: int, name: str) -> list[bytes]:
+def _binary_bytes(chunk: memoryview, count: int, where: str) -> list[bytes]:
     """Length-prefixed BYTES elements (Triton's serialisation) -> their bytes."""
     items: list[bytes] = []
     pos, end = 0, len(chunk)
     while pos < end and len(items) < count:
         if pos + 4 > end:
-            raise InvalidTensor(f"input {name!r}: BYTES data ends inside an element's length prefix")
+            raise InvalidTensor(f"{where}: BYTES data ends inside an element's length prefix")
         length = int.from_bytes(chunk[pos : pos + 4], "little")
         pos += 4
         if pos + length > end:
-            raise InvalidTensor(f"input {name!r}: a BYTES element claims {length} bytes; {end - pos} remain")
+            raise InvalidTensor(f"{where}: a BYTES element claims {length} bytes; {end - pos} remain")
         items.append(bytes(chunk[pos : pos + length]))
         pos += length
     if len(items) != count or pos != end:
-        raise InvalidTensor(f"input {name!r}: BYTES data is not exactly {count} length-prefixed elements")
+        raise InvalidTensor(f"{where}: BYTES data is not exactly {count} length-prefixed elements")
     return items
 
 
@@ -253,9 +257,9 @@ def _parse_outputs(raw: Any, binary_default: bool) -> list[RequestedOutput] | No
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidTensor("every requested output must be an object with a `name`")
         name = item["name"]
-        parameters = _parameters(item.get("parameters"), f"output {name!r}")
-        binary = _flag(parameters.get("binary_data", binary_default), f"{name}.binary_data")
-        k = _count(parameters.get("classification", 0), f"output {name!r}: classification")
+        parameters = _parameters(item.get("parameters"), f"output {shown(name)}")
+        binary = _flag(parameters.get("binary_data", binary_default), f"{shown(name)}.binary_data")
+        k = _count(parameters.get("classification", 0), f"output {shown(name)}: classification")
         outputs.append(RequestedOutput(name, binary, k))
     if len({o.name for o in outputs}) != len(outputs):
         raise InvalidTensor("an output is requested more than once")

@@ -62,3 +62,20 @@ def test_precision_picks_the_bundled_artifact_unless_a_path_is_given(
     assert Settings(model_path=tiny_model).model_path == tiny_model
     monkeypatch.delenv("NINSERVE_PRECISION")
     assert Settings().model_path == DEFAULT_MODEL_PATH
+
+
+def test_connection_and_access_defaults(make_settings) -> None:
+    s = make_settings()
+    assert (s.header_timeout_s, s.body_timeout_s, s.keep_alive_timeout_s) == (10.0, 30.0, 5.0)
+    assert (s.max_connections, s.max_header_bytes, s.max_headers) == (1000, 16 * 1024, 100)
+    assert s.graceful_shutdown_s == 10.0
+    assert s.api_key_list == () and s.metrics_require_key and not s.docs_require_key
+    assert s.cors_origin_list == ()
+
+
+def test_api_keys_from_the_variable_and_a_file(make_settings, tmp_path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("from-file-0123456789\n\nfrom-env-0123456789a\n")
+    s = make_settings(api_keys=" from-env-0123456789a , second-0123456789ab,", api_keys_file=keys_file)
+    assert s.api_key_list == ("from-env-0123456789a", "second-0123456789ab", "from-file-0123456789")
+    assert "from-env" not in repr(s)  # SecretStr: never in a repr or a log line

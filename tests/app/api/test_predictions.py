@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from app.api.predictions import label_index
+from app.errors import LabelNotFound
 from app.schemas import MapsResponse
 from tests.app.helpers import CLASSES, live_server, png
 
@@ -126,6 +127,24 @@ def test_png_parameters_are_validated(client: httpx.Client, posted: dict, params
 def test_label_index() -> None:
     labels = ("cat", "Dog", "7")
     assert [label_index(labels, x) for x in ("cat", "dog", "1", "7", "0")] == [0, 1, 1, 2, 0]
+
+
+@pytest.mark.parametrize("label", ["9" * 4301, "٣", "１", "²", "+1", " 1", "-0", "10"])
+def test_only_short_ascii_indices_are_indices(label: str) -> None:
+    with pytest.raises(LabelNotFound) as info:
+        label_index(tuple(CLASSES), label)
+    assert len(info.value.detail) < 300  # a long label is quoted cut short
+
+
+@pytest.mark.parametrize("label", ["9" * 4301, "%D9%A3"])
+def test_hostile_labels_are_404_and_keep_the_connection(
+    client: httpx.Client, posted: dict, label: str
+) -> None:
+    url = posted["maps"]["png_url_template"].replace("{label}", label)
+    response = client.get(url)
+    assert response.status_code == 404 and len(response.json()["detail"]) < 300
+    assert response.headers.get("connection") != "close"
+    assert client.get(posted["maps"]["png_url_template"].replace("{label}", "3")).status_code == 200
 
 
 def test_results_expire(make_settings) -> None:

@@ -17,6 +17,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from app.api.v2_errors import MAX_MESSAGE
 from app.engine import Engine
 from app.main import create_app
 from tests.app.helpers import CLASSES, encode, live_server, pattern, png
@@ -254,8 +255,40 @@ def test_raw_http_errors_are_v2_shaped(client: httpx.Client) -> None:
     assert_v2_error(client.get("/v2/models/resnet"), 404, "unknown model")
     assert_v2_error(client.get(f"/v2/models/{MODEL}/versions/0/ready"), 404, "no version")
     assert_v2_error(client.get("/v2/nothing"), 404)
-    assert_v2_error(client.delete(f"/v2/models/{MODEL}/infer"), 405)
-    assert client.get("/v2/health/live").content == b""
+    not_allowed = client.delete(f"/v2/models/{MODEL}/infer")
+    assert_v2_error(not_allowed, 405)
+    assert not_allowed.headers["allow"] == "POST"
+
+
+def test_health_bodies_are_the_open_inference_protocols(client: httpx.Client) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get(f"/v2/models/{MODEL}/ready").json() == {"name": MODEL, "ready": True}
+
+
+def test_long_names_and_header_lengths_are_400_or_404_quoted_short(client: httpx.Client) -> None:
+    message = assert_v2_error(client.get("/v2/models/" + "m" * 10_000), 404, "unknown model")
+    assert len(message) < 200 and "10000 characters" in message
+    message = assert_v2_error(client.get(f"/v2/models/{MODEL}/versions/" + "9" * 5000), 404)
+    assert len(message) < 200
+    digits = {"Inference-Header-Content-Length": "9" * 5000}
+    message = assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=b"{}", headers=digits), 400)
+    assert "Inference-Header-Content-Length" in message and len(message) < 300
+    doc = infer_doc()
+    doc["inputs"][0]["name"] = "x" * 10_000
+    message = assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=orjson.dumps(doc)), 400)
+    assert len(message) <= MAX_MESSAGE + 3  # however a message quotes it, what is sent is capped
+
+
+def test_library_messages_stay_inside(client: httpx.Client) -> None:
+    gz = {"Content-Encoding": "gzip"}
+    garbage = assert_v2_error(
+        client.post(f"/v2/models/{MODEL}/infer", content=b"\x1f\x8b junk", headers=gz), 400
+    )
+    assert "Error -3" not in garbage and "not valid gzip" in garbage
+    trailing = gzip.compress(orjson.dumps(infer_doc())) + b"trailing garbage"
+    message = assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=trailing, headers=gz), 400)
+    assert "after its end" in message
 
 
 @pytest.fixture(scope="module")

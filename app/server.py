@@ -1,0 +1,240 @@
+"""uvicorn, hardened against slow and greedy clients: the connection-level limits of docs/security.md.
+
+uvicorn bounds idle time between requests (keep-alive) but not the time a client takes to send
+one: its keep-alive timer is reset by every byte, so a client trickling a header line or a body
+byte every 2 s holds a connection (and the memory of what it sent) for ever, and httptools
+buffers headers of any size and count. `GuardedHttpToolsProtocol` extends uvicorn's httptools
+protocol with what it lacks:
+
+- header deadline: the request line and headers must arrive within header_timeout_s of the first
+  byte (or of connecting): 408 and close otherwise, however steadily bytes trickle in;
+- body deadline: the whole body within body_timeout_s of the end of the headers, else close;
+- header limits: max_header_bytes for the request line and headers, max_headers lines: 431;
+- connection cap: beyond max_connections a new connection gets 503 and is closed at once.
+
+    uvicorn.run(app, **uvicorn_options(settings))              # what `ninserve serve` does
+    uvicorn --factory app.main:app_from_env --http app.server:GuardedHttpToolsProtocol
+
+With the `--http` import string the limits come from NINSERVE_* in each worker's environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar
+
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.config import Settings
+
+logger = logging.getLogger("ninserve")
+
+
+class ConnectionLimits:
+    """The subset of Settings the protocol needs, read once per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.header_timeout_s = settings.header_timeout_s
+        self.body_timeout_s = settings.body_timeout_s
+        self.keep_alive_timeout_s = settings.keep_alive_timeout_s
+        self.max_connections = settings.max_connections
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_headers = settings.max_headers
+
+
+class _Rejected(Exception):
+    """Raised from a parser callback to stop parsing; data_received answers `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header/body deadlines, header limits and a connection cap."""
+
+    limits: ClassVar[ConnectionLimits | None] = None  # set by `protocol_for`; else from the environment
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cls = type(self)
+        if cls.limits is None:
+            cls.limits = ConnectionLimits(Settings())
+        self.guard = cls.limits
+        self.timeout_keep_alive = self.guard.keep_alive_timeout_s
+        # uvicorn answers 503 once connections or running requests reach this; the cap itself is
+        # enforced in connection_made, so allow every connection under it one request.
+        self.limit_concurrency = self.guard.max_connections + 1
+        self._deadline: asyncio.TimerHandle | None = None
+        self._reading_headers = False
+        self._header_bytes = self._header_count = 0
+        self._rejected: _Rejected | None = None  # set by a callback that stops the parser
+
+    # --- connection ---
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.guard.max_connections:
+            self._answer_and_close(503, "too many open connections; retry later")
+            return
+        self._start_headers()  # a connection that never sends a request is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, plus: a new request starts its header deadline, parser
+        # callbacks can reject with a status of their own, and header bytes are counted as they
+        # arrive (httptools would otherwise buffer one huge header before any callback sees it).
+        self._unset_keepalive_if_required()
+        if self._deadline is None and not self._reading_headers:
+            self._start_headers()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            rejected, self._rejected = self._rejected, None
+            if rejected is not None:
+                self._answer_and_close(rejected.status, rejected.message)
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._reading_headers:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.guard.max_header_bytes:
+                self._answer_and_close(431, self._header_size_message())
+
+    # --- parser callbacks ---
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._reading_headers:
+            self._start_headers()
+        self._header_bytes = self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.guard.max_headers:
+            self._reject(431, f"too many header fields; the limit is {self.guard.max_headers}")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self.guard.max_header_bytes:
+            self._reject(431, self._header_size_message())
+        self._reading_headers = False
+        self._disarm()
+        super().on_headers_complete()
+        self._arm(self.guard.body_timeout_s, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def shutdown(self) -> None:
+        self._disarm()
+        super().shutdown()
+
+    def _reject(self, status: int, message: str) -> None:
+        self._rejected = _Rejected(status, message)
+        raise self._rejected  # httptools stops and raises HttpParserCallbackError from feed_data
+
+    # --- deadlines ---
+
+    def _start_headers(self) -> None:
+        self._reading_headers = True
+        self._arm(self.guard.header_timeout_s, self._headers_timed_out)
+
+    def _arm(self, seconds: float, callback: Any) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _headers_timed_out(self) -> None:
+        self._deadline = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # a pipelined request's headers: the current response ends it
+            return
+        self._answer_and_close(
+            408, f"the request headers did not arrive within {self.guard.header_timeout_s:g} s"
+        )
+
+    def _body_timed_out(self) -> None:
+        self._deadline = None
+        cycle = self.cycle
+        message = f"the request body did not arrive within {self.guard.body_timeout_s:g} s"
+        logger.info("closing a connection from %s: %s", _peer(self.client), message)
+        if cycle is None or cycle.response_started:
+            self.transport.close()
+            return
+        # The application may be waiting in receive(): it sees a disconnect and writes nothing.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._answer_and_close(408, message)
+
+    # --- answers written by the protocol itself ---
+
+    def _header_size_message(self) -> str:
+        return f"the request line and headers are over the limit of {self.guard.max_header_bytes} bytes"
+
+    def _answer_and_close(self, status: int, message: str) -> None:
+        self._disarm()
+        self._reading_headers = False
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps({"error": message})
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head.append(b"content-type: application/json\r\nx-content-type-options: nosniff\r\n")
+        head.append(b"content-length: %d\r\n" % len(body))
+        if status == 503:
+            head.append(b"retry-after: 1\r\n")
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "?"
+
+
+def protocol_for(settings: Settings) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class bound to these settings (one process; workers use the import string)."""
+    return type(
+        "GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": ConnectionLimits(settings)}
+    )
+
+
+PROTOCOL_IMPORT = "app.server:GuardedHttpToolsProtocol"
+
+
+def uvicorn_options(settings: Settings, *, in_process: bool = True) -> dict[str, Any]:
+    """uvicorn.run / uvicorn.Config keyword arguments that apply these settings' connection limits.
+    `in_process=False` (several workers) names the protocol by import string: each worker
+    builds it from its own NINSERVE_* environment."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "ws": "none",
+        "http": protocol_for(settings) if in_process else PROTOCOL_IMPORT,
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
+    }
