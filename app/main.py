@@ -25,8 +25,8 @@ from app.api.auth import ApiKeyMiddleware, check_keys, open_paths
 from app.api.body import BodyLimitMiddleware
 from app.api.cors import install_cors
 from app.api.fast_classify import install_fast_classify
-from app.api.page import install_page
 from app.api.openapi import install_openapi
+from app.api.page import install_page
 from app.api.problems import install_error_handlers
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.api.shutdown import ShutdownGuardMiddleware
