@@ -47,7 +47,7 @@ async def classify_response(
 @router.post(
     "/classify/batch",
     response_model=BatchResponse,
-    responses=problems(413, 415, 422, 503),
+    responses=problems(400, 413, 415, 422, 503),
     openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
     summary="Classify several images; each item succeeds or fails on its own",
 )
