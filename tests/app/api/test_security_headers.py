@@ -24,7 +24,10 @@ def test_every_answer_carries_the_security_headers(client: httpx.Client, method,
     response = client.request(method, path, content=png(), headers={"Content-Type": "image/png"})
     assert response.status_code == status
     for name, value in DEFAULTS:
-        assert response.headers[name] == value
+        if name == "Content-Security-Policy":  # a route may send a fuller policy of its own
+            assert value in response.headers[name]
+        else:
+            assert response.headers[name] == value
 
 
 def test_body_limit_rejections_carry_them_too(make_settings) -> None:
