@@ -7,10 +7,13 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from app.config import DEFAULT_MODEL_PATH, Settings
+from tests.app.helpers import live_server
 from tests.browser.conftest import PHONE
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -265,3 +268,31 @@ def test_docs_load_from_the_package(open_page, path: str, ready: str) -> None:
     expect(watched.page.locator(ready).first).to_contain_text("ninserve")
     assert watched.outside_requests() == []
     assert watched.page_errors == [] and watched.failed == []
+
+
+def test_the_page_against_a_server_with_keys(browser) -> None:
+    """The real key check (NINSERVE_API_KEYS): the shell loads without a key, the API refuses
+    until the key is typed in, then every call and every map carries it."""
+    key = "page-test-key-0123456789"
+    settings = Settings(model_path=DEFAULT_MODEL_PATH, device="cpu", intra_op_threads=1, api_keys=key)
+    with live_server(settings) as url:
+        assert httpx.get(url + "/v1/models").status_code == 401
+        context = browser.new_context(base_url=url)
+        try:
+            page = context.new_page()
+            sent: list[str | None] = []
+            page.on(
+                "request", lambda r: sent.append(r.headers.get("authorization")) if "/v1/" in r.url else None
+            )
+            page.goto("/")
+            expect(page.locator("#message")).to_contain_text("needs an API key")
+            page.fill("#api-key", key)
+            page.keyboard.press("Enter")
+            expect(page.locator("#model-name")).to_have_text("nin-cifar10")
+            page.locator("button.sample[data-file='cat.jpg']").click()
+            expect(page.locator("#verdict")).to_contain_text("cat")
+            wait_for_maps(page)
+            after_key = sent[sent.index(f"Bearer {key}") :]
+            assert set(after_key) == {f"Bearer {key}"}
+        finally:
+            context.close()
