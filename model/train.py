@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from model.config import TrainConfig
-from model.data import channel_stats, load_dataset, split_train_val
+from model.data import DataError, channel_stats, load_dataset, split_train_val
 from model.nin import NiN, NiNConfig
 
 
@@ -211,6 +211,12 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     if config.max_images and config.max_images < len(data):
         keep = np.random.default_rng(config.seed).permutation(len(data))[: config.max_images]
         data = data.subset(np.sort(keep))
+    if config.val_size >= len(data):  # nothing left to train on: say which flags, not ZeroDivisionError
+        limit = f" (--max-images {config.max_images})" if config.max_images else ""
+        raise DataError(
+            f"--val-size {config.val_size} holds out all {len(data)} training images{limit}: "
+            f"give --val-size below {len(data)} (one per class at least) or more images"
+        )
     train_idx, val_idx = split_train_val(data.labels, config.val_size, config.seed)
     config.classes = data.classes
     # A warm restart reads its starting weights once; on --resume the checkpoint has them already.
