@@ -77,8 +77,11 @@ class OutputTensor:
     binary: bool
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
-    """An infer request body (and its Inference-Header-Content-Length, if any) -> tensors."""
+def parse_infer_request(
+    body: bytes, header_length: str | None, input_names: tuple[str, ...] = ()
+) -> InferRequest:
+    """An infer request body (and its Inference-Header-Content-Length, if any) -> tensors; an
+    input not in `input_names` (when given) is refused by name before its fields are read."""
     view = memoryview(body)
     if header_length is None:
         header, tail = view, view[:0]
@@ -103,6 +106,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise InvalidTensor("`inputs` must be a non-empty list of tensors")
     inputs, used = [], 0
     for raw in raw_inputs:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if input_names and isinstance(name, str) and name and name not in input_names:
+            takes = ", ".join(map(repr, input_names))
+            count = "one input" if len(input_names) == 1 else f"{len(input_names)} inputs"
+            raise InvalidTensor(f"unknown input {name!r}; the model takes {count}, {takes}")
         tensor, size = _parse_input(raw, tail[used:])
         inputs.append(tensor)
         used += size
@@ -145,7 +153,9 @@ def _parse_input(raw: Any, tail: memoryview) -> tuple[InputTensor, int]:
         raise InvalidTensor("every input must be an object with a `name`, `datatype`, `shape` and data")
     name, datatype, shape = raw["name"], raw.get("datatype"), raw.get("shape")
     if datatype != BYTES and datatype not in DATATYPES:
-        raise InvalidTensor(f"input {name!r}: unknown datatype {datatype!r}")
+        known = ", ".join([*DATATYPES, BYTES])
+        what = "`datatype` is missing" if datatype is None else f"unknown datatype {datatype!r}"
+        raise InvalidTensor(f"input {name!r}: {what}; use one of {known}")
     if not isinstance(shape, list):
         raise InvalidTensor(f"input {name!r}: `shape` must be a list of dimensions")
     dims = tuple(_count(d, f"input {name!r}: every dimension") for d in shape)
