@@ -12,6 +12,7 @@ print as a small table per image, as JSON lines (--json), or into a CSV or JSON 
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +65,8 @@ def map_stems(paths: Sequence[Path]) -> list[str]:
     stems = [p.stem for p in paths]
     if len(set(stems)) == len(stems):
         return stems
-    stems = ["-".join(p.with_suffix("").parts[-3:]).lstrip("-./") for p in paths]
+    common = Path(os.path.commonpath([p.parent.absolute() for p in paths]))
+    stems = ["-".join(p.absolute().with_suffix("").relative_to(common).parts) for p in paths]
     seen: dict[str, int] = {}
     unique = []
     for stem in stems:
