@@ -133,6 +133,10 @@ def export(
         )
         program.save(str(raw_path), external_data=False)
         proto = onnx.load(str(raw_path))
+    # torch.onnx annotates every node with its Python stack trace (file paths, line numbers): drop
+    # them, so model_version (a hash of the graph) depends on the model, not on the checkout.
+    for node in proto.graph.node:
+        del node.metadata_props[:]
 
     metrics = state.get("metrics", {})
     source = "given to export"
