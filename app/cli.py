@@ -13,7 +13,7 @@ import sys
 
 from app import commands as app_commands
 from model import commands as model_commands
-from model.data import DataError
+from model.errors import DataError
 
 # Modules only the `train` extra installs, and what needs them.
 TRAIN_EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript", "matplotlib"})

@@ -109,7 +109,7 @@ def _quantize(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from model.data import DataError
+    from model.errors import DataError
     from model.evaluate import artifact_metadata, evaluate, load_split, open_session, write_metadata
 
     if args.write_metadata and args.split != "val":

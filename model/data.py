@@ -19,13 +19,10 @@ import numpy as np
 from tqdm import tqdm
 
 from app.decode import decode_rgb  # the server's decode and resize policy, so train == serve
+from model.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 FORMATS = "a CIFAR-10 python directory (cifar-10-batches-py), or a folder or .zip of <split>/<class>/<image>"
-
-
-class DataError(Exception):
-    """The data given cannot be used as asked; the message says why and what would work."""
 
 
 @dataclass
@@ -121,7 +118,8 @@ def _splits_hint(path: Path) -> str:
 
 def split_train_val(labels: np.ndarray, val_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified split: the same `val_size` images (balanced over classes) for the
-    same labels and seed, whatever machine or session runs it."""
+    same labels and seed, whatever machine or session runs it. A class with fewer images than its
+    share goes to validation whole (training checks that something is left to train on)."""
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     per_class = val_size // max(1, len(classes))
@@ -131,10 +129,10 @@ def split_train_val(labels: np.ndarray, val_size: int, seed: int = 0) -> tuple[n
         val_parts.append(rng.permutation(members)[:per_class])
     val = np.sort(np.concatenate(val_parts)) if val_parts else np.array([], dtype=np.int64)
     train = np.setdiff1d(np.arange(len(labels)), val)
-    if per_class < 1 or not len(train):
+    if per_class < 1:  # an empty split would make every accuracy a division by zero
         raise DataError(
-            f"a held-out split of {val_size} images cannot be drawn from {len(labels)} images of "
-            f"{len(classes)} classes: it needs at least one image per class and must leave some to train on"
+            f"a held-out split of {val_size} images over {len(classes)} classes is empty: "
+            "it needs at least one image per class"
         )
     return train, val
 

@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
-from model.data import DataError, LabeledImages, load_dataset, split_train_val
+from model.data import LabeledImages, load_dataset, split_train_val
+from model.errors import DataError
 
 
 @dataclass

@@ -29,7 +29,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from model.config import TrainConfig
-from model.data import DataError, channel_stats, load_dataset, split_train_val
+from model.data import channel_stats, load_dataset, split_train_val
+from model.errors import DataError
 from model.nin import NiN, NiNConfig
 
 
@@ -181,9 +182,9 @@ def plot_curves(metrics_path: Path, out_path: Path) -> None:
     plt.close(fig)
 
 
-def _check_split(config: TrainConfig, images: int) -> None:
+def _check_split(config: TrainConfig, images: int, left: int | None = None) -> None:
     """Nothing left to train on is a clear error naming the flags, not a ZeroDivisionError later."""
-    if config.val_size >= images:
+    if config.val_size >= images or left == 0:
         limit = f" (--max-images {config.max_images})" if config.max_images else ""
         raise DataError(
             f"--val-size {config.val_size} holds out all {images} training images{limit}: "
@@ -225,6 +226,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         data = data.subset(np.sort(keep))
     _check_split(config, len(data))
     train_idx, val_idx = split_train_val(data.labels, config.val_size, config.seed)
+    _check_split(config, len(data), left=len(train_idx))
     config.classes = data.classes
     # A warm restart reads its starting weights once; on --resume the checkpoint has them already.
     prior = None

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from app.decode import decode_rgb
-from model.data import DataError, load_dataset, split_train_val
+from model.data import load_dataset, split_train_val
+from model.errors import DataError
 from tests.model.conftest import (
     CLASSES,
     synthetic_images,
@@ -61,14 +62,14 @@ def test_missing_or_unreadable_data_is_a_clear_error(tmp_path):
         load_dataset(tmp_path / "junk.zip")
 
 
-def test_a_split_that_leaves_nothing_to_train_on_is_refused():
+def test_an_empty_validation_split_is_refused():
     labels = np.repeat(np.arange(10), 3)
-    with pytest.raises(DataError, match="cannot be drawn from 30 images of 10 classes"):
-        split_train_val(labels, 5000)
-    with pytest.raises(DataError, match="at least one image per class"):
+    with pytest.raises(DataError, match="5 images over 10 classes is empty"):
         split_train_val(labels, 5)  # 0 per class
     train, val = split_train_val(labels, 20)
     assert len(val) == 20 and len(train) == 10
+    train, val = split_train_val(labels, 5000)  # small data: all of it is held out
+    assert len(val) == 30 and len(train) == 0
 
 
 def test_other_sizes_are_resized_to_native(tmp_path):
