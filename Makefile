@@ -4,8 +4,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
 DATA ?= ../shared/data/cifar10-jpeg-train.zip
 
 .PHONY: serve test lint format artifacts clean lock
@@ -48,8 +46,12 @@ lock: | $(BIN)/python
 	$(BIN)/python scripts/lock.py
 	$(LOCK_CHECK)
 
+# Settings come from NINSERVE_* (e.g. NINSERVE_PORT=9000 make serve) like any other start;
+# `make serve PORT=9000 HOST=0.0.0.0` passes flags, which win over the environment.
+SERVE_FLAGS := $(if $(filter command line,$(origin HOST)),--host $(HOST)) \
+	$(if $(filter command line,$(origin PORT)),--port $(PORT))
 serve: $(VENV)/.serve-installed
-	$(BIN)/ninserve serve --host $(HOST) --port $(PORT)
+	$(BIN)/ninserve serve $(SERVE_FLAGS)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
@@ -63,13 +65,13 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 
 # Rebuild everything shipped from model/training/checkpoint.pt: the fp32 artifact (export refuses
-# on failed parity), its evaluation and model-card figures, the int8 variant and its evaluation,
-# and the golden predictions the tests pin to the new model_version.
+# on failed parity), its evaluation and model-card figures (stamped into each artifact's val_top1),
+# the int8 variant and its evaluation, and the golden predictions the tests pin to the new model_version.
 artifacts: $(VENV)/.dev-installed
 	$(BIN)/ninserve export
-	$(BIN)/ninserve eval --data $(DATA) --report-dir model/card
+	$(BIN)/ninserve eval --data $(DATA) --report-dir model/card --write-metadata
 	$(BIN)/ninserve quantize --data $(DATA)
-	$(BIN)/ninserve eval --data $(DATA) --model model/artifacts/nin-cifar10-int8.onnx
+	$(BIN)/ninserve eval --data $(DATA) --model model/artifacts/nin-cifar10-int8.onnx --write-metadata
 	$(BIN)/python -m tests.fixtures.golden
 
 clean:

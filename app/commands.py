@@ -1,9 +1,11 @@
 """`ninserve serve` and `ninserve predict`.
 
     ninserve serve --port 8000 --model model/artifacts/nin-cifar10.onnx
-    ninserve predict cat.jpg --top-k 3 --maps maps/
+    ninserve predict app/web/samples/cat.jpg --top-k 3 --maps maps/
+    ninserve predict photos/ --out results.csv
 
-Flags override NINSERVE_* environment variables, which override the defaults in app/config.py.
+Flags override NINSERVE_* environment variables, which override the defaults in app/config.py;
+`predict` reads the server's URL from NINSERVE_URL.
 """
 
 from __future__ import annotations
@@ -12,6 +14,20 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:8000"  # `ninserve serve`'s default host and port
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        shown = action.default
+        if isinstance(shown, Path) and shown.is_absolute():  # the bundled artifact: say where in the repo
+            shown = Path(*shown.parts[-3:])
+        return f"{action.help or ''} (default: {str(shown).replace('%', '%%')})"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,12 +48,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(handler=_serve)
 
-    p = sub.add_parser("predict", help="classify images with a running server")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--maps", type=Path, metavar="DIR", help="save the grid and top-k overlay PNGs here")
-    p.add_argument("--json", action="store_true", help="print each raw JSON result on one line")
+    p = sub.add_parser(
+        "predict",
+        help="classify images or folders of images with a running server",
+        description="One image goes to POST /v1/classify; several, or folders (searched recursively), "
+        "to POST /v1/classify/batch in chunks the server accepts.",
+        formatter_class=DefaultsHelp,
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("NINSERVE_URL") or DEFAULT_URL,
+        help="server base URL (environment: NINSERVE_URL)",
+    )
+    p.add_argument("--top-k", type=int, default=5, help="classes per image")
+    p.add_argument("--maps", type=Path, metavar="DIR", help="save each image's grid and top-k overlays here")
+    p.add_argument(
+        "--out", type=Path, metavar="FILE", help="write a table of all results: FILE.csv or FILE.json"
+    )
+    p.add_argument("--json", action="store_true", help="print each result as one line of JSON")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     p.set_defaults(handler=_predict)
 
@@ -74,6 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     except DeviceUnavailable as exc:
         print(f"ninserve serve: {exc}", file=sys.stderr)
         return EXIT_CANNOT_SERVE
+    print(serve_banner(settings.host, settings.port, settings.model_path), file=sys.stderr, flush=True)
 
     import uvicorn
 
@@ -97,8 +127,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_banner(host: str, port: int, model: Path) -> str:
+    """Where to look once the server is up: the page, the API docs and the API itself."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # reachable from this machine
+    base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    return "\n".join(
+        [
+            f"ninserve: starting {model.name} on {host}:{port}; once ready:",
+            f"  page      {base}/",
+            f"  API docs  {base}/docs",
+            f"  API       {base}/v1/classify  {base}/v1/models  {base}/v2 (KServe V2)",
+            f"  try       curl -F file=@app/web/samples/cat.jpg {base}/v1/classify",
+        ]
+    )
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from app.client import predict
+    from app.predict import predict
 
     if args.top_k < 1:
         print("ninserve predict: --top-k must be >= 1", file=sys.stderr)
@@ -108,6 +153,7 @@ def _predict(args: argparse.Namespace) -> int:
         url=args.url,
         top_k=args.top_k,
         maps_dir=args.maps,
+        out_path=args.out,
         as_json=args.json,
         timeout=args.timeout,
     )

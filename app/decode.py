@@ -122,7 +122,7 @@ def _unidentified(data: bytes) -> Exception:
         with Image.open(io.BytesIO(data)) as other:
             fmt = other.format
     except Exception:
-        return InvalidImage("the body is not a decodable image (JPEG, PNG, WebP, BMP, GIF or TIFF)")
+        return InvalidImage("the data is not a decodable image (JPEG, PNG, WebP, BMP, GIF or TIFF)")
     return UnsupportedMediaType(
         f"image format {fmt} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF"
     )

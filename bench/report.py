@@ -10,6 +10,7 @@ server, and is shown next to it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -238,10 +239,23 @@ def chart(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write(result: dict, base: Path) -> None:
-    base.with_suffix(".md").write_text(markdown(result))
-    if _points(result):  # no server measured: no chart
-        chart(result, base.with_suffix(".png"))
+def write(result: dict, base: Path) -> list[Path]:
+    """The tables (.md) and, when matplotlib is installed and a server was measured, the chart
+    (.png); returns the files written. Without matplotlib the run still ends with its tables."""
+    written = [base.with_suffix(".md")]
+    written[0].write_text(markdown(result))
+    if not _points(result):  # no server measured: no chart
+        return written
+    if importlib.util.find_spec("matplotlib") is None:
+        print(
+            f"chart {base.with_suffix('.png')} skipped: matplotlib is not installed "
+            "(`.venv/bin/pip install matplotlib`, then `python -m bench.report "
+            f"{base.with_suffix('.json')}` draws it from the results)",
+            file=sys.stderr,
+        )
+        return written
+    chart(result, base.with_suffix(".png"))
+    return [*written, base.with_suffix(".png")]
 
 
 def smoke_line(rec: dict[str, Any]) -> str:
@@ -265,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bench.report bench/results/<stamp>.json", file=sys.stderr)
         return 2
     path = Path(args[0])
-    write(json.loads(path.read_text()), path.with_suffix(""))
-    print(f"wrote {path.with_suffix('.md')} and {path.with_suffix('.png')}")
+    written = write(json.loads(path.read_text()), path.with_suffix(""))
+    print(f"wrote {' and '.join(map(str, written))}")
     return 0
 
 

@@ -329,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     result["load_average_end"] = procs.load_average()
     base = args.out / stamp
     base.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    report.write(result, base)
-    print(f"wrote {base}.json, .md, .png")
+    written = report.write(result, base)
+    print(f"wrote {base}.json, {', '.join(str(path) for path in written)}")
     return 0
 
 

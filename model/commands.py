@@ -1,7 +1,7 @@
 """`ninserve train`, `ninserve export` and `ninserve eval`.
 
 Imports of torch and the training code happen inside the handlers, so `ninserve serve` works in
-an install without the `train` extra.
+an install without the `train` extra; app/cli.py turns a missing extra into a one-line message.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from app.commands import DefaultsHelp
 from model.config import TrainConfig
 
 DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "nin-cifar10.onnx"
 DEFAULT_RUN_DIR = "model/training"
+DEFAULT_DATA = Path(TrainConfig.data)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-
     p = sub.add_parser("train", help="train NiN (resumable; bf16 on CPU, AMP on CUDA)")
     for f in fields(TrainConfig):
         if f.name in {"classes"}:
@@ -28,27 +29,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int, help="stop after this epoch (resume later with --resume)")
     p.set_defaults(handler=_train)
 
-    p = sub.add_parser("export", help="export a checkpoint to the ONNX artifact (with parity check)")
-    p.add_argument("--checkpoint", type=Path, default=Path(DEFAULT_RUN_DIR) / "checkpoint.pt")
-    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT)
-    p.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to the ONNX artifact (parity-checked)",
+        formatter_class=DefaultsHelp,
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=Path(DEFAULT_RUN_DIR) / "checkpoint.pt", help="from ninserve train"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT, help="the ONNX artifact to write")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema", help="EMA or raw trained weights")
     p.add_argument("--flip-tta", action="store_true", help="bake horizontal-flip averaging into the graph")
     p.set_defaults(handler=_export)
 
-    p = sub.add_parser("quantize", help="static int8 (QDQ, per-channel) variant of the artifact for CPU")
-    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT)
-    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT.with_name("nin-cifar10-int8.onnx"))
-    p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-jpeg-train.zip"))
-    p.add_argument("--calibration-images", type=int, default=1024)
-    p.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="percentile")
+    p = sub.add_parser(
+        "quantize", help="static int8 (QDQ, per-channel) artifact for CPU", formatter_class=DefaultsHelp
+    )
+    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT, help="the fp32 artifact")
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_ARTIFACT.with_name("nin-cifar10-int8.onnx"), help="int8 artifact"
+    )
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="training data: calibration and check")
+    p.add_argument("--calibration-images", type=int, default=1024, help="images to calibrate on")
+    p.add_argument(
+        "--method", choices=["minmax", "percentile", "entropy"], default="percentile", help="calibration"
+    )
     p.set_defaults(handler=_quantize)
 
-    p = sub.add_parser("eval", help="evaluate an ONNX artifact with ONNX Runtime")
-    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT)
-    p.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-jpeg-train.zip"))
-    p.add_argument("--split", choices=["val", "test"], default="val")
+    p = sub.add_parser("eval", help="evaluate an ONNX artifact (ONNX Runtime)", formatter_class=DefaultsHelp)
+    p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT, help="ONNX artifact to evaluate")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the data the artifact was trained on")
+    p.add_argument(
+        "--split",
+        choices=["val", "test"],
+        default="val",
+        help="val: the held-out part of the training data recorded in the artifact; "
+        "test: the data's own test/ split or test_batch, where it has one",
+    )
     p.add_argument(
         "--report-dir", type=Path, help="write eval.json, confusion_matrix.png and confidence_maps.png here"
+    )
+    p.add_argument(
+        "--write-metadata",
+        action="store_true",
+        help="stamp the measured validation top-1 into the artifact's val_top1 (needs --split val)",
     )
     p.set_defaults(handler=_eval)
 
@@ -85,9 +109,13 @@ def _quantize(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from model.evaluate import artifact_metadata, evaluate, load_split, open_session
+    from model.errors import DataError
+    from model.evaluate import artifact_metadata, evaluate, load_split, open_session, write_metadata
 
+    if args.write_metadata and args.split != "val":
+        raise DataError("--write-metadata stamps the validation figure (val_top1): use it with --split val")
     session = open_session(args.model)
+    print(f"evaluating {args.model} on the {args.split} split of {args.data}", flush=True)
     data = load_split(artifact_metadata(session), args.data, args.split)
     report = evaluate(session, data)
     print(f"{args.split} top-1: {report.top1:.4f} on {report.count} images")
@@ -109,4 +137,13 @@ def _eval(args: argparse.Namespace) -> int:
             args.report_dir / "confidence_maps.png",
         )
         print(f"wrote eval.json, confusion_matrix.png, confidence_maps.png to {args.report_dir}")
+    if args.write_metadata:
+        write_metadata(
+            args.model,
+            {
+                "val_top1": f"{report.top1:.4f}",
+                "val_top1_source": f"ninserve eval: ONNX Runtime CPU, {report.count} held-out images",
+            },
+        )
+        print(f"wrote val_top1 {report.top1:.4f} into {args.model}")
     return 0

@@ -6,7 +6,10 @@ The graph takes uint8 RGB pixels [N, H, W, 3] and returns `scores` (softmax) and
 `confidence_maps` (the last mlpconv's per-class maps), with BatchNorm folded into the convs and
 normalisation inside, so any client that can send pixels gets identical results. Export checks
 the graph with `onnx.checker`, compares ONNX Runtime against PyTorch and refuses to write an
-artifact that does not match.
+artifact that does not match. Each step prints a line as it starts: the whole takes tens of seconds.
+
+`val_top1` here is the training loop's figure (PyTorch, bf16); `ninserve eval --write-metadata`
+replaces it with the ONNX Runtime figure it reproduces, as `make artifacts` does.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,15 +102,22 @@ def parity(model: ServedNiN, onnx_path: Path, seed: int = 0) -> tuple[float, flo
     return worst_scores, worst_maps
 
 
+def _step(what: str, started: float) -> None:
+    print(f"[{time.perf_counter() - started:5.1f}s] {what}", flush=True)
+
+
 def export(
     checkpoint: Path, out: Path, weights: str = "ema", flip_tta: bool = False, val_top1: float | None = None
 ) -> ExportResult:
+    started = time.perf_counter()
+    _step(f"loading {checkpoint} ({weights} weights)", started)
     net, state = load_checkpoint(checkpoint, weights)
     cfg = state["config"]
     model = ServedNiN(net, Normalize(state["mean"], state["std"]), flip_tta).eval()
     example = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
     batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height"), torch.export.Dim("width")
 
+    _step(f"tracing and converting to ONNX (torch.export, opset {OPSET})", started)
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"
         program = torch.onnx.export(
@@ -122,16 +133,23 @@ def export(
         )
         program.save(str(raw_path), external_data=False)
         proto = onnx.load(str(raw_path))
+    # torch.onnx annotates every node with its Python stack trace (file paths, line numbers): drop
+    # them, so model_version (a hash of the graph) depends on the model, not on the checkout.
+    for node in proto.graph.node:
+        del node.metadata_props[:]
 
     metrics = state.get("metrics", {})
+    source = "given to export"
     if val_top1 is None:
         val_top1 = metrics.get("val_acc_ema" if weights == "ema" else "val_acc")
+        source = "ninserve train: PyTorch bf16 evaluation"
     model_version = hashlib.sha256(proto.graph.SerializeToString()).hexdigest()[:12]
     meta = {
         "classes": json.dumps(cfg["classes"]),
         "native_size": str(cfg["image_size"]),
         "dataset": Path(cfg["data"]).name,
         "val_top1": f"{val_top1:.4f}" if val_top1 is not None else "",
+        "val_top1_source": source if val_top1 is not None else "",
         "val_split": json.dumps({"val_size": cfg["val_size"], "seed": cfg["seed"]}),
         "model_version": model_version,
         "mean": json.dumps(state["mean"]),
@@ -149,16 +167,18 @@ def export(
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = "ninserve NiN: uint8 RGB [N,H,W,3] -> scores [N,K], confidence_maps [N,K,H/4,W/4]"
+    _step("checking the graph (onnx.checker)", started)
     onnx.checker.check_model(proto, full_check=True)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_suffix(".onnx.tmp")
     onnx.save(proto, str(staged))
+    _step("comparing ONNX Runtime with PyTorch", started)
     diff_scores, diff_maps = parity(model, staged)
     print(f"parity vs PyTorch: max|d scores| = {diff_scores:.2e}, max|d maps| = {diff_maps:.2e}")
     if diff_scores > PARITY_ATOL or diff_maps > PARITY_ATOL:
         staged.unlink()
         raise SystemExit(f"export refused: ONNX Runtime differs from PyTorch by more than {PARITY_ATOL}")
     os.replace(staged, out)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), model_version {model_version}")
+    _step(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), model_version {model_version}", started)
     return ExportResult(out, model_version, diff_scores, diff_maps)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from model.config import TrainConfig
 from model.data import channel_stats, load_dataset, split_train_val
+from model.errors import DataError
 from model.nin import NiN, NiNConfig
 
 
@@ -181,6 +182,16 @@ def plot_curves(metrics_path: Path, out_path: Path) -> None:
     plt.close(fig)
 
 
+def _check_split(config: TrainConfig, images: int, left: int | None = None) -> None:
+    """Nothing left to train on is a clear error naming the flags, not a ZeroDivisionError later."""
+    if config.val_size >= images or left == 0:
+        limit = f" (--max-images {config.max_images})" if config.max_images else ""
+        raise DataError(
+            f"--val-size {config.val_size} holds out all {images} training images{limit}: "
+            f"give --val-size below {images} (one per class at least) or more images"
+        )
+
+
 def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
     """Run (or continue) training; returns the last epoch's metrics.
 
@@ -206,12 +217,16 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
 
+    if config.max_images:
+        _check_split(config, config.max_images)  # before minutes of decoding, where it can be known
     t0 = time.perf_counter()
     data = load_dataset(Path(config.data), "train", config.image_size)
     if config.max_images and config.max_images < len(data):
         keep = np.random.default_rng(config.seed).permutation(len(data))[: config.max_images]
         data = data.subset(np.sort(keep))
+    _check_split(config, len(data))
     train_idx, val_idx = split_train_val(data.labels, config.val_size, config.seed)
+    _check_split(config, len(data), left=len(train_idx))
     config.classes = data.classes
     # A warm restart reads its starting weights once; on --resume the checkpoint has them already.
     prior = None

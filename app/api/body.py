@@ -15,7 +15,16 @@ from app.api.problems import note_error, problem_response
 from app.api.v2_errors import is_v2_path, v2_error_response
 from app.decode import SUPPORTED_MEDIA_TYPES
 from app.echo import shown
-from app.errors import EmptyImage, InvalidParameter, InvalidUpload, PayloadTooLarge, UnsupportedMediaType
+from app.errors import (
+    EmptyImage,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidParameter,
+    InvalidUpload,
+    NinServeError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 MULTIPART = "multipart/form-data"
 UPLOAD_DOC = {  # OpenAPI requestBody for the classify routes (parsed in read_image, not by FastAPI)
@@ -97,22 +106,41 @@ def _image_bytes(part: Part) -> bytes:
     return bytes(part.data)
 
 
-async def read_image(request: Request) -> bytes:
-    """One image from `file` (multipart) or the raw body (image/*)."""
+IMAGE_ERRORS = (InvalidImage, ImageTooLarge, UnsupportedMediaType)  # errors about one image, not the request
+
+
+def _image_bytes_named(part: Part) -> bytes:
+    try:
+        return _image_bytes(part)
+    except NinServeError as exc:
+        raise naming_file(exc, part.filename) from None
+
+
+def naming_file(exc: NinServeError, filename: str | None) -> NinServeError:
+    """The same error with the uploaded file's name in front of its detail, for errors about the
+    image itself (undecodable, too large, unsupported), so a client that sent files knows which
+    one; other errors (overload, deadline) and the raw-body case (no name) pass unchanged."""
+    if filename is None or not isinstance(exc, IMAGE_ERRORS) or exc.detail.startswith(f"file {filename!r}"):
+        return exc
+    return type(exc)(f"file {filename!r}: {exc.detail}", **exc.extensions)
+
+
+async def read_image(request: Request) -> tuple[str | None, bytes]:
+    """(filename, bytes) of one image from `file` (multipart) or the raw body (image/*, no name)."""
     kind = media_type(request)
     if kind == MULTIPART:
         parts = await read_parts(request, max_files=1)
         uploads = [p for p in parts if p.name == "file" and p.filename is not None]
         if not uploads:
             raise InvalidParameter("multipart field 'file' (an uploaded file) is required")
-        return _image_bytes(uploads[0])
+        return uploads[0].filename, _image_bytes_named(uploads[0])
     if kind.startswith("image/"):
         if kind not in SUPPORTED_MEDIA_TYPES:
             raise UnsupportedMediaType(f"{kind} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF")
         data = await request.body()
         if not data:
             raise EmptyImage("the request body is empty")
-        return data
+        return None, data
     raise UnsupportedMediaType(
         f"Content-Type {kind or '(none)'} is not accepted: send multipart/form-data with a 'file' field, "
         "or the image itself with an image/* Content-Type"
@@ -132,7 +160,7 @@ async def read_images(request: Request, max_files: int) -> list[tuple[str | None
             items.append((None, InvalidParameter("a 'files' part is a text field, not a file")))
             continue
         try:
-            items.append((part.filename, _image_bytes(part)))
+            items.append((part.filename, _image_bytes_named(part)))
         except (EmptyImage, UnsupportedMediaType) as exc:
             items.append((part.filename, exc))
     return items

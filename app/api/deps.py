@@ -1,15 +1,18 @@
 """Shared dependencies (`Annotated[..., Depends()]` aliases), query parameters and the JSON
-response helper used by every router."""
+response helper used by every router, and the check that refuses query parameters a route does
+not take."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.dependencies.models import Dependant
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from app.echo import shown
-from app.errors import PredictionNotFound
+from app.errors import InvalidParameter, PredictionNotFound
 from app.runtime import Runtime
 from app.schemas import Problem
 from app.store import StoredPrediction
@@ -61,6 +64,41 @@ Colormap = Annotated[
     Literal["jet", "viridis", "inferno", "magma", "turbo", "gray"], Query(description="heatmap colours")
 ]
 Overlay = Annotated[bool, Query(description="blend the heatmap over the input image")]
+
+
+QUERY_NAMES = "ninserve_query_names"  # attribute caching a route's accepted names on the route
+
+
+def _accepted_query(route: BaseRoute) -> tuple[str, ...]:
+    """The query parameters a route declares, its dependencies' included (computed once)."""
+    if (cached := getattr(route, QUERY_NAMES, None)) is not None:
+        return cached
+    names: list[str] = []
+
+    def collect(dependant: Dependant) -> None:
+        names.extend(field.alias for field in dependant.query_params if field.alias not in names)
+        for sub in dependant.dependencies:
+            collect(sub)
+
+    if (dependant := getattr(route, "dependant", None)) is not None:
+        collect(dependant)
+    setattr(route, QUERY_NAMES, tuple(names))
+    return tuple(names)
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """422 naming the accepted parameters when the query has any other: a typo such as
+    `?topk=1` must not quietly run with the default. Added to a router as a dependency."""
+    accepted = _accepted_query(request.scope["route"])
+    unknown = sorted({name for name in request.query_params if name not in accepted})
+    if unknown:
+        takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+        raise InvalidParameter(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"{takes}",
+            unknown=unknown,
+            accepted=list(accepted),
+        )
 
 
 def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:

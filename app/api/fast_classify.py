@@ -27,12 +27,12 @@ MAPS_MODES = frozenset({"none", "inline"})
 
 def plain_query(query_string: bytes) -> dict[str, Any] | None:
     """top_k / maps / resolution from a query with only plain valid values; None otherwise
-    (a repeated or out-of-range parameter, a non-decimal number): FastAPI then decides."""
+    (an unknown name, a repeated or out-of-range parameter, a non-decimal number): FastAPI then decides."""
     params: dict[str, Any] = {"top_k": 5, "maps": "none", "resolution": None}
     seen: set[str] = set()
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name not in params:
-            continue  # unknown parameters are ignored, as FastAPI does
+            return None  # unknown: the documented route answers 422 (api/deps.py reject_unknown_query)
         if name in seen:
             return None
         seen.add(name)

@@ -1,4 +1,8 @@
-"""GET /healthz (the process is alive) and /readyz (the model is loaded and warm)."""
+"""GET /healthz (the process is alive) and /readyz (the model is loaded and warm).
+
+Both name the model, its version and the execution provider once it is loaded, so one probe
+shows what a replica serves; /healthz stays 200 while the model is still loading.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,12 @@ router = APIRouter(tags=["health"])
 async def healthz(rt: RuntimeDep) -> Health | Response:
     if rt.state == "failed":  # restart me: a process whose model cannot load will not recover
         return problem_response(503, f"model failed to load: {rt.error}", slug="failed", instance="/healthz")
-    return Health(status="ok")
+    engine = rt.engine if rt.state == "ready" else None
+    if engine is None:
+        return Health(status="ok")
+    return Health(
+        status="ok", model=engine.info.name, version=engine.info.version, execution_provider=engine.provider
+    )
 
 
 @router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from app.api.deps import RuntimeDep, problems
+from app.api.deps import RuntimeDep, problems, reject_unknown_query
 from app.schemas import ModelInfoResponse, ModelList
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(reject_unknown_query)])
 
 
 @router.get("/models", response_model=ModelList, responses=problems(503), summary="The served model")

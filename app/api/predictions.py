@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
+from app.api import deps
 from app.api.deps import Colormap, Overlay, RecordDep, RuntimeDep, json_response, problems
 from app.echo import shown
 from app.errors import LabelNotFound
 from app.maps import OVERLAY_ALPHA, Normalize, grid_png, map_png, value_range
 from app.schemas import ClassifyResponse, MapsResponse
 
-router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=problems(404, 422))
+router = APIRouter(
+    prefix="/v1/predictions",
+    tags=["predictions"],
+    responses=problems(404, 422),
+    dependencies=[Depends(deps.reject_unknown_query)],
+)
 
 PNG = "image/png"
 _PNG_DOC = {200: {"content": {PNG: {}}, "description": "PNG image"}}

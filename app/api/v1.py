@@ -7,18 +7,18 @@ import time
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from app.api.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, read_image, read_images
-from app.api.deps import MapsMode, Resolution, RuntimeDep, TopK, json_response, problems
+from app.api.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, naming_file, read_image, read_images
+from app.api.deps import MapsMode, Resolution, RuntimeDep, TopK, json_response, problems, reject_unknown_query
 from app.api.problems import error_problem
 from app.errors import NinServeError
 from app.pipeline import classify
 from app.runtime import Runtime
 from app.schemas import BatchResponse, ClassifyResponse
 
-router = APIRouter(prefix="/v1", tags=["classify"])
+router = APIRouter(prefix="/v1", tags=["classify"], dependencies=[Depends(reject_unknown_query)])
 
 
 @router.post(
@@ -39,8 +39,11 @@ async def classify_response(
     request: Request, rt: Runtime, *, top_k: int, maps: str, resolution: int | None
 ) -> Response:
     rt.ready()  # 503 before reading a large body we could not use
-    data = await read_image(request)
-    out = await classify(rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution)
+    filename, data = await read_image(request)
+    try:
+        out = await classify(rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution)
+    except NinServeError as exc:
+        raise naming_file(exc, filename) from None
     return json_response(out.body, headers={"Server-Timing": out.timings.header()})
 
 
@@ -65,7 +68,8 @@ async def classify_many(
                 raise data
             out = await classify(rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution)
         except NinServeError as exc:
-            return entry | {"status": exc.status, "error": error_problem(exc)}
+            named = naming_file(exc, filename)
+            return entry | {"status": named.status, "error": error_problem(named)}
         return entry | {"status": 200, "result": out.payload}
 
     # All items are submitted at once, so they share ONNX Runtime batches.

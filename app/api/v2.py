@@ -24,7 +24,7 @@ from starlette.responses import Response
 from app.api.body import decompress
 from app.api.deps import RuntimeDep, json_response
 from app.echo import ECHO_LIMIT, shown
-from app.engine import Engine
+from app.engine import INPUT_NAME, Engine
 from app.errors import ModelNotFound, NotReady
 from app.runtime import Runtime
 from app.v2.codec import InferRequest, encode_infer_response, parse_infer_request
@@ -192,7 +192,7 @@ async def _infer(request: Request, rt: Runtime, engine: Engine) -> Response:
 
 
 def _parse(body: bytes, encoding: str | None, header_length: str | None, limit: int) -> InferRequest:
-    return parse_infer_request(decompress(body, encoding, limit), header_length)
+    return parse_infer_request(decompress(body, encoding, limit), header_length, input_names=(INPUT_NAME,))
 
 
 def _dumps(value: dict[str, Any]) -> bytes:

@@ -81,8 +81,11 @@ class OutputTensor:
     binary: bool
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
-    """An infer request body (and its Inference-Header-Content-Length, if any) -> tensors."""
+def parse_infer_request(
+    body: bytes, header_length: str | None, input_names: tuple[str, ...] = ()
+) -> InferRequest:
+    """An infer request body (and its Inference-Header-Content-Length, if any) -> tensors; an
+    input not in `input_names` (when given) is refused by name before its fields are read."""
     view = memoryview(body)
     if header_length is None:
         header, tail = view, view[:0]
@@ -108,6 +111,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise InvalidTensor("`inputs` must be a non-empty list of tensors")
     inputs, used = [], 0
     for raw in raw_inputs:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if input_names and isinstance(name, str) and name and name not in input_names:
+            takes = ", ".join(map(repr, input_names))
+            count = "one input" if len(input_names) == 1 else f"{len(input_names)} inputs"
+            raise InvalidTensor(f"unknown input {name!r}; the model takes {count}, {takes}")
         tensor, size = _parse_input(raw, tail[used:])
         inputs.append(tensor)
         used += size
@@ -151,7 +159,9 @@ def _parse_input(raw: Any, tail: memoryview) -> tuple[InputTensor, int]:
     name, datatype, shape = raw["name"], raw.get("datatype"), raw.get("shape")
     where = f"input {shown(name)}"  # in messages: the name, cut short
     if not isinstance(datatype, str) or (datatype != BYTES and datatype not in DATATYPES):
-        raise InvalidTensor(f"{where}: unknown datatype {shown(datatype)}")
+        known = ", ".join([*DATATYPES, BYTES])
+        what = "`datatype` is missing" if datatype is None else f"unknown datatype {shown(datatype)}"
+        raise InvalidTensor(f"{where}: {what}; use one of {known}")
     if not isinstance(shape, list):
         raise InvalidTensor(f"{where}: `shape` must be a list of dimensions")
     dims = tuple(_count(d, f"{where}: every dimension") for d in shape)

@@ -1,124 +1,104 @@
-"""`ninserve predict` against a live `ninserve serve` subprocess (the installed CLI path)."""
+"""app/client.py against a live server running the tiny model: every method, the batch chunking
+a server's max_batch_files forces, and errors as ApiError."""
 
 from __future__ import annotations
 
-import io
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
-from app.cli import main as cli_main
-from app.client import format_result
-from tests.app.helpers import free_port, png
-
-ROOT = Path(__file__).resolve().parents[2]
+from app.client import ApiError, Client
+from app.config import Settings
+from tests.app.helpers import live_server, png
 
 
 @pytest.fixture(scope="module")
-def serve_process(tiny_model: Path) -> Iterator[str]:
-    port = free_port()
-    env = os.environ | {
-        "NINSERVE_DECODE_THREADS": "1",
-        "NINSERVE_INTRA_OP_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--model",
-        str(tiny_model),
-        "--device",
-        "cpu",
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ninserve serve exited: {proc.stdout.read().decode()}")
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("ninserve serve did not become ready")
-            time.sleep(0.1)
+def small_batches(make_settings: Callable[..., Settings]) -> Iterator[str]:
+    """A server that takes at most 3 files per batch request."""
+    with live_server(make_settings(max_batch_files=3)) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
 
 
-def test_predict_prints_top_k_and_saves_maps(serve_process: str, tmp_path: Path, capsys) -> None:
-    images = []
-    for seed in (1, 2):
-        path = tmp_path / f"img{seed}.png"
-        path.write_bytes(png(seed, size=48))
-        images.append(str(path))
-    maps_dir = tmp_path / "maps"
-    rc = cli_main(["predict", *images, "--url", serve_process, "--top-k", "3", "--maps", str(maps_dir)])
-    out = capsys.readouterr().out
-    assert rc == 0
-    assert out.count("model tiny@tiny-0001") == 2 and "48x48" in out
-    table = [line for line in out.splitlines() if line.strip()[:2].strip().isdigit()]
-    assert len(table) == 6  # 3 rows per image
-    written = sorted(p.name for p in maps_dir.iterdir())
-    assert len(written) == 2 * (1 + 3) and "img1.grid.png" in written
-    for name in written:
-        with Image.open(maps_dir / name) as img:
-            assert img.format == "PNG"
-            assert img.size == (256, 256) or name.endswith("grid.png")
-
-
-def test_predict_reports_failures(serve_process: str, tmp_path: Path, capsys) -> None:
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"nope")
-    rc = cli_main(["predict", str(bad), str(tmp_path / "missing.png"), "--url", serve_process])
-    err = capsys.readouterr().err
-    assert rc == 1 and "400" in err and "missing.png" in err
-    assert cli_main(["predict", str(bad), "--url", "http://127.0.0.1:9"]) == 2
-
-
-def test_predict_json_output(serve_process: str, tmp_path: Path, capsys) -> None:
+def test_classify_and_the_maps_of_its_result(server_url: str, tmp_path: Path) -> None:
     path = tmp_path / "a.png"
-    path.write_bytes(png(3))
-    assert cli_main(["predict", str(path), "--url", serve_process, "--json", "--top-k", "2"]) == 0
-    assert '"top":[' in capsys.readouterr().out
+    path.write_bytes(png(1, size=48))
+    with Client(server_url) as client:
+        result = client.classify(path, top_k=3)
+        assert [t["label"] for t in result["top"]] == sorted(result["scores"], key=result["scores"].get)[
+            ::-1
+        ][:3]
+        assert result["image"] == {"width": 48, "height": 48}
+        assert client.classify(png(1, size=48), top_k=3)["scores"] == result["scores"]  # bytes work too
+        maps = client.maps(result)
+        assert maps.dtype == np.float32 and maps.shape == tuple(result["maps"]["shape"])
+        # The scores are the softmax of the maps' means: the maps are the real model output.
+        logits = maps.mean(axis=(1, 2))
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(expected, list(result["scores"].values()), atol=1e-4)
+        heat = client.map_png(result["id"], "cat", overlay=True, size=64)
+        grid = client.grid_png(result)
+        assert client.prediction(result)["id"] == result["id"]
+    heat_path, grid_path = tmp_path / "heat.png", tmp_path / "grid.png"
+    heat_path.write_bytes(heat)
+    grid_path.write_bytes(grid)
+    with Image.open(heat_path) as img:
+        assert img.format == "PNG" and img.size == (64, 64)
+    with Image.open(grid_path) as img:
+        assert img.format == "PNG" and img.width > 128
 
 
-def test_serve_rejects_bad_settings(tmp_path: Path, capsys) -> None:
-    assert cli_main(["serve", "--model", str(tmp_path / "none.onnx")]) == 2
-    assert "model file not found" in capsys.readouterr().err
-
-
-def test_format_result() -> None:
-    result = {
-        "id": "abc",
-        "model": {"name": "m", "version": "v"},
-        "image": {"width": 3, "height": 4},
-        "timing_ms": {"total": 1.5},
-        "top": [{"label": "cat", "index": 3, "score": 0.5}],
+def test_models_and_health(server_url: str) -> None:
+    with Client(server_url) as client:
+        (model,) = client.models()
+        health = client.health()
+    assert model["name"] == "tiny" and len(model["classes"]) == 10
+    assert health == {
+        "status": "ok",
+        "model": "tiny",
+        "version": "tiny-0001",
+        "execution_provider": "CPUExecutionProvider",
     }
-    text = format_result("x.png", result)
-    assert "x.png  3x4  model m@v  1.5 ms" in text and "cat" in text and "#" * 12 in text
-    assert io.StringIO(text).readline().startswith("x.png")
+
+
+def test_server_errors_raise_api_error_with_the_problem(server_url: str) -> None:
+    with Client(server_url) as client:
+        with pytest.raises(ApiError) as caught:
+            client.classify(("notes.txt", b"not an image"))
+        assert caught.value.status == 400 and caught.value.slug == "invalid-image"
+        assert "notes.txt" in caught.value.detail and "notes.txt" in str(caught.value)
+        with pytest.raises(ApiError) as caught:
+            client.maps("no-such-id")
+        assert caught.value.status == 404
+
+
+def test_classify_batch_splits_to_the_servers_limit_and_keeps_order(
+    small_batches: str, tmp_path: Path
+) -> None:
+    images: list = []
+    for seed in range(7):
+        path = tmp_path / f"{seed}.png"
+        path.write_bytes(png(seed))
+        images.append(path)
+    images[4] = ("broken.png", b"\x89PNG but not really")
+    images.append(tmp_path / "missing.png")
+    done: list[int] = []
+    with Client(small_batches) as client:
+        assert client.batch_files == 32
+        entries = client.classify_batch(images, top_k=2, progress=done.append)
+        assert client.batch_files == 2  # 8 files: 413; 4: 413; 2 accepted, and kept for later calls
+        single = client.classify(images[0], top_k=2)
+    assert [e["index"] for e in entries] == list(range(8)) and sum(done) == 8
+    assert [e["status"] for e in entries] == [200, 200, 200, 200, 400, 200, 200, 0]
+    assert entries[0]["result"]["scores"] == single["scores"]
+    assert entries[4]["filename"] == "broken.png" and "broken.png" in entries[4]["error"]["detail"]
+    assert entries[7]["filename"] == "missing.png" and entries[7]["error"]["detail"]
+    assert [len(e["result"]["top"]) for e in entries if e["status"] == 200] == [2] * 6
+
+
+def test_unreachable_server_raises_a_transport_error() -> None:
+    with Client("http://127.0.0.1:9", timeout=2) as client, pytest.raises(httpx.TransportError):
+        client.classify(png(0))

@@ -83,3 +83,24 @@ def test_markdown_lists_every_server() -> None:
 def test_server_cpu_is_per_request() -> None:
     rows = [line for line in report.load_tables(_result()) if line.startswith("| ninserve | 1 |")]
     assert rows and rows[0].split(" | ")[8] == "0.33"  # 1.0 CPU s over 3,000 requests
+
+
+def test_write_draws_the_chart_when_matplotlib_is_there(tmp_path) -> None:
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    written = report.write(_result(), tmp_path / "run")
+    assert [p.name for p in written] == ["run.md", "run.png"] and all(p.stat().st_size for p in written)
+
+
+def test_write_without_matplotlib_keeps_the_tables_and_says_so(tmp_path, monkeypatch, capsys) -> None:
+    real_find_spec = report.importlib.util.find_spec
+    monkeypatch.setattr(
+        report.importlib.util,
+        "find_spec",
+        lambda name: None if name == "matplotlib" else real_find_spec(name),
+    )
+    written = report.write(_result(), tmp_path / "run")
+    assert [p.name for p in written] == ["run.md"] and not (tmp_path / "run.png").exists()
+    err = capsys.readouterr().err
+    assert "skipped: matplotlib is not installed" in err and "python -m bench.report" in err

@@ -49,3 +49,20 @@ def test_runs_at_native_and_larger_sizes_with_the_softmax_identity():
         logits = maps.mean(axis=(2, 3))
         expected = np.exp(logits - logits.max(1, keepdims=True))
         np.testing.assert_allclose(expected / expected.sum(1, keepdims=True), scores, atol=1e-5)
+
+
+def test_val_top1_is_the_onnx_runtime_figure_eval_reproduces(proto):
+    """GET /v1/models reports the artifact's val_top1: the figure `ninserve eval` measures and the
+    model card quotes (model/card/eval.json), not the training loop's bf16 figure."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    card = json.loads((ARTIFACT.parents[1] / "card" / "eval.json").read_text())
+    assert meta["val_top1"] == f"{card['top1']:.4f}"
+    assert meta["val_top1_source"].startswith("ninserve eval: ONNX Runtime")
+    int8 = {
+        p.key: p.value for p in onnx.load(str(ARTIFACT.with_name("nin-cifar10-int8.onnx"))).metadata_props
+    }
+    card_text = (ARTIFACT.parents[1] / "MODEL_CARD.md").read_text()
+    assert (
+        f"**{float(int8['val_top1']) * 100:.2f} %**" in card_text
+        and "ONNX Runtime" in int8["val_top1_source"]
+    )

@@ -3,6 +3,7 @@ import pytest
 
 from app.decode import decode_rgb
 from model.data import load_dataset, split_train_val
+from model.errors import DataError
 from tests.model.conftest import (
     CLASSES,
     synthetic_images,
@@ -42,8 +43,33 @@ def test_image_folder_directory_and_zip_agree(tmp_path, images_labels):
 
 def test_missing_split_is_a_clear_error(tmp_path, images_labels):
     write_image_folder(tmp_path, "train", *images_labels)
-    with pytest.raises(FileNotFoundError, match="test/<class>"):
+    with pytest.raises(DataError, match=r"test/<class>/ in .* \(it holds: train\)"):
         load_dataset(tmp_path, "test")
+    write_image_zip(tmp_path / "set.zip", "train", *images_labels)
+    with pytest.raises(DataError, match=r"\(it holds: train\)"):
+        load_dataset(tmp_path / "set.zip", "test")
+    write_cifar_python(tmp_path / "py", *images_labels)
+    (tmp_path / "py" / "test_batch").unlink()
+    with pytest.raises(DataError, match="no test split: test_batch missing"):
+        load_dataset(tmp_path / "py", "test")
+
+
+def test_missing_or_unreadable_data_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no data at .*nope.zip: give a CIFAR-10 python directory"):
+        load_dataset(tmp_path / "nope.zip")
+    (tmp_path / "junk.zip").write_text("not a zip")
+    with pytest.raises(DataError, match="is not a zip archive"):
+        load_dataset(tmp_path / "junk.zip")
+
+
+def test_an_empty_validation_split_is_refused():
+    labels = np.repeat(np.arange(10), 3)
+    with pytest.raises(DataError, match="5 images over 10 classes is empty"):
+        split_train_val(labels, 5)  # 0 per class
+    train, val = split_train_val(labels, 20)
+    assert len(val) == 20 and len(train) == 10
+    train, val = split_train_val(labels, 5000)  # small data: all of it is held out
+    assert len(val) == 30 and len(train) == 0
 
 
 def test_other_sizes_are_resized_to_native(tmp_path):

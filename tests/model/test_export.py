@@ -68,3 +68,11 @@ def test_flip_tta_is_baked_into_the_graph_and_keeps_the_identity(tiny_run, tmp_p
     np.testing.assert_allclose(scores, mirrored_scores, atol=1e-5)  # flip-invariant by construction
     np.testing.assert_allclose(maps, mirrored_maps[..., ::-1], atol=1e-4)
     np.testing.assert_allclose(softmax(maps.mean(axis=(2, 3))), scores, atol=1e-5)
+
+
+def test_model_version_depends_on_the_model_not_on_the_checkout(tiny_run, tiny_artifact, tmp_path):
+    proto = onnx.load(str(tiny_artifact))
+    assert not any(node.metadata_props for node in proto.graph.node)  # no stack traces, no local paths
+    again = export_module.export(tiny_run[0] / "checkpoint.pt", tmp_path / "again.onnx")
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert again.model_version == meta["model_version"]

@@ -86,3 +86,16 @@ def test_warm_restart_builds_on_a_finished_run(tiny_run, tmp_path, synthetic_zip
     assert restarted["train_loss"] < rows[0]["train_loss"]
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert state["prior_epochs"] == finished["epoch"] and state["epoch"] == 1
+
+
+def test_max_images_below_the_validation_split_is_a_clear_error(tmp_path, synthetic_zip, capsys):
+    from app.cli import main as cli_main
+
+    args = ["train", "--data", str(synthetic_zip), "--run-dir", str(tmp_path), "--max-images", "20"]
+    assert cli_main([*args, "--val-size", "30", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "ninserve train: --val-size 30 holds out all 20 training images (--max-images 20): "
+        "give --val-size below 20 (one per class at least) or more images"
+    )
+    assert not (tmp_path / "checkpoint.pt").exists()

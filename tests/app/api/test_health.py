@@ -12,12 +12,12 @@ from app.main import create_app
 from tests.app.helpers import live_server
 
 
-def test_live_and_ready(client: httpx.Client) -> None:
+def test_live_and_ready_name_the_loaded_model(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {
         "status": "ok",
-        "model": None,
-        "version": None,
-        "execution_provider": None,
+        "model": "tiny",
+        "version": "tiny-0001",
+        "execution_provider": "CPUExecutionProvider",
     }
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["execution_provider"] == "CPUExecutionProvider"
@@ -33,7 +33,8 @@ def test_not_ready_until_warm(make_settings, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(Engine, "warmup", slow_warmup)
     with live_server(make_settings(), wait_ready=False) as url, httpx.Client(base_url=url) as client:
-        assert client.get("/healthz").status_code == 200
+        loading = client.get("/healthz")
+        assert loading.status_code == 200 and loading.json()["model"] is None  # not loaded yet
         for path in ("/readyz", "/v1/models"):
             response = client.get(path)
             assert response.status_code == 503 and response.headers["retry-after"] == "2"

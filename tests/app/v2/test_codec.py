@@ -283,3 +283,11 @@ def test_json_only_response_has_no_binary_parameters() -> None:
     )
     # float32s are written in their shortest form (0.1, not 0.10000000149011612): the same float32 back
     np.testing.assert_array_equal(np.array(out["data"], np.float32).reshape(2, 4), SCORES)
+
+
+def test_an_unknown_input_is_named_before_its_fields_are_read() -> None:
+    body = orjson.dumps({"inputs": [{"name": "img"}]})
+    with pytest.raises(InvalidTensor, match="unknown input 'img'; the model takes one input, 'image'"):
+        parse_infer_request(body, None, input_names=("image",))
+    with pytest.raises(InvalidTensor, match="input 'image': `datatype` is missing; use one of .*UINT8"):
+        parse_infer_request(orjson.dumps({"inputs": [{"name": "image"}]}), None, input_names=("image",))
