@@ -11,6 +11,7 @@ from starlette.responses import Response
 from app.api.deps import Colormap, Overlay, RecordDep, RuntimeDep, json_response, problems
 from app.errors import LabelNotFound
 from app.maps import Normalize, grid_png, map_png
+from app.memory import render_cost
 from app.schemas import ClassifyResponse, MapsResponse
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=problems(404, 422))
@@ -69,7 +70,9 @@ async def get_grid(
     colormap: Colormap = "jet",
     normalize: Annotated[Normalize, Query(description="`global`: one scale for all classes")] = "global",
 ) -> Response:
-    body = await rt.in_pool(
+    cost = render_cost(size, overlay=overlay, cells=len(record.labels))
+    body = await rt.admission.render(
+        cost,
         grid_png,
         record.maps,
         record.labels,
@@ -98,7 +101,8 @@ async def get_map_png(
     normalize: Annotated[Normalize, Query(description="`map`: this map's own min-max")] = "map",
 ) -> Response:
     index = label_index(record.labels, label)
-    body = await rt.in_pool(
+    body = await rt.admission.render(
+        render_cost(size, overlay=overlay),
         map_png,
         record.maps,
         index,
