@@ -22,6 +22,9 @@ before the run). Nothing here knows HTTP; errors are app/errors.py's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -52,7 +55,9 @@ class Lane:
         self, name: str, *, threads: int, max_waiting: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.name, self.threads, self.max_waiting, self._clock = name, threads, max_waiting, clock
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"ninserve-{name}")
+        self._executor = ThreadPoolExecutor(
+            threads, thread_name_prefix=f"ninserve-{name}", initializer=_yield_cpu_to_classification
+        )
         self._running = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.refused = 0  # full lane: 503
@@ -123,6 +128,13 @@ class Lane:
         for waiter in self._waiters:
             waiter.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _yield_cpu_to_classification() -> None:
+    """Lane threads run at a lower CPU priority (nice +10, Linux threads have their own): when
+    the cores are short, the event loop and ONNX Runtime go first, the heavy work waits."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class Ticket:

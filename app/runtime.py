@@ -17,7 +17,7 @@ from app.batcher import Batcher
 from app.config import Settings
 from app.engine import Engine
 from app.errors import NotReady
-from app.memory import MemoryPlan, plan_for
+from app.memory import MemoryPlan, plan_for, return_large_frees_to_the_os
 from app.store import MemoryResultStore, ResultStore
 
 logger = logging.getLogger("ninserve")
@@ -46,6 +46,7 @@ class Runtime:
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="ninserve-io")
         self._store = open_store(self.settings)
+        return_large_frees_to_the_os()
         self._admission = Admission(
             self.plan,
             in_pool=self.in_pool,

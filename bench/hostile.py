@@ -25,12 +25,14 @@ import argparse
 import asyncio
 import io
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +102,9 @@ class Connection:
             await self.close()
             return Outcome(0, time.perf_counter() - started)
 
-    async def _request(self, method: str, path: str, body: bytes, content_type: str, started: float) -> Outcome:
+    async def _request(
+        self, method: str, path: str, body: bytes, content_type: str, started: float
+    ) -> Outcome:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
         assert self.reader is not None
@@ -147,8 +151,20 @@ async def closed_loop(port: int, clients: int, seconds: float, make) -> list[Out
     return outcomes
 
 
-async def probe(port: int, seconds: float, delay: float = 0.05) -> list[Outcome]:
-    """The cheap neighbour: one 32x32 PNG every `delay` s on its own connection."""
+async def probe(port: int, seconds: float) -> list[Outcome]:
+    """The cheap neighbour, in a process of its own: the crowd's client loop must not delay it."""
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        measured = await loop.run_in_executor(pool, _probe_process, port, seconds)
+    return [Outcome(status, secs) for status, secs in measured]
+
+
+def _probe_process(port: int, seconds: float) -> list[tuple[int, float]]:
+    return [(o.status, o.seconds) for o in asyncio.run(_probe(port, seconds))]
+
+
+async def _probe(port: int, seconds: float, delay: float = 0.05) -> list[Outcome]:
+    """One 32x32 PNG every `delay` s on its own connection."""
     body, conn, outcomes = small_png(7), Connection(port), []
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop:
@@ -253,7 +269,8 @@ async def phase_memory(server: Server) -> dict[str, object]:
     conn = Connection(port)
     batch = await conn.request("POST", "/v1/classify/batch?resolution=256", body, ctype, timeout=120)
     await conn.close()
-    item_statuses = Counter(r["status"] for r in json.loads(batch.body)["results"]) if batch.status == 200 else {}
+    items = json.loads(batch.body)["results"] if batch.status == 200 else []
+    item_statuses = Counter(item["status"] for item in items)
     await asyncio.sleep(3)
     out["batch256"] = {
         "status": batch.status,
@@ -266,8 +283,9 @@ async def phase_memory(server: Server) -> dict[str, object]:
     before = server.reset_peak()
     started = time.perf_counter()
     conns = [Connection(port) for _ in range(32)]
+    path = "/v1/classify?resolution=256"
     singles = await asyncio.gather(
-        *(c.request("POST", "/v1/classify?resolution=256", small_png(i), timeout=120) for i, c in enumerate(conns))
+        *(c.request("POST", path, small_png(i), timeout=120) for i, c in enumerate(conns))
     )
     elapsed = time.perf_counter() - started
     for c in conns:
@@ -355,7 +373,7 @@ async def run_phases(server: Server, phases: list[str], seconds: float) -> dict[
             results[phase] = await phase_maps(server, seconds)
         elif phase == "overload":
             results[phase] = await phase_overload(server, seconds, 64, 8)
-        print(json.dumps(results[phase], indent=1), flush=True)
+        print(json.dumps(results[phase]), flush=True)
         await asyncio.sleep(2)
     results["final_rss_mb"] = round(server.rss_mb())
     return results
@@ -371,7 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], help="extra NINSERVE_X=value for the server")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
-    env = {"NINSERVE_DEVICE": "cpu", "NINSERVE_INTRA_OP_THREADS": str(args.threads), "NINSERVE_LOG_LEVEL": "warning"}
+    env = {
+        "NINSERVE_DEVICE": "cpu",
+        "NINSERVE_INTRA_OP_THREADS": str(args.threads),
+        "NINSERVE_LOG_LEVEL": "warning",
+    }
     env |= dict(item.split("=", 1) for item in args.env)
     server = Server(args.app_dir.resolve(), args.port, env)
     server.start()
