@@ -83,7 +83,7 @@ async def classify(
     size = resolve_resolution(resolution, info.native_size, rt.settings.max_resolution)
     admission = rt.admission
 
-    with nullcontext() if admitted else admission.admit(1):
+    with nullcontext() if admitted else await admission.enter(1):
         t = time.perf_counter()
         decoded = await admission.decode(
             data,

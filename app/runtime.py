@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, ParamSpec, TypeVar
 
-from app.admission import Admission
+from app.admission import Admission, RefusalPacer
 from app.batcher import Batcher
 from app.config import Settings
 from app.engine import Engine
@@ -57,6 +57,7 @@ class Runtime:
             render_threads=self.settings.render_threads,
             render_queue=self.settings.render_queue,
             timeout_s=self.settings.request_timeout_s,
+            pacer=RefusalPacer(self.settings.shed_rate, self.settings.shed_hold_s),
         )
         logger.info("memory budget %d MB: %s", self.settings.memory_budget_mb, self.plan.describe())
         if self.settings.workers > 1 and self.settings.result_store == "memory":

@@ -86,7 +86,7 @@ async def classify_many(
             return entry | {"status": exc.status, "error": error_problem(exc)}
         return entry | {"status": 200, "result": out.payload}
 
-    with rt.admission.admit(live) if live else nullcontext():
+    with await rt.admission.enter(live) if live else nullcontext():
         # All items are submitted at once, so they share ONNX Runtime batches.
         work = [one(i, name, data, priced[i]) for i, (name, data) in enumerate(items)]
         results = await asyncio.gather(*work)

@@ -124,7 +124,7 @@ async def infer(rt: Runtime, request: InferRequest) -> list[OutputTensor]:
         # Every image is priced from its header and the request admitted whole, before any decode.
         limit = rt.settings.max_image_pixels
         costs = [admission.price(data, size, max_pixels=limit) for data in encoded]
-        with admission.admit(len(encoded)):
+        with await admission.enter(len(encoded)):
             pixels = await _decoded_images(rt, encoded, costs, size, deadline)
             admission.check_deadline(deadline, "queueing")
             results = await _submit_all(batcher, pixels, deadline)
@@ -132,7 +132,7 @@ async def infer(rt: Runtime, request: InferRequest) -> list[OutputTensor]:
         if resolution is not None:
             raise InvalidTensor("parameter `resolution` is for encoded (BYTES) images; pixels run as sent")
         pixels = _raw_images(image, info.native_size, rt.settings)
-        with admission.admit(len(pixels)):
+        with await admission.enter(len(pixels)):
             results = await _submit_all(batcher, pixels, deadline)
     else:
         raise InvalidTensor(
