@@ -242,10 +242,10 @@ class Admission:
     def price(self, data: bytes, size: int, *, max_pixels: int) -> int:
         """Bytes decoding will hold (header only); 413 for what the decode budget can never hold."""
         cost = decode_cost(data, size, max_pixels)
-        if cost > max(self.plan.decode_gate, self.plan.small_decode):
+        if cost > max(self.plan.large_decode, self.plan.small_decode):
             raise ImageTooLarge(
                 f"decoding this image needs about {cost / MiB:.0f} MB, more than the "
-                f"{self.plan.decode_gate / MiB:.0f} MB the memory budget gives one decode",
+                f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode",
                 cost_bytes=cost,
             )
         return cost

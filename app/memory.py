@@ -9,9 +9,12 @@ default 800 MB leaves ~220 MB for allocator fragmentation and what is not modell
 
     runtime reserve  interpreter, libraries, model, ORT session, warm-up arena (163 MB measured)
     result store     the memory store's byte bound (0 with Redis: the results live there)
-    ORT runs         35 % of the rest: input pixels per run x bytes per pixel x concurrent runs
-    decoding         45 %: a few small decodes in the shared pool + one gate for large ones
-    rendering        20 %: heatmap PNGs, in their own lane
+    ORT runs         up to 35 % of the rest, no more than one image at max_resolution or a
+                     full batch of native-size images needs (65,536 pixels, 128 MB by default):
+                     input pixels per run x bytes per pixel x concurrent runs
+    decoding         45 : 20 of what remains with rendering: small decodes in the shared pool
+                     (16 MB each) and the large decode (one at a time, its own thread)
+    rendering        heatmap PNGs, in their own lane
 
 Costs are priced before the work starts, so a request that cannot fit is refused (413) or waits
 for room (503 when the wait is full) before it allocates anything. The per-pixel figures are
@@ -63,7 +66,7 @@ class MemoryPlan:
     run_pixels: int  # input pixels one ORT run may hold (batches are split to fit)
     run_bytes: int  # what the ORT runs may hold, all concurrent runs together
     small_decode: int  # largest decode run in the shared pool; larger ones take the decode gate
-    decode_gate: int  # bytes the large decodes in flight may hold together
+    large_decode: int  # bytes the one large decode in flight may hold
     render: int  # bytes the renders in flight may hold together
 
     def describe(self) -> str:
@@ -71,7 +74,7 @@ class MemoryPlan:
             ("reserve", self.reserve),
             ("store", self.store),
             ("ORT runs", self.run_bytes),
-            ("large decodes", self.decode_gate),
+            ("large decodes", self.large_decode),
             ("render", self.render),
         )
         return ", ".join(f"{name} {value / MiB:.0f} MB" for name, value in parts)
@@ -128,7 +131,7 @@ def plan_memory(
         run_pixels=run_pixels,
         run_bytes=run_bytes,
         small_decode=SMALL_DECODE,
-        decode_gate=decode - small_total,
+        large_decode=decode - small_total,
         render=rest - decode,
     )
 

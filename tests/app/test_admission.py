@@ -22,7 +22,7 @@ PLAN = MemoryPlan(
     run_pixels=65536,
     run_bytes=128 * MiB,
     small_decode=16 * MiB,
-    decode_gate=256 * MiB,
+    large_decode=256 * MiB,
     render=128 * MiB,
 )
 

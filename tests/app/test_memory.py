@@ -18,12 +18,12 @@ def test_the_default_plan_fits_the_shipped_limit_and_one_image_at_max_resolution
     plan = plan_for(settings)
     assert settings.memory_budget_mb == 800
     assert settings.store_max_bytes == 64 * MiB  # derived from the budget for the memory store
-    parts = plan.reserve + plan.store + plan.run_bytes + plan.decode_gate + plan.render
+    parts = plan.reserve + plan.store + plan.run_bytes + plan.large_decode + plan.render
     assert parts + plan.small_decode * settings.decode_threads <= plan.budget <= 1024 * MiB * 0.8
     assert plan.run_pixels == 256 * 256  # one image at resolution 256 per ORT run
     assert plan.run_bytes == plan.run_pixels * settings.ort_bytes_per_pixel
     # A 1-bit 6300x6300 PNG (39.7 M pixels, the in-limit worst case) can be decoded.
-    assert plan.decode_gate >= 6300 * 6300 * memory.LIGHT_BYTES_PER_PIXEL
+    assert plan.large_decode >= 6300 * 6300 * memory.LIGHT_BYTES_PER_PIXEL
 
 
 def test_redis_keeps_results_out_of_the_process(make_settings) -> None:
