@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from app.decode import DecodedImage, decode_image
-from app.errors import DeadlineExceeded, ImageTooLarge, Overloaded
+from app.errors import DeadlineExceeded, ImageTooLarge, Overloaded, TooManyFiles
 from app.memory import MemoryPlan, MiB, decode_cost
 
 P = ParamSpec("P")
@@ -220,7 +220,12 @@ class Admission:
         self.renders = Lane("render", threads=render_threads, max_waiting=render_queue, **lane)
 
     def admit(self, images: int = 1) -> Ticket:
-        """Count `images` in, or refuse the whole request before anything is decoded (503)."""
+        """Count `images` in, or refuse the whole request before anything is decoded (503);
+        a request with more images than the server ever takes at once is 413, not 503."""
+        if images > self.max_images:
+            raise TooManyFiles(
+                f"{images} images in one request; this server takes at most {self.max_images} at once"
+            )
         if self.admitted + images > self.max_images:
             self.refused += 1
             raise Overloaded(

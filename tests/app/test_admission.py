@@ -10,7 +10,7 @@ import pytest
 
 from app import admission as admission_module
 from app.admission import Admission, Lane, RefusalPacer, check_deadline
-from app.errors import DeadlineExceeded, ImageTooLarge, Overloaded
+from app.errors import DeadlineExceeded, ImageTooLarge, Overloaded, TooManyFiles
 from app.memory import MemoryPlan, MiB
 from tests.app.helpers import png
 from tests.app.test_memory import png_header_only
@@ -115,6 +115,8 @@ def test_admission_counts_images_until_the_ticket_is_released() -> None:
             with await admission.enter(1):
                 assert admission.admitted == 4
         assert admission.admitted == 0 and admission.refused == 1
+        with pytest.raises(TooManyFiles):  # could never be admitted: 413, not "retry later"
+            await admission.enter(5)
         admission.shutdown()
 
     asyncio.run(main())
