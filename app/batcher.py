@@ -8,10 +8,13 @@
 Requests queue per input shape (images of different sizes cannot share a tensor). One worker
 task forms a batch from the group whose oldest request waited longest: it closes the batch when
 it is full or `max_wait_s` after that request arrived, waking on arrivals (an asyncio.Event, no
-polling). Requests past their deadline or cancelled by their caller are dropped before the run;
-the run happens in a thread, off the event loop. A finished batch frees its run slot before its
-callers resume, so the next batch is already in ORT while they build their responses (CPU busy
-87 -> 92 % under load, docs/benchmarks.md). Each future is resolved on its own, and if a batch
+polling). Full means `max_batch_size` images or `max_pixels` input pixels, whichever comes first:
+ONNX Runtime's memory grows with the pixels of a run (~1.6 KB per pixel for NiN), so 32 images at
+256x256 run as 32 runs of one (128 MB each), not one run of 4 GB. Requests past their deadline
+or cancelled by their caller are dropped before the run; the run happens in a thread, off the
+event loop. A finished batch frees its run slot before its callers resume, so the next batch is
+already in ORT while they build their responses (CPU busy 87 -> 92 % under load,
+docs/benchmarks.md). Each future is resolved on its own, and if a batch
 raises, its items are retried one by one so one bad input fails only itself.
 """
 
@@ -73,16 +76,16 @@ class _Pending:
 class _BufferPool:
     """Reusable [max_batch, H, W, 3] input buffers per shape, so batches are stacked in place."""
 
-    def __init__(self, max_batch: int, max_bytes: int = 256 * 1024 * 1024):
-        self._max_batch, self._max_bytes, self._bytes = max_batch, max_bytes, 0
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+        self._max_bytes, self._bytes = max_bytes, 0
         self._free: dict[Shape, list[np.ndarray]] = {}
 
-    def acquire(self, shape: Shape) -> np.ndarray:
+    def acquire(self, shape: Shape, rows: int) -> np.ndarray:
         free = self._free.get(shape)
         if free:
             self._bytes -= free[-1].nbytes
             return free.pop()
-        return np.empty((self._max_batch, *shape), dtype=np.uint8)
+        return np.empty((rows, *shape), dtype=np.uint8)
 
     def release(self, buffer: np.ndarray) -> None:
         if self._bytes + buffer.nbytes <= self._max_bytes:
@@ -99,17 +102,19 @@ class Batcher:
         max_wait_s: float,
         max_queue: int,
         concurrency: int = 1,
+        max_pixels: int | None = None,
         default_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_fn = run
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
         self._concurrency, self._timeout, self._clock = concurrency, default_timeout_s, clock
+        self.max_pixels = max_pixels  # input pixels per run; None: only max_batch_size counts
         self._groups: dict[Shape, deque[_Pending]] = {}
         self._queued = 0
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
-        self._buffers = _BufferPool(max_batch_size)
+        self._buffers = _BufferPool()
         self._running: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -195,7 +200,8 @@ class Batcher:
                 await self._arrived.wait()
             shape, group = min(self._groups.items(), key=lambda kv: kv[1][0].enqueued)
             closes_at = group[0].enqueued + self.max_wait_s
-            while len(group) < self.max_batch_size:
+            limit = self.batch_limit(shape)
+            while len(group) < limit:
                 remaining = closes_at - self._clock()
                 if remaining <= 0:
                     break
@@ -204,13 +210,19 @@ class Batcher:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
                 except TimeoutError:
                     break
-            taken = [group.popleft() for _ in range(min(len(group), self.max_batch_size))]
+            taken = [group.popleft() for _ in range(min(len(group), limit))]
             if not group:
                 del self._groups[shape]
             self._queued -= len(taken)
             live = self._drop_stale(taken)
             if live:
                 return live
+
+    def batch_limit(self, shape: Shape) -> int:
+        """Images of this shape one run may take: max_batch_size, fewer when max_pixels says so."""
+        if self.max_pixels is None:
+            return self.max_batch_size
+        return max(1, min(self.max_batch_size, self.max_pixels // (shape[0] * shape[1])))
 
     def _drop_stale(self, items: list[_Pending]) -> list[_Pending]:
         now, live = self._clock(), []
@@ -229,7 +241,8 @@ class Batcher:
     def _launch(self, batch: list[_Pending]) -> _Launched:
         """Stack the batch and hand it to the ORT thread now, not when a task is next scheduled."""
         started = self._clock()
-        buffer = self._buffers.acquire(batch[0].pixels.shape)
+        shape = batch[0].pixels.shape
+        buffer = self._buffers.acquire(shape, self.batch_limit(shape))
         try:
             images = np.stack([item.pixels for item in batch], out=buffer[: len(batch)])  # [n, H, W, 3]
             outputs = asyncio.get_running_loop().run_in_executor(self._executor, self._run_fn, images)

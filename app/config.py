@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.memory import default_store_bytes, plan_for
+
 # The artifact the model side exports; relative to the repository / installed package root.
 ARTIFACTS = Path(__file__).resolve().parent.parent / "model" / "artifacts"
 DEFAULT_MODEL_PATH = ARTIFACTS / "nin-cifar10.onnx"
@@ -127,6 +129,49 @@ class Settings(BaseSettings):
         if path is not None and not path.is_file():
             raise ValueError(f"api_keys_file not found: {path}")
         return path
+
+    # --- memory budget and admission (app/memory.py, app/admission.py, docs/reliability.md) ---
+    # RSS the process should stay within. The shipped compose file and Kubernetes manifests allow
+    # 1 GiB: 800 MB leaves ~220 MB for allocator fragmentation and what the plan does not model.
+    # Split between runtime, result store, ORT runs, decoding and rendering; checked at start.
+    memory_budget_mb: int = Field(800, ge=256)
+    # Input pixels one ONNX Runtime run may hold (batches are split to fit). 0: from the budget,
+    # at least one image at max_resolution (65,536 pixels, ~128 MB of ORT memory at 256).
+    max_run_pixels: int = Field(0, ge=0)
+    # Peak bytes ORT holds per input pixel: 1.5-1.8 KB measured for the fp32 NiN, 1.3 KB for int8.
+    ort_bytes_per_pixel: int = Field(2048, ge=1)
+    # shrink: hand ORT's CPU arena back after runs larger than a batch of native-size images, so
+    # the 32x32 path never pays and a resolution-256 peak does not stay; off: no arena at all
+    # (costs every run); keep: ORT's default, which keeps the largest run's peak for good.
+    ort_arena: Literal["shrink", "off", "keep"] = "shrink"
+    # Large decodes (priced above 16 MB from the header) run one at a time on their own thread;
+    # this many may wait for it before the next is refused with 503 (each takes ~0.3 s).
+    decode_queue: int = Field(4, ge=0)
+    # Heatmap PNGs render on their own threads so they cannot starve classification's decodes;
+    # this many wait beyond those threads before a render is refused with 503.
+    render_threads: int = Field(1, ge=1, le=16)
+    render_queue: int = Field(4, ge=0)
+    # Refusals (503) answered at once per second; beyond that each is held shed_hold_s (the
+    # Retry-After) first, so clients that retry at once cannot make answering 503s the server's
+    # main work (512 such clients: 32x32 goodput 119 instead of 374 req/s). 0 s: never held.
+    shed_rate: float = Field(50.0, gt=0)
+    shed_hold_s: float = Field(1.0, ge=0, le=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_bytes_from_budget(cls, data: object) -> object:
+        """The memory store's byte bound follows the memory budget unless set: 8 % (64 MB of 800)."""
+        if not isinstance(data, dict) or "store_max_bytes" in data:
+            return data
+        if str(data.get("result_store", "memory")) != "memory":
+            return data
+        budget = int(data.get("memory_budget_mb", 800))
+        return {**data, "store_max_bytes": default_store_bytes(budget)}
+
+    @model_validator(mode="after")
+    def _fits_memory_budget(self) -> Settings:
+        plan_for(self)  # raises ValueError with what to change
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -15,7 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -25,6 +25,7 @@ logger = logging.getLogger("ninserve")
 INPUT_NAME = "image"
 SCORES, MAPS = "scores", "confidence_maps"
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
+ArenaPolicy = Literal["shrink", "off", "keep"]
 
 
 class ModelLoadError(RuntimeError):
@@ -146,8 +147,24 @@ def _read_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
 class Engine:
     """One ORT session. `run(images uint8 [N,H,W,3]) -> (scores [N,K], maps [N,K,H/4,W/4])`."""
 
-    def __init__(self, path: Path, *, device: str = "auto", device_id: int = 0, intra_op_threads: int = 0):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        device: str = "auto",
+        device_id: int = 0,
+        intra_op_threads: int = 0,
+        arena: ArenaPolicy = "keep",
+        shrink_above_images: int = 32,
+    ):
         options = ort.SessionOptions()
+        # ORT's CPU arena keeps the largest run's peak for the life of the process (a batch at
+        # resolution 256 left 4 GB behind). `off` frees every run's memory at its end; `shrink`
+        # keeps the arena for small runs (the 32x32 hot path) and hands it back after larger ones.
+        options.enable_cpu_mem_arena = arena != "off"
+        self._shrink_above: int | None = None  # input pixels; set from the native size below
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         # Idle ORT threads spin by default; between batches that burns the cores decoding needs.
@@ -168,6 +185,8 @@ class Engine:
         self.device = "cuda" if self.provider == CUDA_EP else "cpu"
         self._device_id = device_id
         self.info = _read_info(self._session, path)
+        if arena == "shrink":  # runs up to a full batch of native-size images keep the arena
+            self._shrink_above = shrink_above_images * self.info.native_size**2
         self._outputs = [SCORES, MAPS]
         logger.info(
             "model %s (version %s, %d classes, native %dpx) on %s",
@@ -182,7 +201,9 @@ class Engine:
         """uint8 [N, H, W, 3] -> scores float32 [N, K], maps float32 [N, K, H/4, W/4]."""
         if self.device == "cuda":
             return self._run_cuda(images)
-        scores, maps = self._session.run(self._outputs, {INPUT_NAME: images})
+        n, height, width = images.shape[:3]
+        large = self._shrink_above is not None and n * height * width > self._shrink_above
+        scores, maps = self._session.run(self._outputs, {INPUT_NAME: images}, self._shrink if large else None)
         return scores, maps
 
     def _run_cuda(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

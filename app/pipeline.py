@@ -1,19 +1,21 @@
-"""One classification, stage by stage: decode (thread pool) -> batch + ORT (batcher) -> result
-(top-k, scores, map links) -> store. Each stage is timed; the timings go into the response body
-and a `Server-Timing` header.
+"""One classification, stage by stage: admit (app/admission.py: priced from the header, refused
+before any decode when the server is full) -> decode (thread pool, or the large-decode lane) ->
+batch + ORT (batcher) -> result (top-k, scores, map links) -> store. The deadline is checked
+before each stage. Each stage is timed; the timings go into the response body and a
+`Server-Timing` header.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
-from app.decode import decode_image
 from app.errors import InvalidParameter
 from app.runtime import Runtime
 from app.store import StoredPrediction
@@ -58,27 +60,43 @@ def resolve_resolution(requested: int | None, native: int, maximum: int) -> int:
 
 
 async def classify(
-    rt: Runtime, data: bytes, *, top_k: int = 5, inline_maps: bool = False, resolution: int | None = None
+    rt: Runtime,
+    data: bytes,
+    *,
+    top_k: int = 5,
+    inline_maps: bool = False,
+    resolution: int | None = None,
+    deadline: float | None = None,
+    admitted: bool = False,
+    cost: int | None = None,
 ) -> Classified:
-    """Image bytes -> stored result and response body; raises domain errors (app/errors.py)."""
+    """Image bytes -> stored result and response body; raises domain errors (app/errors.py).
+
+    `admitted`: the caller holds an admission ticket for this image (a batch admits all of its
+    images at once); `cost`: its decode price, when the caller already read the header.
+    """
     timings = Timings()
-    deadline = time.monotonic() + rt.settings.request_timeout_s
+    if deadline is None:
+        deadline = time.monotonic() + rt.settings.request_timeout_s
     engine, batcher = rt.ready()
     info = engine.info
     size = resolve_resolution(resolution, info.native_size, rt.settings.max_resolution)
+    admission = rt.admission
 
-    t = time.perf_counter()
-    decoded = await rt.in_pool(
-        decode_image,
-        data,
-        size,
-        max_pixels=rt.settings.max_image_pixels,
-        preview_size=rt.settings.preview_size,
-        keep_bytes=rt.settings.preview_keep_bytes,
-    )
-    t = timings.lap("decode", t)
-
-    result = await batcher.submit(decoded.pixels, deadline=deadline)
+    with nullcontext() if admitted else await admission.enter(1):
+        t = time.perf_counter()
+        decoded = await admission.decode(
+            data,
+            size,
+            deadline=deadline,
+            max_pixels=rt.settings.max_image_pixels,
+            preview_size=rt.settings.preview_size,
+            keep_bytes=rt.settings.preview_keep_bytes,
+            cost=cost,
+        )
+        t = timings.lap("decode", t)
+        admission.check_deadline(deadline, "queueing")
+        result = await batcher.submit(decoded.pixels, deadline=deadline)
     timings.ms["queue"] = round(result.queue_ms, 3)
     timings.ms["compute"] = round(result.compute_ms, 3)
     t = time.perf_counter()

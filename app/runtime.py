@@ -12,10 +12,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, ParamSpec, TypeVar
 
+from app.admission import Admission, RefusalPacer
 from app.batcher import Batcher
 from app.config import Settings
 from app.engine import Engine
 from app.errors import NotReady
+from app.memory import MemoryPlan, plan_for, return_large_frees_to_the_os
 from app.store import MemoryResultStore, ResultStore
 
 logger = logging.getLogger("ninserve")
@@ -34,6 +36,8 @@ class Runtime:
         self.batcher: Batcher | None = None
         self._store: ResultStore | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._admission: Admission | None = None
+        self.plan: MemoryPlan = plan_for(settings)  # re-planned with the model's native size on load
         self._loading: asyncio.Task[None] | None = None
         # Called with the engine and the not yet started batcher, so no batch runs unobserved
         # (app/metrics.py hooks in here); a hook that raises fails the load like any other error.
@@ -44,6 +48,20 @@ class Runtime:
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="ninserve-io")
         self._store = open_store(self.settings)
+        return_large_frees_to_the_os()
+        self._admission = Admission(
+            self.plan,
+            in_pool=self.in_pool,
+            # Queued images plus the batches in flight: the queue bound, enforced before decoding.
+            max_images=self.settings.max_queue
+            + self.settings.max_batch_size * self.settings.concurrent_batches,
+            decode_queue=self.settings.decode_queue,
+            render_threads=self.settings.render_threads,
+            render_queue=self.settings.render_queue,
+            timeout_s=self.settings.request_timeout_s,
+            pacer=RefusalPacer(self.settings.shed_rate, self.settings.shed_hold_s),
+        )
+        logger.info("memory budget %d MB: %s", self.settings.memory_budget_mb, self.plan.describe())
         if self.settings.workers > 1 and self.settings.result_store == "memory":
             logger.warning(
                 "memory result store with %d workers: a GET may reach a worker that does "
@@ -62,7 +80,10 @@ class Runtime:
                 device=s.device,
                 device_id=s.cuda_device_id,
                 intra_op_threads=s.intra_op_threads,
+                arena=s.ort_arena,
+                shrink_above_images=s.max_batch_size,
             )
+            plan = plan_for(s, engine.info.native_size)
             # On CUDA every new batch shape triggers a cuDNN algorithm search: do them all now,
             # not on a client's request. On CPU the smallest and largest batch are enough.
             sizes = (
@@ -75,6 +96,7 @@ class Runtime:
                 max_wait_s=s.max_batch_wait_s,
                 max_queue=s.max_queue,
                 concurrency=s.concurrent_batches,
+                max_pixels=plan.run_pixels,
                 default_timeout_s=s.request_timeout_s,
             )
             for hook in self.on_ready:
@@ -86,7 +108,9 @@ class Runtime:
             for on_failure in self.on_failure:
                 on_failure(self.error)
             return
-        self.engine, self.batcher, self.state = engine, batcher, "ready"
+        self.engine, self.batcher, self.plan, self.state = engine, batcher, plan, "ready"
+        if self._admission is not None:
+            self._admission.plan = plan
         logger.info("ready: %s on %s", engine.info.version, engine.provider)
 
     async def wait_ready(self, timeout: float | None = None) -> None:
@@ -102,6 +126,8 @@ class Runtime:
             await self.batcher.stop()
         if self._store is not None:
             await self._store.close()
+        if self._admission is not None:
+            self._admission.shutdown()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self.state = "stopped"
@@ -119,6 +145,12 @@ class Runtime:
         if self._store is None:
             raise NotReady("not ready: the result store is not open")
         return self._store
+
+    @property
+    def admission(self) -> Admission:
+        if self._admission is None:
+            raise NotReady("not ready: the server is not started")
+        return self._admission
 
     async def in_pool(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run CPU-bound work (decode, PNG encode) in the I/O pool, off the event loop."""

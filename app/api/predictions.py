@@ -13,6 +13,7 @@ from app.api.deps import Colormap, Overlay, RecordDep, RuntimeDep, json_response
 from app.echo import shown
 from app.errors import LabelNotFound
 from app.maps import OVERLAY_ALPHA, Normalize, grid_png, map_png, value_range
+from app.memory import render_cost
 from app.schemas import ClassifyResponse, MapsResponse
 
 router = APIRouter(
@@ -99,7 +100,9 @@ async def get_grid(
     alpha: Alpha = OVERLAY_ALPHA,
     legend: Legend = False,
 ) -> Response:
-    body = await rt.in_pool(
+    cost = render_cost(size, overlay=overlay, cells=len(record.labels))
+    body = await rt.admission.render(
+        cost,
         grid_png,
         record.maps,
         record.labels,
@@ -134,7 +137,8 @@ async def get_map_png(
 ) -> Response:
     index = label_index(record.labels, label)
     score = float(record.scores[index])
-    body = await rt.in_pool(
+    body = await rt.admission.render(
+        render_cost(size, overlay=overlay),
         map_png,
         record.maps,
         index,

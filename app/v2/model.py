@@ -20,7 +20,6 @@ import numpy as np
 
 from app.batcher import Batcher, BatchResult
 from app.config import Settings
-from app.decode import decode_image
 from app.engine import INPUT_NAME, MAPS, SCORES, Engine, ModelInfo
 from app.errors import InvalidTensor, ModelNotFound, Overloaded
 from app.pipeline import resolve_resolution
@@ -118,19 +117,28 @@ async def infer(rt: Runtime, request: InferRequest) -> list[OutputTensor]:
         raise InvalidTensor(f"the model takes one input, {INPUT_NAME!r}; got {names}")
     image = request.inputs[0]
     resolution = request.parameters.get("resolution")
+    admission = rt.admission
     if image.datatype == BYTES:
         size = _resolution(resolution, info.native_size, rt.settings.max_resolution)
-        pixels = await _decoded_images(rt, image, size)
+        encoded = _encoded_images(image, rt.settings)
+        # Every image is priced from its header and the request admitted whole, before any decode.
+        limit = rt.settings.max_image_pixels
+        costs = [admission.price(data, size, max_pixels=limit) for data in encoded]
+        with await admission.enter(len(encoded)):
+            pixels = await _decoded_images(rt, encoded, costs, size, deadline)
+            admission.check_deadline(deadline, "queueing")
+            results = await _submit_all(batcher, pixels, deadline)
     elif image.datatype == "UINT8":
         if resolution is not None:
             raise InvalidTensor("parameter `resolution` is for encoded (BYTES) images; pixels run as sent")
         pixels = _raw_images(image, info.native_size, rt.settings)
+        with await admission.enter(len(pixels)):
+            results = await _submit_all(batcher, pixels, deadline)
     else:
         raise InvalidTensor(
             f"input {INPUT_NAME!r} must be UINT8 [N, H, W, 3] pixels or BYTES [N] encoded images, "
             f"not {image.datatype}"
         )
-    results = await _submit_all(batcher, pixels, deadline)
     scores = np.stack([r.scores for r in results])  # [N, K]
     with_maps = any(o.name == MAPS for o in wanted)
     maps = np.stack([r.maps for r in results]) if with_maps else None  # [N, K, h, w]
@@ -177,16 +185,26 @@ def _raw_images(image: InputTensor, native: int, settings: Settings) -> list[np.
     return list(image.data)
 
 
-async def _decoded_images(rt: Runtime, image: InputTensor, size: int) -> list[np.ndarray]:
-    """BYTES [N] or [N, 1] encoded files -> N uint8 [size, size, 3], decoded in the thread pool."""
+def _encoded_images(image: InputTensor, settings: Settings) -> list[bytes]:
+    """BYTES [N] or [N, 1] encoded files, checked for shape and count."""
     assert isinstance(image.data, list)
     shape = image.shape
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise InvalidTensor(f"input {INPUT_NAME!r} BYTES must be [N] or [N, 1], got {list(shape)}")
-    _check_count(shape[0], rt.settings)
+    _check_count(shape[0], settings)
+    return image.data
+
+
+async def _decoded_images(
+    rt: Runtime, encoded: list[bytes], costs: list[int], size: int, deadline: float
+) -> list[np.ndarray]:
+    """N encoded files -> N uint8 [size, size, 3], decoded off the event loop (app/admission.py)."""
     limit = rt.settings.max_image_pixels
     decoded = await asyncio.gather(
-        *(rt.in_pool(decode_image, data, size, max_pixels=limit, preview_size=size) for data in image.data)
+        *(
+            rt.admission.decode(data, size, deadline=deadline, max_pixels=limit, preview_size=size, cost=cost)
+            for data, cost in zip(encoded, costs, strict=True)
+        )
     )
     return [d.pixels for d in decoded]
 

@@ -191,3 +191,26 @@ def test_lifecycle_and_input_checks() -> None:
             await pending
 
     run(main())
+
+
+def test_batches_are_bounded_by_pixels_as_well_as_by_count() -> None:
+    """32 images at 256x256 with a one-image pixel budget run as 32 runs of one, never one of 4 GB."""
+    runs: list[tuple[int, ...]] = []
+
+    def recording_run(images: np.ndarray):
+        runs.append(images.shape)
+        return fake_run(images)
+
+    async def main():
+        batcher = await started(run=recording_run, max_batch_size=32, max_pixels=256 * 256, max_wait_s=0.05)
+        big = await asyncio.gather(*(batcher.submit(image(v, 256)) for v in range(6)))
+        small = await asyncio.gather(*(batcher.submit(image(v + 20, 32)) for v in range(40)))
+        await batcher.stop()
+        return big, small
+
+    big, small = run(main())
+    assert [r.scores[0] for r in big] == list(range(6))
+    assert all(n * h * w <= 256 * 256 for n, h, w, _ in runs)
+    assert [shape[0] for shape in runs if shape[1] == 256] == [1] * 6
+    assert max(shape[0] for shape in runs if shape[1] == 32) == 32  # count still bounds small images
+    assert sum(r.batch_size == 1 for r in big) == 6 and len(small) == 40

@@ -157,3 +157,27 @@ def test_contract_violations_fail_fast(tiny_model: Path, tmp_path: Path) -> None
     with pytest.raises(ModelLoadError, match="unique"):
         Engine(duplicate, device="cpu")
     assert json.loads(onnx.load(tiny_model).metadata_props[0].value)  # the fixture itself is intact
+
+
+def test_arena_policy(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`shrink` hands the arena back only after runs larger than a batch of native-size images."""
+    off = Engine(tiny_model, device="cpu", intra_op_threads=1, arena="off")
+    assert off._session.get_session_options().enable_cpu_mem_arena is False
+    shrink = Engine(tiny_model, device="cpu", intra_op_threads=1, arena="shrink", shrink_above_images=4)
+    assert shrink._session.get_session_options().enable_cpu_mem_arena is True
+    seen: list[object] = []
+    session = shrink._session
+
+    class Recording:
+        def run(self, outputs, feeds, run_options=None):
+            seen.append(run_options)
+            return session.run(outputs, feeds, run_options)
+
+    monkeypatch.setattr(shrink, "_session", Recording())
+    shrink.run(np.zeros((4, 32, 32, 3), np.uint8))  # a full batch at the native size: kept
+    shrink.run(np.zeros((1, 64, 64, 3), np.uint8))  # as many pixels: kept
+    shrink.run(np.zeros((1, 256, 256, 3), np.uint8))  # larger: shrunk after the run
+    assert seen[:2] == [None, None]
+    assert seen[2].get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    keep = Engine(tiny_model, device="cpu", intra_op_threads=1, arena="keep")
+    assert keep._shrink_above is None

@@ -46,7 +46,8 @@ def test_prediction_routes_check_their_own_parameters(client: httpx.Client) -> N
     assert client.get(grid, params={"size": 32, "overlay": "true"}).status_code == 200
     body = _problem(client.get(grid, params={"colourmap": "gray"}))
     assert (
-        body["detail"] == "unknown query parameter 'colourmap'; it takes size, overlay, colormap, normalize"
+        body["detail"]
+        == "unknown query parameter 'colourmap'; it takes size, overlay, colormap, normalize, alpha, legend"
     )
     assert client.get(f"/v1/predictions/{result['id']}?x=1").status_code == 422
 

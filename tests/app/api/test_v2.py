@@ -355,7 +355,7 @@ def test_not_ready_and_failed_load_answer_503(make_settings, monkeypatch: pytest
 
 
 def test_a_request_too_big_for_the_queue_is_refused_whole(make_settings) -> None:
-    """A queue of 2 behind a blocked batch cannot take 4 images: the request is refused whole,
+    """A queue of 2 behind a blocked batch cannot take 3 images: the request is refused whole,
     none of its images is queued (admission is all or nothing)."""
     app = create_app(make_settings(max_batch_size=1, max_queue=2, max_batch_wait_ms=0))
     release = threading.Event()
@@ -369,7 +369,7 @@ def test_a_request_too_big_for_the_queue_is_refused_whole(make_settings) -> None
                 running = asyncio.create_task(ac.post("/v1/classify", files={"file": ("x", png(1))}))
                 while not batcher._running:
                     await asyncio.sleep(0.005)
-                doc = infer_doc(shape=[4, 32, 32, 3], data=[0] * 4 * 3072)
+                doc = infer_doc(shape=[3, 32, 32, 3], data=[0] * 3 * 3072)
                 refused = await ac.post(f"/v2/models/{MODEL}/infer", content=orjson.dumps(doc))
                 release.set()
                 return await running, refused

@@ -82,3 +82,45 @@ def test_a_request_larger_than_the_free_queue_is_refused_before_queueing() -> No
     with pytest.raises(Overloaded, match="98 of 100 queued"):
         asyncio.run(_submit_all(batcher, images, 0.0))  # type: ignore[arg-type]
     assert batcher.withdrawn == 0
+
+
+def test_bytes_inputs_are_priced_and_admitted_whole_before_any_decode(make_settings, monkeypatch) -> None:
+    from app import admission as admission_module
+    from app.errors import ImageTooLarge
+    from app.runtime import Runtime
+    from app.v2.codec import InferRequest, InputTensor
+    from app.v2.model import infer
+    from tests.app.helpers import png
+    from tests.app.test_memory import png_header_only
+
+    decoded: list[int] = []
+    real = admission_module.decode_image
+    monkeypatch.setattr(
+        admission_module,
+        "decode_image",
+        lambda data, *a, **k: decoded.append(len(data)) or real(data, *a, **k),
+    )
+
+    def request(*files: bytes) -> InferRequest:
+        tensor = InputTensor("image", "BYTES", (len(files),), list(files), {})
+        return InferRequest(id=None, inputs=[tensor], outputs=None, parameters={}, binary_output=False)
+
+    async def main() -> None:
+        rt = Runtime(make_settings(max_queue=4, max_batch_size=2))
+        await rt.start()
+        await rt.wait_ready(30)
+        try:
+            with pytest.raises(ImageTooLarge):  # one image over the decode budget fails the request
+                await infer(rt, request(png(1), png_header_only(4000, 4000, "RGBA")))
+            rt.admission.admitted = rt.admission.max_images - 1
+            with pytest.raises(Overloaded):  # two images, room for one: refused whole
+                await infer(rt, request(png(1), png(2)))
+            rt.admission.admitted = 0
+            outputs = await infer(rt, request(png(1), png(2)))
+            assert outputs[0].data.shape[0] == 2
+            assert rt.admission.admitted == 0
+        finally:
+            await rt.stop()
+
+    asyncio.run(main())
+    assert len(decoded) == 2  # only the admitted request's images

@@ -1,0 +1,431 @@
+"""Hostile-but-legal load against a real ninserve process: memory peaks, cheap-request latency
+under expensive neighbours, goodput under overload. Loopback only; every phase is bounded in
+requests and seconds, and the server it starts is stopped at the end.
+
+    .venv/bin/python -m bench.hostile                         # this checkout
+    .venv/bin/python -m bench.hostile --app-dir /tmp/old      # another checkout (before/after)
+    .venv/bin/python -m bench.hostile --phases memory --json out.json
+
+Phases (docs/reliability.md has the targets and the numbers):
+  memory    one POST /v1/classify/batch?resolution=256 with 32 small PNGs, then 32 concurrent
+            single requests at resolution=256: peak RSS during each, RSS 3 s after
+  bombs     64 clients post a 4.9 KB 1-bit 6300x6300 PNG in a loop while one client sends a
+            32x32 PNG every 50 ms: its p50/p99 for 200s, and how fast its 503s came
+  maps      the same probe while 8 clients fetch maps.png?size=512&overlay=true
+  overload  32x32 PNGs from 64 closed-loop clients (peak goodput), then from 512 (8x): 200s/s
+
+The client is a minimal HTTP/1.1 keep-alive client on asyncio (one connection per simulated
+client, no retries, Retry-After ignored: the worst case), so it costs the 2 shared cores little.
+RSS is the server's VmRSS from /proc, sampled every 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench import loadgen
+
+HOST = "127.0.0.1"
+RSS_CEILING_MB = 7000  # stop a server that grows past this: the machine is shared
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def small_png(seed: int, size: int = 32) -> bytes:
+    y, x = np.mgrid[0:size, 0:size]
+    rgb = np.stack([(x * 8 + seed) % 256, (y * 8 + 3 * seed) % 256, ((x + y) * 4) % 256], axis=-1)
+    return png_bytes(Image.fromarray(rgb.astype(np.uint8)))
+
+
+def bomb_png(side: int = 6300) -> bytes:
+    """A 1-bit all-black PNG: ~4.9 KB on the wire, 39.7 M pixels (under the 40 M pixel limit)."""
+    return png_bytes(Image.new("1", (side, side), 0))
+
+
+def multipart(files: list[bytes]) -> tuple[bytes, str]:
+    boundary = "hostile0b1c2d3e"
+    parts = []
+    for i, data in enumerate(files):
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{i}.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+# --- client ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    status: int
+    seconds: float
+    body: bytes = b""
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; reconnects when the server closes it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", content_type: str = "image/png", timeout: float = 30
+    ) -> Outcome:
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(self._request(method, path, body, content_type, started), timeout)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+            await self.close()
+            return Outcome(0, time.perf_counter() - started)
+
+    async def _request(
+        self, method: str, path: str, body: bytes, content_type: str, started: float
+    ) -> Outcome:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        assert self.reader is not None
+        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n"
+        if body:
+            head += f"Content-Type: {content_type}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ValueError("connection closed")
+        status = int(status_line.split()[1])
+        length, close = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                close = True
+        payload = await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return Outcome(status, time.perf_counter() - started, payload)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def closed_loop(port: int, clients: int, seconds: float, make) -> list[Outcome]:
+    """`clients` connections each send the next request as soon as the last one answered."""
+    stop = time.perf_counter() + seconds
+    outcomes: list[Outcome] = []
+
+    async def client(i: int) -> None:
+        conn = Connection(port)
+        while time.perf_counter() < stop:
+            method, path, body, ctype = make(i)
+            outcomes.append(await conn.request(method, path, body, ctype))
+        await conn.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return outcomes
+
+
+async def probe(port: int, seconds: float) -> list[Outcome]:
+    """The cheap neighbour, in a process of its own: the crowd's client loop must not delay it."""
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        measured = await loop.run_in_executor(pool, _probe_process, port, seconds)
+    return [Outcome(status, secs) for status, secs in measured]
+
+
+def _probe_process(port: int, seconds: float) -> list[tuple[int, float]]:
+    return [(o.status, o.seconds) for o in asyncio.run(_probe(port, seconds))]
+
+
+async def _probe(port: int, seconds: float, delay: float = 0.05) -> list[Outcome]:
+    """One 32x32 PNG every `delay` s on its own connection."""
+    body, conn, outcomes = small_png(7), Connection(port), []
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        outcomes.append(await conn.request("POST", "/v1/classify", body))
+        await asyncio.sleep(delay)
+    await conn.close()
+    return outcomes
+
+
+def latency_summary(outcomes: list[Outcome]) -> dict[str, object]:
+    statuses = Counter(o.status for o in outcomes)
+    ok = sorted(o.seconds * 1000 for o in outcomes if o.status == 200)
+    shed = sorted(o.seconds * 1000 for o in outcomes if o.status == 503)
+    out: dict[str, object] = {"n": len(outcomes), "statuses": dict(sorted(statuses.items()))}
+    if ok:
+        out |= {"ok_p50_ms": _pct(ok, 50), "ok_p99_ms": _pct(ok, 99), "ok_max_ms": round(ok[-1], 1)}
+    if shed:
+        out |= {"shed_p99_ms": _pct(shed, 99), "shed_max_ms": round(shed[-1], 1)}
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 1)
+
+
+# --- server ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    app_dir: Path
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    peak_mb: float = 0.0
+    samples: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        env = os.environ | self.env | {"PYTHONPATH": str(self.app_dir)}
+        cmd = [sys.executable, "-m", "app.cli", "serve", "--host", HOST, "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, cwd=self.app_dir, env=env, stdout=subprocess.DEVNULL)
+        threading.Thread(target=self._sample, daemon=True).start()
+        deadline = time.monotonic() + 90
+        while not self._ready():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("the server did not become ready")
+            time.sleep(0.2)
+
+    def _ready(self) -> bool:
+        async def check() -> bool:
+            conn = Connection(self.port)
+            outcome = await conn.request("GET", "/readyz", timeout=2)
+            await conn.close()
+            return outcome.status == 200
+
+        return asyncio.run(check())
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set() and self.proc is not None and self.proc.poll() is None:
+            rss = self.rss_mb()
+            self.peak_mb = max(self.peak_mb, rss)
+            if rss > RSS_CEILING_MB:
+                print(f"server RSS {rss:.0f} MB > {RSS_CEILING_MB} MB: stopping it", flush=True)
+                self.proc.kill()
+            time.sleep(0.01)
+
+    def reset_peak(self) -> float:
+        self.peak_mb = self.rss_mb()
+        return self.peak_mb
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --- phases ---------------------------------------------------------------------------------
+
+
+async def phase_memory(server: Server) -> dict[str, object]:
+    port, out = server.port, {}
+    body, ctype = multipart([small_png(i) for i in range(32)])
+    before = server.reset_peak()
+    conn = Connection(port)
+    batch = await conn.request("POST", "/v1/classify/batch?resolution=256", body, ctype, timeout=120)
+    await conn.close()
+    items = json.loads(batch.body)["results"] if batch.status == 200 else []
+    item_statuses = Counter(item["status"] for item in items)
+    await asyncio.sleep(3)
+    out["batch256"] = {
+        "status": batch.status,
+        "items": dict(item_statuses),
+        "seconds": round(batch.seconds, 2),
+        "rss_before_mb": round(before),
+        "rss_peak_mb": round(server.peak_mb),
+        "rss_after_3s_mb": round(server.rss_mb()),
+    }
+    before = server.reset_peak()
+    started = time.perf_counter()
+    conns = [Connection(port) for _ in range(32)]
+    path = "/v1/classify?resolution=256"
+    singles = await asyncio.gather(
+        *(c.request("POST", path, small_png(i), timeout=120) for i, c in enumerate(conns))
+    )
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        await c.close()
+    await asyncio.sleep(3)
+    out["singles256_x32"] = {
+        "statuses": dict(Counter(o.status for o in singles)),
+        "seconds": round(elapsed, 2),
+        "rss_before_mb": round(before),
+        "rss_peak_mb": round(server.peak_mb),
+        "rss_after_3s_mb": round(server.rss_mb()),
+    }
+    return out
+
+
+async def phase_bombs(server: Server, seconds: float) -> dict[str, object]:
+    bomb = bomb_png()
+    server.reset_peak()
+    crowd = asyncio.ensure_future(
+        closed_loop(server.port, 64, seconds, lambda i: ("POST", "/v1/classify", bomb, "image/png"))
+    )
+    await asyncio.sleep(0.5)
+    probed = await probe(server.port, seconds - 1.0)
+    heavy = await crowd
+    return {
+        "bomb_bytes": len(bomb),
+        "probe_32x32": latency_summary(probed),
+        "bombs": {"n": len(heavy), "statuses": dict(Counter(o.status for o in heavy))},
+        "rss_peak_mb": round(server.peak_mb),
+    }
+
+
+async def phase_maps(server: Server, seconds: float) -> dict[str, object]:
+    conn = Connection(server.port)
+    made = await conn.request("POST", "/v1/classify", small_png(3))
+    await conn.close()
+    prediction = json.loads(made.body)["id"]
+    path = f"/v1/predictions/{prediction}/maps.png?size=512&overlay=true"
+    server.reset_peak()
+    crowd = asyncio.ensure_future(closed_loop(server.port, 8, seconds, lambda i: ("GET", path, b"", "")))
+    await asyncio.sleep(0.5)
+    probed = await probe(server.port, seconds - 1.0)
+    renders = await crowd
+    return {
+        "probe_32x32": latency_summary(probed),
+        "renders": {"n": len(renders), "statuses": dict(Counter(o.status for o in renders))},
+        "rss_peak_mb": round(server.peak_mb),
+    }
+
+
+async def phase_overload(server: Server, seconds: float, peak_clients: int, factor: int) -> dict[str, object]:
+    """Goodput (200s per second) from `peak_clients` and from `factor` times as many, with wrk
+    when it is installed (one C thread: the client leaves the 2 cores to the server)."""
+    bodies = [small_png(i) for i in range(16)]
+
+    def make(i: int) -> tuple[str, str, bytes, str]:
+        return "POST", "/v1/classify", bodies[i % len(bodies)], "image/png"
+
+    out: dict[str, object] = {"client": "wrk" if loadgen.available("wrk") else "asyncio"}
+    for label, clients in (("peak", peak_clients), ("overload", peak_clients * factor)):
+        server.reset_peak()
+        if loadgen.available("wrk"):
+            url, headers = f"http://{HOST}:{server.port}/v1/classify", {"Content-Type": "image/png"}
+            loadgen.run("wrk", url, bodies[0], headers, clients, 1.0)  # warm-up
+            server.reset_peak()
+            result = await asyncio.to_thread(loadgen.run, "wrk", url, bodies[0], headers, clients, seconds)
+            out[label] = {
+                "clients": clients,
+                "goodput_rps": round(result.rps, 1),
+                "requests": result.requests,
+                "errors": result.error_detail,
+                "p99_ms_all": round(result.p99_ms, 1),
+                "rss_peak_mb": round(server.peak_mb),
+            }
+            continue
+        await closed_loop(server.port, clients, 1.0, make)  # warm-up: connections, batches
+        server.reset_peak()
+        outcomes = await closed_loop(server.port, clients, seconds, make)
+        statuses = Counter(o.status for o in outcomes)
+        out[label] = {
+            "clients": clients,
+            "goodput_rps": round(statuses.get(200, 0) / seconds, 1),
+            "statuses": dict(sorted(statuses.items())),
+            "ok_p99_ms": _pct([o.seconds * 1000 for o in outcomes if o.status == 200] or [0.0], 99),
+            "rss_peak_mb": round(server.peak_mb),
+        }
+    peak, over = out["peak"], out["overload"]
+    assert isinstance(peak, dict) and isinstance(over, dict)
+    out["goodput_ratio"] = round(over["goodput_rps"] / max(peak["goodput_rps"], 1e-9), 3)
+    return out
+
+
+async def run_phases(server: Server, phases: list[str], seconds: float) -> dict[str, object]:
+    results: dict[str, object] = {"baseline_rss_mb": round(server.rss_mb())}
+    for phase in phases:
+        print(f"-- {phase}", flush=True)
+        if phase == "memory":
+            results[phase] = await phase_memory(server)
+        elif phase == "bombs":
+            results[phase] = await phase_bombs(server, seconds)
+        elif phase == "maps":
+            results[phase] = await phase_maps(server, seconds)
+        elif phase == "overload":
+            results[phase] = await phase_overload(server, seconds, 64, 8)
+        print(json.dumps(results[phase]), flush=True)
+        await asyncio.sleep(2)
+    results["final_rss_mb"] = round(server.rss_mb())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app-dir", type=Path, default=ROOT, help="checkout whose app/ is served")
+    parser.add_argument("--port", type=int, default=18150)
+    parser.add_argument("--phases", default="memory,bombs,maps,overload")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--env", action="append", default=[], help="extra NINSERVE_X=value for the server")
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args(argv)
+    env = {
+        "NINSERVE_DEVICE": "cpu",
+        "NINSERVE_INTRA_OP_THREADS": str(args.threads),
+        "NINSERVE_LOG_LEVEL": "warning",
+    }
+    env |= dict(item.split("=", 1) for item in args.env)
+    server = Server(args.app_dir.resolve(), args.port, env)
+    server.start()
+    try:
+        results = asyncio.run(run_phases(server, args.phases.split(","), args.seconds))
+    finally:
+        server.stop()
+    results |= {"app_dir": str(args.app_dir), "env": env, "server_peak_rss_mb": round(server.peak_mb)}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
