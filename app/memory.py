@@ -46,9 +46,10 @@ DEFAULT_STORE_SHARE = 0.08  # the memory store's default byte bound: 64 MB of an
 _LIGHT_MODES = frozenset({"1", "L", "P", "RGB"})  # 5.1-5.3 B/px measured (RGB 4.2)
 _HEAVY_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 LIGHT_BYTES_PER_PIXEL, OTHER_BYTES_PER_PIXEL, HEAVY_BYTES_PER_PIXEL = 6, 10, 24  # heavy: 20-22 measured
-# Rendering holds per output pixel: the overlay blend makes float copies (66 B/px measured at
-# 2048 px); without overlay 17 B/px; a grid keeps the RGB canvas and one cell's temporaries.
-RENDER_OVERLAY_BYTES, RENDER_PLAIN_BYTES, GRID_CANVAS_BYTES = 72, 24, 8
+# Rendering holds per output pixel: with an overlay 34 B/px measured at 2048 px (the blend in
+# 16-bit fixed point, app/maps.py); without overlay 16-17 B/px; a grid keeps the RGB canvas and
+# one cell's temporaries.
+RENDER_OVERLAY_BYTES, RENDER_PLAIN_BYTES, GRID_CANVAS_BYTES = 40, 24, 8
 RENDER_FIXED = 2 * MiB
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
