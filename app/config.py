@@ -148,9 +148,10 @@ class Settings(BaseSettings):
     # this many may wait for it before the next is refused with 503 (each takes ~0.3 s).
     decode_queue: int = Field(4, ge=0)
     # Heatmap PNGs render on their own threads so they cannot starve classification's decodes;
-    # this many wait beyond those threads before a render is refused with 503.
+    # this many wait beyond those threads before a render is refused with 503. Waiting holds no
+    # memory; 16 lets one page view (11 maps of ~7 ms each) and a second client through at once.
     render_threads: int = Field(1, ge=1, le=16)
-    render_queue: int = Field(4, ge=0)
+    render_queue: int = Field(16, ge=0)
     # Refusals (503) answered at once per second; beyond that each is held shed_hold_s (the
     # Retry-After) first, so clients that retry at once cannot make answering 503s the server's
     # main work (512 such clients: 32x32 goodput 119 instead of 374 req/s). 0 s: never held.

@@ -54,6 +54,7 @@ class _Rejected(Exception):
 
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+LINGER_S = 2.0  # how long a refused connection stays half-closed, so its answer can be read
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -75,6 +76,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_headers = False
         self._header_bytes = self._header_count = 0
         self._rejected: _Rejected | None = None  # set by a callback that stops the parser
+        self._lingering = False  # answered and half-closed: what still arrives is read and dropped
 
     # --- connection ---
 
@@ -93,6 +95,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn's data_received, plus: a new request starts its header deadline, parser
         # callbacks can reject with a status of their own, and header bytes are counted as they
         # arrive (httptools would otherwise buffer one huge header before any callback sees it).
+        if self._lingering:
+            return
         self._unset_keepalive_if_required()
         if self._deadline is None and not self._reading_headers:
             self._start_headers()
@@ -146,6 +150,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self._disarm()
+        if self._lingering:  # already answered: nothing left to wait for
+            self.transport.close()
+            return
         super().shutdown()
 
     def _reject(self, status: int, message: str) -> None:
@@ -208,7 +215,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             head.append(b"retry-after: 1\r\n")
         head.append(b"connection: close\r\n\r\n")
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close in stages (RFC 9112, 9.6): send FIN after the answer, stop reading (the client's
+        further bytes wait in the kernel, costing nothing), and close after LINGER_S. Closing at
+        once while a slow client is still sending makes the kernel answer its next bytes with a
+        reset, which can destroy the 408 before the client has read it."""
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()
+        self.transport.pause_reading()
+        self._arm(LINGER_S, self.transport.close)
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -1,7 +1,7 @@
 // The class maps of one prediction: a tile per class (ordered by score) and one class enlarged
 // with its colour bar. Map PNGs are fetched, not put in <img src>, so they carry the API key;
 // they are shown through blob: URLs, revoked when newer maps replace them.
-import { $, api, showError } from "./api.js";
+import { $, ApiError, api, showError } from "./api.js";
 
 const TILE_SIZE = 224; // px, long side of each class's overlay tile
 const LARGE_SIZE = 512; // px, long side of the enlarged map (the server keeps a 512 px preview)
@@ -53,9 +53,31 @@ function mapUrl(label, size, extra = "") {
   );
 }
 
+const PARALLEL_FETCHES = 3; // the server renders maps in a small lane: ask politely
+const TRIES = 3;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A map PNG as an object URL; a busy server (503) is asked again after its Retry-After. */
 async function fetchImage(url) {
-  const response = await api(url);
-  return { objectUrl: URL.createObjectURL(await response.blob()), response };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const response = await api(url);
+      return { objectUrl: URL.createObjectURL(await response.blob()), response };
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 503 || attempt >= TRIES) throw err;
+      await sleep(1000 * Math.max(err.retryAfter, 0.5));
+    }
+  }
+}
+
+/** Run async tasks with at most `limit` in flight, in order. */
+async function runLimited(tasks, limit) {
+  let next = 0;
+  const worker = async () => {
+    while (next < tasks.length) await tasks[next++]();
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
 }
 
 function releaseMaps() {
@@ -71,7 +93,7 @@ export async function loadTiles() {
   const labels = Object.keys(p.scores).sort((a, b) => p.scores[b] - p.scores[a]);
   const list = $("tiles");
   list.replaceChildren();
-  const jobs = labels.map(async (label) => {
+  const jobs = labels.map((label) => {
     const item = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
@@ -91,12 +113,15 @@ export async function loadTiles() {
     button.addEventListener("click", () => select(label));
     item.append(button);
     list.append(item);
-    const { objectUrl } = await fetchImage(mapUrl(label, TILE_SIZE));
-    state.urls.push(objectUrl);
-    if (run === state.generation) img.src = objectUrl;
+    return async () => {
+      if (run !== state.generation) return; // a newer image replaced these tiles
+      const { objectUrl } = await fetchImage(mapUrl(label, TILE_SIZE));
+      state.urls.push(objectUrl);
+      if (run === state.generation) img.src = objectUrl;
+    };
   });
   try {
-    await Promise.all(jobs);
+    await runLimited(jobs, PARALLEL_FETCHES);
   } catch (err) {
     if (run === state.generation) showError(err);
   }

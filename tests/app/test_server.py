@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 import uvicorn
 
@@ -39,8 +40,12 @@ def guarded_server(settings: Settings) -> Iterator[int]:
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.01)
+    port = sock.getsockname()[1]
+    while httpx.get(f"http://127.0.0.1:{port}/readyz").status_code != 200:  # the model loads after start
+        assert time.monotonic() < deadline, "the model did not load"
+        time.sleep(0.02)
     try:
-        yield sock.getsockname()[1]
+        yield port
     finally:
         server.should_exit = True
         thread.join(15)

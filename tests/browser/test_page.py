@@ -160,6 +160,28 @@ def test_a_busy_server_says_so(open_page) -> None:
     assert watched.page_errors == [] and watched.outside_requests() == []
 
 
+def test_busy_map_renders_are_asked_again(open_page) -> None:
+    """The render lane answers 503 + Retry-After when full: the page asks again after the wait
+    instead of leaving a broken tile."""
+    watched = open_page()
+    page = watched.page
+    refused: list[str] = []
+
+    def busy_once(route) -> None:
+        if route.request.url in refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(status=503, headers={"Retry-After": "1"}, body="{}")
+
+    page.route("**/maps/*.png?*", busy_once)
+    page.locator("button.sample[data-file='cat.jpg']").click()
+    wait_for_maps(page)
+    assert len(refused) == CLASSES + 1  # every tile and the large map were refused once
+    expect(page.locator("#message")).to_be_hidden()
+    assert watched.page_errors == [] and watched.outside_requests() == []
+
+
 def test_a_starting_server_is_retried(open_page) -> None:
     """While the model loads, /v1/models answers 503 + Retry-After; the page waits and asks again."""
     watched = open_page()
