@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.admission import Admission
 from app.api.problems import ERROR_SLUG, note_error
 from app.batcher import Batcher
 from app.engine import Engine
@@ -177,7 +178,7 @@ class _WithoutCreated:
 
 
 class _RuntimeCollector(Collector):
-    """Values read at scrape time: queue depth, batcher drops, which model runs where."""
+    """Values read at scrape time: queue depth, batcher drops, admission, which model runs where."""
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
@@ -216,6 +217,30 @@ class _RuntimeCollector(Collector):
         ):
             dropped.add_metric([*model, reason], value)
         yield dropped
+        yield from _admission_metrics(rt.admission)
+
+
+def _admission_metrics(admission: Admission) -> Iterator[Metric]:
+    """What admission control is holding and what it turned away (app/admission.py)."""
+    yield GaugeMetricFamily(
+        "ninserve_admitted_images", "Images past admission, not yet answered", admission.admitted
+    )
+    lanes = (admission.large_decodes, admission.renders)
+    running = GaugeMetricFamily("ninserve_lane_running", "Work running in a lane", labels=["lane"])
+    waiting = GaugeMetricFamily("ninserve_lane_waiting", "Work waiting for a lane's thread", labels=["lane"])
+    refused = CounterMetricFamily(
+        "ninserve_refused", "Requests refused with 503 before the work, by where", labels=["where"]
+    )
+    expired = CounterMetricFamily(
+        "ninserve_lane_expired", "Deadlines passed waiting in a lane", labels=["lane"]
+    )
+    refused.add_metric(["admission"], admission.refused)
+    for lane in lanes:
+        running.add_metric([lane.name], lane.running)
+        waiting.add_metric([lane.name], lane.waiting)
+        refused.add_metric([lane.name], lane.refused)
+        expired.add_metric([lane.name], lane.expired)
+    yield from (running, waiting, refused, expired)
 
 
 class MetricsMiddleware:

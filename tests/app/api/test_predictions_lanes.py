@@ -31,7 +31,7 @@ def test_a_full_render_lane_answers_503_with_retry_after(
         with httpx.Client(base_url=url, timeout=30) as client:
             rid = client.post("/v1/classify", files={"file": ("x.png", png(3))}).json()["id"]
 
-        async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response, str]:
             async with httpx.AsyncClient(base_url=url, timeout=30) as ac:
                 rendering = asyncio.create_task(ac.get(f"/v1/predictions/{rid}/maps.png"))
                 lane = app.state.runtime.admission.renders
@@ -40,15 +40,19 @@ def test_a_full_render_lane_answers_503_with_retry_after(
                 refused = await ac.get(f"/v1/predictions/{rid}/maps/cat.png")
                 # Classification is not blocked by the busy renderer.
                 classified = await ac.post("/v1/classify", files={"file": ("x.png", png(4))})
+                metrics = (await ac.get("/metrics")).text
                 gate.set()
-                return await rendering, refused, classified
+                return await rendering, refused, classified, metrics
 
-        rendered, refused, classified = asyncio.run(scenario())
+        rendered, refused, classified, metrics = asyncio.run(scenario())
     assert rendered.status_code == 200 and rendered.headers["content-type"] == "image/png"
     assert_problem(refused, 503, "overloaded")
     assert refused.headers["retry-after"] == "1"
     assert "render lane is full" in refused.json()["detail"]
     assert classified.status_code == 200
+    assert 'ninserve_lane_running{lane="render"} 1.0' in metrics  # /metrics shows the busy lane
+    assert 'ninserve_refused_total{where="render"} 1.0' in metrics
+    assert 'ninserve_refused_total{where="admission"} 0.0' in metrics
 
 
 def test_a_render_the_budget_cannot_hold_is_413(client: httpx.Client) -> None:
