@@ -60,6 +60,10 @@ class Settings(BaseSettings):
 
     # --- request limits ---
     max_body_bytes: int = Field(16 * MiB, ge=1024)  # whole request body, any endpoint (413)
+    # Bytes of request bodies held at once, all requests together (503 beyond): bodies arrive
+    # before admission control can price them, and max_connections x max_body_bytes would be
+    # 16 GB. 128 MiB fits in the headroom a 1 GiB container keeps above memory_budget_mb.
+    max_body_bytes_in_flight: int = Field(128 * MiB, ge=1024)
     # width*height, checked from the header before decoding (413); Pillow refuses > 2 x 89.5M itself
     max_image_pixels: int = Field(40_000_000, ge=1, le=178_956_970)
     max_batch_files: int = Field(32, ge=1, le=1024)  # files in one /v1/classify/batch request (413)
@@ -201,6 +205,8 @@ class Settings(BaseSettings):
             raise ValueError("max_resolution must be a multiple of 4 (the net downsamples by 4)")
         if self.max_batch_size > self.max_queue:
             raise ValueError("max_queue must be at least max_batch_size, or batches can never fill")
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError("max_body_bytes_in_flight must hold at least one body of max_body_bytes")
         return self
 
     @property

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from app.api import ROUTERS
 from app.api.auth import ApiKeyMiddleware, check_keys, open_paths
-from app.api.body import BodyLimitMiddleware
+from app.api.body_limits import BodyBudget, BodyLimitMiddleware
 from app.api.cors import install_cors
 from app.api.fast_classify import install_fast_classify
 from app.api.openapi import install_openapi
@@ -64,7 +64,11 @@ def create_app(settings: Settings) -> FastAPI:
     # Middleware, innermost first: body limit, API keys (before any body is read), CORS (answers
     # preflights, which carry no key), security headers (on every answer, 401s included),
     # metrics (sees every handler), shutdown guard (outermost: 503 for requests cut off at exit).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        budget=BodyBudget(settings.max_body_bytes_in_flight),
+    )
     keys = settings.api_key_list
     check_keys(keys)  # here, not when the first request builds the middleware stack
     if keys:

@@ -1,6 +1,7 @@
-"""Request bytes in: the body-size limit for every route, reading images from a request, either
-multipart/form-data (`file` / `files`) or a raw image body with an image/* Content-Type, and
-undoing a compressed body's Content-Encoding (V2 clients may gzip their requests).
+"""Request bytes in: reading images from a request, either multipart/form-data (`file` /
+`files`) or a raw image body with an image/* Content-Type, and undoing a compressed body's
+Content-Encoding (V2 clients may gzip their requests). What a body may cost is bounded before
+this, by app/api/body_limits.py.
 """
 
 from __future__ import annotations
@@ -8,11 +9,8 @@ from __future__ import annotations
 import zlib
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.multipart import Part, read_parts
-from app.api.problems import note_error, problem_response
-from app.api.v2_errors import is_v2_path, v2_error_response
 from app.decode import SUPPORTED_MEDIA_TYPES
 from app.echo import shown
 from app.errors import (
@@ -52,45 +50,6 @@ BATCH_UPLOAD_DOC = {
         }
     },
 }
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes`: at once from Content-Length, or while streaming (chunked)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                detail, path = self._detail(int(value)), scope.get("path", "")
-                note_error(scope, PayloadTooLarge.slug)
-                response = (
-                    v2_error_response(413, detail)
-                    if is_v2_path(path)
-                    else problem_response(413, detail, slug=PayloadTooLarge.slug, instance=path)
-                )
-                await response(scope, receive, send)
-                return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLarge(self._detail(received, streaming=True))
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _detail(self, size: int, streaming: bool = False) -> str:
-        seen = "more than " if streaming else ""
-        return f"request body is {seen}{size} bytes; the limit is {self.max_bytes}"
 
 
 def media_type(request: Request) -> str:
