@@ -65,8 +65,8 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                detail, path = self._detail(int(value)), scope.get("path", "")
+            if name == b"content-length" and value.isdigit() and declared_length(value) > self.max_bytes:
+                detail, path = self._detail(declared_length(value)), scope.get("path", "")
                 note_error(scope, PayloadTooLarge.slug)
                 response = (
                     v2_error_response(413, detail)
@@ -89,8 +89,17 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
     def _detail(self, size: int, streaming: bool = False) -> str:
-        seen = "more than " if streaming else ""
+        seen = "more than " if streaming or size == MAX_DECLARED_LENGTH else ""
         return f"request body is {seen}{size} bytes; the limit is {self.max_bytes}"
+
+
+MAX_DECLARED_LENGTH = 10**18  # any Content-Length of more digits counts as this much
+
+
+def declared_length(digits: bytes) -> int:
+    """A Content-Length's ASCII digits as a number, at most MAX_DECLARED_LENGTH: int() refuses
+    strings of over 4,300 digits (ValueError, a 500), and the number is quoted in the 413."""
+    return int(digits) if len(digits) <= 18 else MAX_DECLARED_LENGTH
 
 
 def media_type(request: Request) -> str:
@@ -102,7 +111,7 @@ def _image_bytes(part: Part) -> bytes:
     if declared.startswith("image/") and declared not in SUPPORTED_MEDIA_TYPES:  # e.g. image/svg+xml
         raise UnsupportedMediaType(f"{declared} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF")
     if not part.data:
-        raise EmptyImage(f"file {part.filename!r} is empty (0 bytes)")
+        raise EmptyImage(f"file {shown(part.filename)} is empty (0 bytes)")
     return bytes(part.data)
 
 
@@ -120,9 +129,13 @@ def naming_file(exc: NinServeError, filename: str | None) -> NinServeError:
     """The same error with the uploaded file's name in front of its detail, for errors about the
     image itself (undecodable, too large, unsupported), so a client that sent files knows which
     one; other errors (overload, deadline) and the raw-body case (no name) pass unchanged."""
-    if filename is None or not isinstance(exc, IMAGE_ERRORS) or exc.detail.startswith(f"file {filename!r}"):
+    if (
+        filename is None
+        or not isinstance(exc, IMAGE_ERRORS)
+        or exc.detail.startswith(f"file {shown(filename)}")
+    ):
         return exc
-    return type(exc)(f"file {filename!r}: {exc.detail}", **exc.extensions)
+    return type(exc)(f"file {shown(filename)}: {exc.detail}", **exc.extensions)
 
 
 async def read_image(request: Request) -> tuple[str | None, bytes]:

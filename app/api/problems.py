@@ -18,12 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from app.echo import clipped
 from app.errors import NinServeError
 
 logger = logging.getLogger("ninserve")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 ERROR_SLUG = "ninserve.error"  # key in the ASGI scope's request state: see note_error
+INSTANCE_LIMIT = 128  # characters of the request path sent as `instance`: real paths are under 100
 
 
 def note_error(scope: MutableMapping[str, Any], slug: str) -> None:
@@ -54,8 +56,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> Response:
-    if instance:
-        extensions["instance"] = instance
+    if instance:  # the path as the client sent it, which can be as long as the header limit
+        extensions["instance"] = clipped(instance, INSTANCE_LIMIT)
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from app.echo import clipped
 from app.errors import ModelNotFound, NinServeError, PayloadTooLarge
 
 logger = logging.getLogger("ninserve")
@@ -34,10 +35,12 @@ def is_v2_path(path: str) -> bool:
 
 def v2_error_response(status: int, message: str, retry_after: int | None = None) -> Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    if len(message) > MAX_MESSAGE:  # a safety net: messages quote client values cut short already
-        message = message[:MAX_MESSAGE] + "..."
+    # clipped: a safety net, as messages quote client values cut short already
     return Response(
-        orjson.dumps({"error": message}), status_code=status, media_type="application/json", headers=headers
+        orjson.dumps({"error": clipped(message, MAX_MESSAGE)}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
     )
 
 

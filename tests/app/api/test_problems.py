@@ -26,3 +26,9 @@ def test_problem_body_and_response() -> None:
     )
     assert response.media_type == "application/problem+json" and response.headers["retry-after"] == "1"
     assert orjson.loads(response.body)["instance"] == "/v1/classify"
+
+
+def test_a_long_path_is_clipped_in_instance() -> None:
+    path = "/v1/predictions/" + "a" * 16_000
+    body = orjson.loads(problems.problem_response(404, "no such prediction", instance=path).body)
+    assert body["instance"] == path[: problems.INSTANCE_LIMIT] + "..."
