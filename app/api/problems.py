@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from app.echo import clipped
+from app.echo import clipped, shown
 from app.errors import NinServeError
 
 logger = logging.getLogger("ninserve")
@@ -77,7 +77,7 @@ def error_problem(exc: NinServeError) -> dict[str, Any]:
 async def _on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NinServeError)
     if exc.status >= 500 and exc.retry_after is None:
-        logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
+        logger.error("%s %s: %s", request.method, shown(request.url.path), exc.detail)
     return problem_response(
         exc.status,
         exc.detail,
@@ -113,12 +113,15 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 async def _on_disconnect(request: Request, exc: Exception) -> Response:
     # Nobody is left to read this; answer quietly instead of logging a server error.
     return problem_response(
-        400, "the client disconnected before sending the whole body", slug="client-disconnect"
+        400,
+        "the client disconnected before sending the whole body",
+        slug="client-disconnect",
+        instance=request.url.path,
     )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.method, shown(request.url.path))
     return problem_response(500, "internal server error", slug="internal-error", instance=request.url.path)
 
 

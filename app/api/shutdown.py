@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.api.v2_errors import is_v2_path, v2_error_response
+from app.echo import shown
 
 logger = logging.getLogger("ninserve")
 
@@ -51,7 +52,7 @@ class ShutdownGuardMiddleware:
                 raise
             path = scope.get("path", "")
             logger.warning(
-                "%s %s cut off by the end of the graceful-shutdown window: 503", scope["method"], path
+                "%s %s cut off by the end of the graceful-shutdown window: 503", scope["method"], shown(path)
             )
             response = (
                 v2_error_response(503, DETAIL, retry_after=RETRY_AFTER_S)

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from app.echo import clipped
+from app.echo import clipped, shown
 from app.errors import ModelNotFound, NinServeError, PayloadTooLarge
 
 logger = logging.getLogger("ninserve")
@@ -54,7 +54,7 @@ def _v2_response(request: Request, exc: Exception) -> Response:
     if isinstance(exc, NinServeError):
         status = v2_status(exc)
         if status >= 500 and exc.retry_after is None:
-            logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
+            logger.error("%s %s: %s", request.method, shown(request.url.path), exc.detail)
         return v2_error_response(status, exc.detail, exc.retry_after)
     if isinstance(exc, RequestValidationError):
         where = "; ".join(
@@ -67,7 +67,7 @@ def _v2_response(request: Request, exc: Exception) -> Response:
         return response
     if isinstance(exc, ClientDisconnect):
         return v2_error_response(400, "the client disconnected before sending the whole body")
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    logger.exception("unhandled error on %s %s", request.method, shown(request.url.path), exc_info=exc)
     return v2_error_response(500, "internal server error")
 
 
