@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.multipart import Part, read_parts
-from app.api.problems import note_error, problem_response
-from app.api.v2_errors import is_v2_path, v2_error_response
+from app.api.problems import note_error
+from app.api.v2_errors import error_response_for
 from app.decode import SUPPORTED_MEDIA_TYPES
 from app.echo import shown
 from app.errors import (
@@ -68,11 +68,7 @@ class BodyLimitMiddleware:
             if name == b"content-length" and value.isdigit() and declared_length(value) > self.max_bytes:
                 detail, path = self._detail(declared_length(value)), scope.get("path", "")
                 note_error(scope, PayloadTooLarge.slug)
-                response = (
-                    v2_error_response(413, detail)
-                    if is_v2_path(path)
-                    else problem_response(413, detail, slug=PayloadTooLarge.slug, instance=path)
-                )
+                response = error_response_for(path, 413, detail, slug=PayloadTooLarge.slug)
                 await response(scope, receive, send)
                 return
         received = 0

@@ -10,7 +10,7 @@ client error 400, as Triton does (an undecodable image inside a tensor is a bad 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from fastapi import FastAPI, Request
@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from app.api.problems import problem_response
 from app.echo import clipped, shown
 from app.errors import ModelNotFound, NinServeError, PayloadTooLarge
 
@@ -42,6 +43,26 @@ def v2_error_response(status: int, message: str, retry_after: int | None = None)
         media_type="application/json",
         headers=headers,
     )
+
+
+def error_response_for(
+    path: str,
+    status: int,
+    detail: str,
+    *,
+    slug: str,
+    retry_after: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A middleware's refusal, made before any route runs: `{"error": ...}` under /v2 and
+    problem+json elsewhere, the same split the exception handlers make."""
+    if not is_v2_path(path):
+        return problem_response(
+            status, detail, slug=slug, retry_after=retry_after, instance=path, headers=headers
+        )
+    response = v2_error_response(status, detail, retry_after)
+    response.headers.update(headers or {})
+    return response
 
 
 def v2_status(exc: NinServeError) -> int:
