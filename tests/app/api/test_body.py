@@ -56,6 +56,15 @@ def test_long_filenames_are_quoted_short(client: httpx.Client) -> None:
         assert item["status"] == 400 and len(item["error"]["detail"]) < 300, item
 
 
+@pytest.mark.parametrize("content_type", ["image/" + "x" * 5000, "text/" + "x" * 5000])
+def test_long_media_types_are_quoted_short(client: httpx.Client, content_type: str) -> None:
+    response = client.post("/v1/classify", content=b"data", headers={"Content-Type": content_type})
+    assert response.status_code == 415 and "characters)" in response.json()["detail"]
+    assert len(response.json()["detail"]) < 300
+    part = client.post("/v1/classify", files={"file": ("a.png", b"data", content_type[:600])})
+    assert part.status_code in (400, 415) and len(part.json()["detail"]) < 300
+
+
 def test_naming_file_keeps_type_and_extensions_and_leaves_other_errors() -> None:
     named = naming_file(ImageTooLarge("too big", width=9, height=9), "a.png")
     assert isinstance(named, ImageTooLarge) and named.detail == "file 'a.png': too big"
