@@ -88,16 +88,26 @@ async def _on_domain_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's validation errors as {loc, msg, type}, without the `input` (the client's value,
+    in full) that pydantic adds to each."""
+    return [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    where = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in errors)
+
+
+def validation_summary(errors: list[dict[str, Any]]) -> str:
+    """`query.top_k: Input should be ...; query.size: ...`, for a message (v1 and /v2)."""
+    return "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in errors)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc)
     return problem_response(
         422,
-        f"invalid request parameters ({where})",
+        f"invalid request parameters ({validation_summary(errors)})",
         slug="invalid-parameter",
         instance=request.url.path,
         errors=errors,

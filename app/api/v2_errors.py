@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from app.api.problems import problem_response
+from app.api.problems import problem_response, validation_errors, validation_summary
 from app.echo import clipped, shown
 from app.errors import ModelNotFound, NinServeError, PayloadTooLarge
 
@@ -78,10 +78,7 @@ def _v2_response(request: Request, exc: Exception) -> Response:
             logger.error("%s %s: %s", request.method, shown(request.url.path), exc.detail)
         return v2_error_response(status, exc.detail, exc.retry_after)
     if isinstance(exc, RequestValidationError):
-        where = "; ".join(
-            ".".join(str(p) for p in e.get("loc", ())) + f": {e.get('msg', '')}" for e in exc.errors()
-        )
-        return v2_error_response(400, f"invalid request ({where})")
+        return v2_error_response(400, f"invalid request ({validation_summary(validation_errors(exc))})")
     if isinstance(exc, StarletteHTTPException):  # keep its headers: Allow on a 405
         response = v2_error_response(exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
