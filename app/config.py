@@ -53,10 +53,10 @@ class Settings(BaseSettings):
     # arrivals accumulate while the previous batch runs; on CPU a deliberate wait only adds latency
     # (docs/benchmarks.md: c=1 551 vs 226 req/s, c=8 672 vs 580 req/s for 0 vs 2 ms).
     max_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
-    max_queue: int = Field(256, ge=1)  # requests waiting for a batch; beyond it: 503 + Retry-After
+    max_queue: int = Field(256, ge=1)  # images in progress beyond the batches in flight; then 503
     concurrent_batches: int = Field(1, ge=1, le=16)  # batches in flight; >1 overlaps copies on GPU
-    request_timeout_s: float = Field(10.0, gt=0)  # a request still queued after this is dropped (503)
-    decode_threads: int = Field(2, ge=1, le=64)  # thread pool for image decoding and PNG encoding
+    request_timeout_s: float = Field(10.0, gt=0)  # from arrival; checked before decode, queue, run (503)
+    decode_threads: int = Field(2, ge=1, le=64)  # thread pool for image decoding and V2 request parsing
 
     # --- request limits ---
     max_body_bytes: int = Field(16 * MiB, ge=1024)  # whole request body, any endpoint (413)
@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     # --- result store ---
     result_store: str = "memory"  # memory | redis://host:port/db (app/store_redis.py)
     store_max_items: int = Field(2048, ge=1)  # memory store: LRU bound by count ...
-    store_max_bytes: int = Field(256 * MiB, ge=1024)  # ... and by bytes (JSON + maps + preview)
+    # ... and by bytes (JSON + maps + preview). Unset with the memory store: 8 % of memory_budget_mb
+    # (_store_bytes_from_budget below); 256 MiB bounds the Redis store, all replicas together.
+    store_max_bytes: int = Field(256 * MiB, ge=1024)
     store_ttl_s: float = Field(3600.0, gt=0)  # a result older than this is gone (404)
     # Long side of the stored preview of the input (its own aspect ratio) under map overlays: 512,
     # the largest overlay the page and the grid's cells ask for, is sharp; larger overlays are

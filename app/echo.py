@@ -3,6 +3,7 @@
 An error message may quote what the client sent (an unknown model name, a label, an input
 name), but never in full: a 10,000-character name must not come back as a 10 KB error body, and
 whatever is quoted is `repr`-escaped, so control characters and NULs cannot reach a log line raw.
+A value sent back as it is, not quoted (a request path as a problem's `instance`), is `clipped`.
 """
 
 from __future__ import annotations
@@ -17,3 +18,8 @@ def shown(value: object, limit: int = ECHO_LIMIT) -> str:
         return repr(text) if isinstance(value, str) else text
     cut = repr(text[:limit]) if isinstance(value, str) else text[:limit]
     return f"{cut}... ({len(text)} characters)"
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters and "..." when longer, unquoted."""
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -7,9 +7,15 @@
 Connection limits (header/body deadlines, header limits, connection cap) live in the uvicorn
 protocol (app/server.py), not here: an ASGI app only sees a request once its headers are in.
 
-Data flow: body (api/body.py) -> decode (decode.py, thread pool) -> batch (batcher.py) -> ONNX
-Runtime (engine.py, thread) -> result + store (pipeline.py, store.py) -> JSON / PNG (maps.py).
-The KServe V2 protocol (api/v2.py, v2/) shares decode and batcher; /metrics is app/metrics.py.
+A request passes the middleware stack, outermost first: shutdown guard (api/shutdown.py), metrics
+(metrics.py), security headers, CORS, API keys (api/auth.py), body limit (api/body.py); then its
+route. POST /v1/classify has a raw ASGI fast path ahead of the documented route (api/fast_classify.py).
+
+Data flow: body (api/body.py) -> admission (admission.py: priced from the image header against
+the memory budget, memory.py; 413 or 503 before any decode) -> decode (decode.py, thread pool or
+the large-decode lane) -> batch (batcher.py) -> ONNX Runtime (engine.py, thread) -> result +
+store (pipeline.py, store.py) -> JSON, or PNG (maps.py, in the render lane).
+The KServe V2 protocol (api/v2.py, v2/) shares admission, decode and batcher.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One classification, stage by stage: admit (app/admission.py: priced from the header, refused
 before any decode when the server is full) -> decode (thread pool, or the large-decode lane) ->
 batch + ORT (batcher) -> result (top-k, scores, map links) -> store. The deadline is checked
-before each stage. Each stage is timed; the timings go into the response body and a
-`Server-Timing` header.
+before each stage. Each stage is timed; the timings go into the response body and, where
+NINSERVE_SERVER_TIMING allows, a `Server-Timing` header. `resolve_resolution` is shared with V2.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The serving process's moving parts and their life cycle: thread pool, result store, engine,
-batcher. The app starts answering at once (/healthz); the model loads and warms up in the
+"""The serving process's moving parts and their life cycle: thread pool, result store, memory plan
+(app/memory.py), admission with its lanes and refusal pacer (app/admission.py), engine, batcher.
+The app starts answering at once (/healthz); the model loads and warms up in the
 background and /readyz turns 200 when it is done. A model that fails to load makes /healthz 503
 too, so an orchestrator restarts the process instead of leaving it half alive.
 """

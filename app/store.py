@@ -1,8 +1,8 @@
 """Results by id: the `ResultStore` protocol, the record it keeps, and the in-memory LRU/TTL store.
 
 A record is what `GET /v1/predictions/{id}[/maps[.png]]` needs later: the response JSON, the
-scores, the raw maps and a preview of the input for overlays (raw pixels when tiny, else JPEG: see
-app/decode.py). It converts to and from bytes
+scores, the raw maps and a preview of the input for overlays (raw pixels when tiny, else encoded
+bytes: a JPEG, or a small upload as sent; see app/decode.py). It converts to and from bytes
 (`to_bytes`/`from_bytes`) so a network store (app/store_redis.py, NINSERVE_RESULT_STORE=redis://)
 can keep it as one value.
 """
@@ -34,7 +34,7 @@ class StoredPrediction:
     labels: tuple[str, ...]  # K class names, in map order
     scores: np.ndarray  # float32 [K]
     maps: np.ndarray  # float32 [K, h, w], raw model output
-    preview: Preview  # the input at its aspect ratio (uint8 [h, w, 3] or JPEG bytes), for overlays
+    preview: Preview  # the input at its aspect ratio (uint8 [h, w, 3] or encoded bytes), for overlays
     created: float  # unix time
 
     @property
@@ -48,7 +48,8 @@ class StoredPrediction:
     def to_bytes(self) -> bytes:
         """`NINP1` | u32 header length | header JSON | result | scores | maps | preview.
 
-        The header's `preview` is the pixel array's shape, or `preview_jpeg` the JPEG's length."""
+        The header's `preview` is the pixel array's shape, or `preview_jpeg` the encoded preview's
+        length (a JPEG, or an upload kept as sent; the key keeps its name for stored records)."""
         preview = (
             {"preview_jpeg": len(self.preview)}
             if isinstance(self.preview, bytes)

@@ -17,8 +17,8 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.problems import note_error, problem_response
-from app.api.v2_errors import is_v2_path, v2_error_response
+from app.api.problems import note_error
+from app.api.v2_errors import error_response_for
 from app.config import Settings
 
 ALWAYS_OPEN = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/"})
@@ -88,11 +88,7 @@ class ApiKeyMiddleware:
         path = scope.get("path", "")
         note_error(scope, "unauthorized")
         headers = {"WWW-Authenticate": challenge}
-        if is_v2_path(path):
-            response = v2_error_response(401, detail)
-            response.headers.update(headers)
-        else:
-            response = problem_response(401, detail, slug="unauthorized", instance=path, headers=headers)
+        response = error_response_for(path, 401, detail, slug="unauthorized", headers=headers)
         await response(scope, receive, send)
 
     def _is_open(self, scope: Scope) -> bool:

@@ -52,6 +52,13 @@ BATCH_UPLOAD_DOC = {
 }
 
 
+def unsupported(media_type: str) -> UnsupportedMediaType:
+    """415 for an image/* type we do not decode (e.g. image/svg+xml), quoted short."""
+    return UnsupportedMediaType(
+        f"{shown(media_type)} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF"
+    )
+
+
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -59,9 +66,9 @@ def media_type(request: Request) -> str:
 def _image_bytes(part: Part) -> bytes:
     declared = part.content_type.split(";")[0].strip().lower()
     if declared.startswith("image/") and declared not in SUPPORTED_MEDIA_TYPES:  # e.g. image/svg+xml
-        raise UnsupportedMediaType(f"{declared} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF")
+        raise unsupported(declared)
     if not part.data:
-        raise EmptyImage(f"file {part.filename!r} is empty (0 bytes)")
+        raise EmptyImage(f"file {shown(part.filename)} is empty (0 bytes)")
     return bytes(part.data)
 
 
@@ -79,9 +86,13 @@ def naming_file(exc: NinServeError, filename: str | None) -> NinServeError:
     """The same error with the uploaded file's name in front of its detail, for errors about the
     image itself (undecodable, too large, unsupported), so a client that sent files knows which
     one; other errors (overload, deadline) and the raw-body case (no name) pass unchanged."""
-    if filename is None or not isinstance(exc, IMAGE_ERRORS) or exc.detail.startswith(f"file {filename!r}"):
+    if (
+        filename is None
+        or not isinstance(exc, IMAGE_ERRORS)
+        or exc.detail.startswith(f"file {shown(filename)}")
+    ):
         return exc
-    return type(exc)(f"file {filename!r}: {exc.detail}", **exc.extensions)
+    return type(exc)(f"file {shown(filename)}: {exc.detail}", **exc.extensions)
 
 
 async def read_image(request: Request) -> tuple[str | None, bytes]:
@@ -95,14 +106,14 @@ async def read_image(request: Request) -> tuple[str | None, bytes]:
         return uploads[0].filename, _image_bytes_named(uploads[0])
     if kind.startswith("image/"):
         if kind not in SUPPORTED_MEDIA_TYPES:
-            raise UnsupportedMediaType(f"{kind} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF")
+            raise unsupported(kind)
         data = await request.body()
         if not data:
             raise EmptyImage("the request body is empty")
         return None, data
     raise UnsupportedMediaType(
-        f"Content-Type {kind or '(none)'} is not accepted: send multipart/form-data with a 'file' field, "
-        "or the image itself with an image/* Content-Type"
+        f"Content-Type {shown(kind) if kind else '(none)'} is not accepted: send multipart/form-data "
+        "with a 'file' field, or the image itself with an image/* Content-Type"
     )
 
 

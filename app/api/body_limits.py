@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import note_error, problem_response
-from app.api.v2_errors import is_v2_path, v2_error_response
+from app.api.problems import note_error
+from app.api.v2_errors import error_response_for
 from app.errors import NinServeError, Overloaded, PayloadTooLarge
 
-MAX_LENGTH_DIGITS = 15  # a Content-Length longer than this is over any limit: no int() of it
+MAX_LENGTH_DIGITS = 18  # a longer Content-Length counts as 10**18 bytes: int() refuses over 4,300 digits
+MAX_DECLARED_LENGTH = 10**MAX_LENGTH_DIGITS
 
 
 class BodyBudget:
@@ -77,7 +78,7 @@ class BodyLimitMiddleware:
             self.budget.give_back(held)
 
     def _detail(self, size: int, streaming: bool = False) -> str:
-        seen = "more than " if streaming else ""
+        seen = "more than " if streaming or size == MAX_DECLARED_LENGTH else ""
         return f"request body is {seen}{size} bytes; the limit is {self.max_bytes}"
 
     def _busy(self, size: int) -> Overloaded:
@@ -90,19 +91,14 @@ class BodyLimitMiddleware:
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit():
-            return int(value) if len(value) <= MAX_LENGTH_DIGITS else 10**MAX_LENGTH_DIGITS
+            return int(value) if len(value) <= MAX_LENGTH_DIGITS else MAX_DECLARED_LENGTH
     return None
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, error: NinServeError) -> None:
     """Answer before the route runs (and before the body is read), in the route's error shape."""
-    path = scope.get("path", "")
     note_error(scope, error.slug)
-    response = (
-        v2_error_response(error.status, error.detail, error.retry_after)
-        if is_v2_path(path)
-        else problem_response(
-            error.status, error.detail, slug=error.slug, retry_after=error.retry_after, instance=path
-        )
+    response = error_response_for(
+        scope.get("path", ""), error.status, error.detail, slug=error.slug, retry_after=error.retry_after
     )
     await response(scope, receive, send)

@@ -11,7 +11,7 @@ from fastapi.dependencies.models import Dependant
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from app.echo import shown
+from app.echo import ECHO_LIMIT, clipped, shown
 from app.errors import InvalidParameter, PredictionNotFound
 from app.runtime import Runtime
 from app.schemas import Problem
@@ -66,6 +66,7 @@ Colormap = Annotated[
 Overlay = Annotated[bool, Query(description="blend the heatmap over the input image")]
 
 
+UNKNOWN_NAMED = 8  # unknown query parameters named in a 422, at most
 QUERY_NAMES = "ninserve_query_names"  # attribute caching a route's accepted names on the route
 
 
@@ -93,10 +94,12 @@ async def reject_unknown_query(request: Request) -> None:
     unknown = sorted({name for name in request.query_params if name not in accepted})
     if unknown:
         takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+        named = unknown[:UNKNOWN_NAMED]  # a query string can carry hundreds of names
+        more = f" and {len(unknown) - len(named)} more" if len(unknown) > len(named) else ""
         raise InvalidParameter(
-            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(shown, named))}{more}; "
             f"{takes}",
-            unknown=unknown,
+            unknown=[clipped(name, ECHO_LIMIT) for name in named],
             accepted=list(accepted),
         )
 

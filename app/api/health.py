@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from app.api.deps import RuntimeDep, problems
 from app.api.problems import problem_response
+from app.errors import NotReady
 from app.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -19,7 +20,13 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=Health, responses=problems(503), summary="Liveness")
 async def healthz(rt: RuntimeDep) -> Health | Response:
     if rt.state == "failed":  # restart me: a process whose model cannot load will not recover
-        return problem_response(503, f"model failed to load: {rt.error}", slug="failed", instance="/healthz")
+        return problem_response(
+            503,
+            f"model failed to load: {rt.error}",
+            slug="failed",
+            retry_after=NotReady.retry_after,
+            instance="/healthz",
+        )
     engine = rt.engine if rt.state == "ready" else None
     if engine is None:
         return Health(status="ok")

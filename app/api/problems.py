@@ -18,12 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from app.echo import clipped, shown
 from app.errors import NinServeError
 
 logger = logging.getLogger("ninserve")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 ERROR_SLUG = "ninserve.error"  # key in the ASGI scope's request state: see note_error
+INSTANCE_LIMIT = 128  # characters of the request path sent as `instance`: real paths are under 100
 
 
 def note_error(scope: MutableMapping[str, Any], slug: str) -> None:
@@ -54,8 +56,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> Response:
-    if instance:
-        extensions["instance"] = instance
+    if instance:  # the path as the client sent it, which can be as long as the header limit
+        extensions["instance"] = clipped(instance, INSTANCE_LIMIT)
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -75,7 +77,7 @@ def error_problem(exc: NinServeError) -> dict[str, Any]:
 async def _on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NinServeError)
     if exc.status >= 500 and exc.retry_after is None:
-        logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
+        logger.error("%s %s: %s", request.method, shown(request.url.path), exc.detail)
     return problem_response(
         exc.status,
         exc.detail,
@@ -86,16 +88,26 @@ async def _on_domain_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's validation errors as {loc, msg, type}, without the `input` (the client's value,
+    in full) that pydantic adds to each."""
+    return [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    where = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in errors)
+
+
+def validation_summary(errors: list[dict[str, Any]]) -> str:
+    """`query.top_k: Input should be ...; query.size: ...`, for a message (v1 and /v2)."""
+    return "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in errors)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc)
     return problem_response(
         422,
-        f"invalid request parameters ({where})",
+        f"invalid request parameters ({validation_summary(errors)})",
         slug="invalid-parameter",
         instance=request.url.path,
         errors=errors,
@@ -111,12 +123,15 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 async def _on_disconnect(request: Request, exc: Exception) -> Response:
     # Nobody is left to read this; answer quietly instead of logging a server error.
     return problem_response(
-        400, "the client disconnected before sending the whole body", slug="client-disconnect"
+        400,
+        "the client disconnected before sending the whole body",
+        slug="client-disconnect",
+        instance=request.url.path,
     )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.method, shown(request.url.path))
     return problem_response(500, "internal server error", slug="internal-error", instance=request.url.path)
 
 

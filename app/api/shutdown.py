@@ -14,8 +14,8 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import problem_response
-from app.api.v2_errors import is_v2_path, v2_error_response
+from app.api.v2_errors import error_response_for
+from app.echo import shown
 
 logger = logging.getLogger("ninserve")
 
@@ -51,14 +51,14 @@ class ShutdownGuardMiddleware:
                 raise
             path = scope.get("path", "")
             logger.warning(
-                "%s %s cut off by the end of the graceful-shutdown window: 503", scope["method"], path
+                "%s %s cut off by the end of the graceful-shutdown window: 503", scope["method"], shown(path)
             )
-            response = (
-                v2_error_response(503, DETAIL, retry_after=RETRY_AFTER_S)
-                if is_v2_path(path)
-                else problem_response(
-                    503, DETAIL, slug="shutting-down", retry_after=RETRY_AFTER_S, instance=path
-                )
+            response = error_response_for(
+                path,
+                503,
+                DETAIL,
+                slug="shutting-down",
+                retry_after=RETRY_AFTER_S,
+                headers={"Connection": "close"},
             )
-            response.headers["Connection"] = "close"
             await response(scope, receive, send)

@@ -10,7 +10,7 @@ client error 400, as Triton does (an undecodable image inside a tensor is a bad 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from fastapi import FastAPI, Request
@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from app.api.problems import problem_response, validation_errors, validation_summary
+from app.echo import clipped, shown
 from app.errors import ModelNotFound, NinServeError, PayloadTooLarge
 
 logger = logging.getLogger("ninserve")
@@ -34,11 +36,33 @@ def is_v2_path(path: str) -> bool:
 
 def v2_error_response(status: int, message: str, retry_after: int | None = None) -> Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    if len(message) > MAX_MESSAGE:  # a safety net: messages quote client values cut short already
-        message = message[:MAX_MESSAGE] + "..."
+    # clipped: a safety net, as messages quote client values cut short already
     return Response(
-        orjson.dumps({"error": message}), status_code=status, media_type="application/json", headers=headers
+        orjson.dumps({"error": clipped(message, MAX_MESSAGE)}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
     )
+
+
+def error_response_for(
+    path: str,
+    status: int,
+    detail: str,
+    *,
+    slug: str,
+    retry_after: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A middleware's refusal, made before any route runs: `{"error": ...}` under /v2 and
+    problem+json elsewhere, the same split the exception handlers make."""
+    if not is_v2_path(path):
+        return problem_response(
+            status, detail, slug=slug, retry_after=retry_after, instance=path, headers=headers
+        )
+    response = v2_error_response(status, detail, retry_after)
+    response.headers.update(headers or {})
+    return response
 
 
 def v2_status(exc: NinServeError) -> int:
@@ -51,20 +75,17 @@ def _v2_response(request: Request, exc: Exception) -> Response:
     if isinstance(exc, NinServeError):
         status = v2_status(exc)
         if status >= 500 and exc.retry_after is None:
-            logger.error("%s %s: %s", request.method, request.url.path, exc.detail)
+            logger.error("%s %s: %s", request.method, shown(request.url.path), exc.detail)
         return v2_error_response(status, exc.detail, exc.retry_after)
     if isinstance(exc, RequestValidationError):
-        where = "; ".join(
-            ".".join(str(p) for p in e.get("loc", ())) + f": {e.get('msg', '')}" for e in exc.errors()
-        )
-        return v2_error_response(400, f"invalid request ({where})")
+        return v2_error_response(400, f"invalid request ({validation_summary(validation_errors(exc))})")
     if isinstance(exc, StarletteHTTPException):  # keep its headers: Allow on a 405
         response = v2_error_response(exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
         return response
     if isinstance(exc, ClientDisconnect):
         return v2_error_response(400, "the client disconnected before sending the whole body")
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    logger.exception("unhandled error on %s %s", request.method, shown(request.url.path), exc_info=exc)
     return v2_error_response(500, "internal server error")
 
 

@@ -115,7 +115,7 @@ def parse_infer_request(
         if input_names and isinstance(name, str) and name and name not in input_names:
             takes = ", ".join(map(repr, input_names))
             count = "one input" if len(input_names) == 1 else f"{len(input_names)} inputs"
-            raise InvalidTensor(f"unknown input {name!r}; the model takes {count}, {takes}")
+            raise InvalidTensor(f"unknown input {shown(name)}; the model takes {count}, {takes}")
         tensor, size = _parse_input(raw, tail[used:])
         inputs.append(tensor)
         used += size

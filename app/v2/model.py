@@ -20,6 +20,7 @@ import numpy as np
 
 from app.batcher import Batcher, BatchResult
 from app.config import Settings
+from app.echo import shown
 from app.engine import INPUT_NAME, MAPS, SCORES, Engine, ModelInfo
 from app.errors import InvalidTensor, ModelNotFound, Overloaded
 from app.pipeline import resolve_resolution
@@ -45,9 +46,11 @@ def check_model(engine: Engine, name: str, version: str | None = None) -> ModelI
     """The served model's info, or ModelNotFound for another name or version."""
     info = engine.info
     if name != info.name:
-        raise ModelNotFound(f"unknown model {name!r}; this server serves {info.name!r}")
+        raise ModelNotFound(f"unknown model {shown(name)}; this server serves {info.name!r}")
     if version is not None and version != info.version:
-        raise ModelNotFound(f"model {name!r} has no version {version!r}; it is at version {info.version!r}")
+        raise ModelNotFound(
+            f"model {shown(name)} has no version {shown(version)}; it is at version {info.version!r}"
+        )
     return info
 
 
@@ -113,8 +116,9 @@ async def infer(rt: Runtime, request: InferRequest) -> list[OutputTensor]:
     info = engine.info
     wanted = _requested(request)
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
-        names = ", ".join(repr(t.name) for t in request.inputs)
-        raise InvalidTensor(f"the model takes one input, {INPUT_NAME!r}; got {names}")
+        names = ", ".join(shown(t.name) for t in request.inputs[:4])
+        more = f" and {len(request.inputs) - 4} more" if len(request.inputs) > 4 else ""
+        raise InvalidTensor(f"the model takes one input, {INPUT_NAME!r}; got {names}{more}")
     image = request.inputs[0]
     resolution = request.parameters.get("resolution")
     admission = rt.admission
@@ -151,15 +155,15 @@ def _requested(request: InferRequest) -> list[RequestedOutput]:
         return [RequestedOutput(name, request.binary_output, 0) for name in OUTPUTS]
     for o in request.outputs:
         if o.name not in OUTPUTS:
-            raise InvalidTensor(f"unknown output {o.name!r}; the model has {SCORES!r} and {MAPS!r}")
+            raise InvalidTensor(f"unknown output {shown(o.name)}; the model has {SCORES!r} and {MAPS!r}")
         if o.classification and o.name != SCORES:
-            raise InvalidTensor(f"classification applies to {SCORES!r} only, not {o.name!r}")
+            raise InvalidTensor(f"classification applies to {SCORES!r} only, not {shown(o.name)}")
     return request.outputs
 
 
 def _resolution(value: Any, native: int, maximum: int) -> int:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise InvalidTensor(f"parameter `resolution` must be an integer, got {value!r}")
+        raise InvalidTensor(f"parameter `resolution` must be an integer, got {shown(value)}")
     return resolve_resolution(value, native, maximum)
 
 

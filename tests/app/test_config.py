@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,9 @@ def test_api_keys_from_the_variable_and_a_file(make_settings, tmp_path) -> None:
     s = make_settings(api_keys=" from-env-0123456789a , second-0123456789ab,", api_keys_file=keys_file)
     assert s.api_key_list == ("from-env-0123456789a", "second-0123456789ab", "from-file-0123456789")
     assert "from-env" not in repr(s)  # SecretStr: never in a repr or a log line
+
+
+def test_every_setting_is_documented_once_in_the_api_docs() -> None:
+    table = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    rows = [name.lower() for name in re.findall(r"^\| `NINSERVE_([A-Z0-9_]+)` \|", table, re.MULTILINE)]
+    assert sorted(rows) == sorted(Settings.model_fields)

@@ -3,13 +3,14 @@ errors about one uploaded file name that file, on /v1/classify and per batch ite
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import zlib
 
 import httpx
 import pytest
 
-from app.api.body import decompress, naming_file
+from app.api.body import BodyLimitMiddleware, decompress, naming_file
 from app.errors import (
     ImageTooLarge,
     InvalidImage,
@@ -43,6 +44,25 @@ def test_batch_items_name_their_file(client: httpx.Client) -> None:
     for item in results[1:]:
         assert item["error"]["detail"].startswith(f"file {item['filename']!r}"), item
     assert results[2]["error"]["detail"] == "file 'empty.png' is empty (0 bytes)"  # named once
+
+
+def test_long_filenames_are_quoted_short(client: httpx.Client) -> None:
+    name = "holiday" * 100 + ".jpg"
+    one = client.post("/v1/classify", files={"file": (name, b"not a jpeg", "image/jpeg")})
+    assert one.status_code == 400 and "(704 characters)" in one.json()["detail"]
+    assert len(one.json()["detail"]) < 300
+    files = [("files", (name, b"", "image/png")), ("files", (name, b"not a png", "image/png"))]
+    for item in client.post("/v1/classify/batch", files=files).json()["results"]:
+        assert item["status"] == 400 and len(item["error"]["detail"]) < 300, item
+
+
+@pytest.mark.parametrize("content_type", ["image/" + "x" * 5000, "text/" + "x" * 5000])
+def test_long_media_types_are_quoted_short(client: httpx.Client, content_type: str) -> None:
+    response = client.post("/v1/classify", content=b"data", headers={"Content-Type": content_type})
+    assert response.status_code == 415 and "characters)" in response.json()["detail"]
+    assert len(response.json()["detail"]) < 300
+    part = client.post("/v1/classify", files={"file": ("a.png", b"data", content_type[:600])})
+    assert part.status_code in (400, 415) and len(part.json()["detail"]) < 300
 
 
 def test_naming_file_keeps_type_and_extensions_and_leaves_other_errors() -> None:
@@ -84,3 +104,25 @@ def test_unknown_encodings_are_quoted_short() -> None:
     with pytest.raises(UnsupportedMediaType) as info:
         decompress(b"", "x" * 5000, 10)
     assert len(info.value.detail) < 200
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/v1/classify", "application/problem+json"), ("/v2/x", "application/json")]
+)
+def test_a_content_length_of_thousands_of_digits_is_a_413(path: str, kind: str) -> None:
+    async def app(scope, receive, send) -> None:
+        raise AssertionError("the body limit answers first")
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-length", b"9" * 5000)]}
+    asyncio.run(BodyLimitMiddleware(app, max_bytes=1024)(scope, receive, send))
+    start, body = sent[0], sent[1]["body"]
+    assert start["status"] == 413 and (b"content-type", kind.encode()) in start["headers"]
+    assert b"more than 1000000000000000000 bytes; the limit is 1024" in body and len(body) < 400

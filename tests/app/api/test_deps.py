@@ -40,6 +40,13 @@ def test_every_v1_route_checks(client: httpx.Client, method: str, path: str, acc
     assert body["detail"].endswith(accepted)
 
 
+def test_many_or_long_unknown_names_are_named_short(client: httpx.Client) -> None:
+    query = "&".join(f"p{i}{'x' * 200}=1" for i in range(40))
+    body = _problem(client.get(f"/v1/models?{query}"))
+    assert len(body["unknown"]) == 8 and all(len(name) <= 70 for name in body["unknown"])
+    assert "and 32 more" in body["detail"] and len(body["detail"]) < 1000
+
+
 def test_prediction_routes_check_their_own_parameters(client: httpx.Client) -> None:
     result = client.post("/v1/classify?top_k=1", files={"file": ("x.png", png(0), "image/png")}).json()
     grid = f"/v1/predictions/{result['id']}/maps.png"

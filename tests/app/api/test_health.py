@@ -64,4 +64,5 @@ def test_failed_load_is_not_healthy(make_settings, monkeypatch: pytest.MonkeyPat
             threading.Event().wait(0.01)
         health = client.get("/healthz")
         assert health.status_code == 503 and "warm-up exploded" in health.json()["detail"]
+        assert health.headers["retry-after"] == "2"
         assert "warm-up exploded" in client.get("/readyz").json()["detail"]

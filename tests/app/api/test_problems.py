@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 
 import orjson
+import pytest
+from starlette.requests import Request
 
 from app import errors
 from app.api import problems
@@ -26,3 +29,18 @@ def test_problem_body_and_response() -> None:
     )
     assert response.media_type == "application/problem+json" and response.headers["retry-after"] == "1"
     assert orjson.loads(response.body)["instance"] == "/v1/classify"
+
+
+def test_a_long_path_is_clipped_in_instance() -> None:
+    path = "/v1/predictions/" + "a" * 16_000
+    body = orjson.loads(problems.problem_response(404, "no such prediction", instance=path).body)
+    assert body["instance"] == path[: problems.INSTANCE_LIMIT] + "..."
+
+
+def test_a_logged_path_is_escaped_and_cut_short(caplog: pytest.LogCaptureFixture) -> None:
+    path = "/v1/classify\nFAKE log line" + "x" * 5000
+    request = Request({"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""})
+    with caplog.at_level("ERROR", logger="ninserve"):
+        asyncio.run(problems._on_unexpected(request, RuntimeError("boom")))
+    (record,) = caplog.records
+    assert "\n" not in record.getMessage() and len(record.getMessage()) < 200

@@ -241,6 +241,25 @@ def test_400_with_an_error_body(client: httpx.Client, doc: dict, contains: str) 
     assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=orjson.dumps(doc)), 400, contains)
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [
+        infer_doc(name="n" * 5000),
+        {"inputs": [infer_doc()["inputs"][0] | {"name": f"in{i}" + "n" * 500} for i in range(50)]},
+        infer_doc() | {"outputs": [{"name": "o" * 5000}]},
+        infer_doc()
+        | {"outputs": [{"name": "confidence_maps" + " " * 5000, "parameters": {"classification": 2}}]},
+        {
+            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["x"]}],
+            "parameters": {"resolution": "r" * 5000},
+        },
+    ],
+)
+def test_long_names_and_values_are_quoted_short(client: httpx.Client, doc: dict) -> None:
+    message = assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=orjson.dumps(doc)), 400)
+    assert "characters)" in message and len(message) < 400, message
+
+
 def test_raw_http_errors_are_v2_shaped(client: httpx.Client) -> None:
     assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=b"{not json"), 400, "not valid JSON")
     cut = {"Inference-Header-Content-Length": "5"}  # the JSON header would end after `{"inp`

@@ -43,6 +43,9 @@ def test_check_model_name_and_version(engine: Engine) -> None:
         check_model(engine, "Tiny")
     with pytest.raises(ModelNotFound, match="no version '2'"):
         check_model(engine, "tiny", "2")
+    with pytest.raises(ModelNotFound) as info:
+        check_model(engine, "tiny", "9" * 5000)
+    assert "(5000 characters)" in info.value.detail and len(info.value.detail) < 200
 
 
 class StuckBatcher:
