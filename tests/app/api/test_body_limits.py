@@ -97,3 +97,25 @@ def test_a_streamed_body_takes_its_bytes_as_they_come() -> None:
         asyncio.run(middleware(scope, receive, None))
     assert seen == [960]  # the first chunk fitted; the second did not
     assert budget.in_use == 900  # given back when the request ended
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/v1/classify", "application/problem+json"), ("/v2/x", "application/json")]
+)
+def test_a_content_length_of_thousands_of_digits_is_a_413(path: str, kind: str) -> None:
+    async def app(scope, receive, send) -> None:
+        raise AssertionError("the body limit answers first")
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-length", b"9" * 5000)]}
+    asyncio.run(BodyLimitMiddleware(app, max_bytes=1024, budget=BodyBudget(4096))(scope, receive, send))
+    start, body = sent[0], sent[1]["body"]
+    assert start["status"] == 413 and (b"content-type", kind.encode()) in start["headers"]
+    assert b"more than 1000000000000000000 bytes; the limit is 1024" in body and len(body) < 400
