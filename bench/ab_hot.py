@@ -4,7 +4,10 @@ interleaved round by round so both see the same machine load (wrk, loopback only
     .venv/bin/python -m bench.ab_hot --a /tmp/old-checkout --b . --rounds 3 --seconds 5
 
 Each server runs alone while it is measured (the other idles: ONNX Runtime does not spin).
-Prints req/s and p99 per concurrency for A and B, and B/A; the median over rounds is reported.
+Prints req/s, p50, p99 and the server's CPU per request (user + system from /proc, less
+sensitive than req/s to what else a shared machine runs): all threads (ORT's included), and the
+event-loop thread alone, where HTTP parsing, middleware and handlers run. Per concurrency for A
+and B, and B/A; the median over rounds is reported.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench import loadgen
+from bench import loadgen, procs
 from bench.hostile import HOST, ROOT, Server, small_png
+
+# One round's point: req/s, p50 and p99 (ms), server CPU per request (ms): all threads, event loop.
+FIELDS = ("rps", "p50", "p99", "cpu", "loop")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     servers = {"A": Server(args.a.resolve(), ports[0], env), "B": Server(args.b.resolve(), ports[1], env)}
     body, headers = small_png(1), {"Content-Type": "image/png"}
     levels = [int(c) for c in args.concurrency.split(",")]
-    results: dict[str, dict[int, list[tuple[float, float]]]] = {k: {c: [] for c in levels} for k in servers}
+    # per server and concurrency, one FIELDS tuple per round
+    results: dict[str, dict[int, list[tuple[float, float, float, float, float]]]] = {
+        k: {c: [] for c in levels} for k in servers
+    }
     try:
         for server in servers.values():
             server.start()
@@ -51,29 +60,53 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     url = f"http://{HOST}:{servers[name].port}/v1/classify"
                     loadgen.run("wrk", url, body, headers, c, 1.0)  # warm-up
+                    cpu_before, loop_before = server_cpu_s(servers[name])
                     r = loadgen.run("wrk", url, body, headers, c, args.seconds)
-                    results[name][c].append((r.rps, r.p99_ms))
-                    print(f"round {round_} {name} c={c}: {r.rps:.1f} req/s p99 {r.p99_ms:.1f} ms", flush=True)
+                    cpu_after, loop_after = server_cpu_s(servers[name])
+                    n = max(r.requests, 1)
+                    cpu_ms, loop_ms = (
+                        (cpu_after - cpu_before) * 1000 / n,
+                        (loop_after - loop_before) * 1000 / n,
+                    )
+                    results[name][c].append((r.rps, r.p50_ms, r.p99_ms, cpu_ms, loop_ms))
+                    print(
+                        f"round {round_} {name} c={c}: {r.rps:.1f} req/s p50 {r.p50_ms:.2f} ms "
+                        f"p99 {r.p99_ms:.1f} ms cpu {cpu_ms:.3f} loop {loop_ms:.3f} ms/req errors {r.errors}",
+                        flush=True,
+                    )
     finally:
         for server in servers.values():
             server.stop()
     summary = {}
     for c in levels:
-        a_rps = statistics.median(x[0] for x in results["A"][c])
-        b_rps = statistics.median(x[0] for x in results["B"][c])
-        a_p99 = statistics.median(x[1] for x in results["A"][c])
-        b_p99 = statistics.median(x[1] for x in results["B"][c])
-        summary[c] = {
-            "A_rps": a_rps,
-            "B_rps": b_rps,
-            "B/A": round(b_rps / a_rps, 3),
-            "A_p99": a_p99,
-            "B_p99": b_p99,
+        a, b = (
+            dict(zip(FIELDS, map(statistics.median, zip(*results[k][c], strict=True)), strict=True))
+            for k in ("A", "B")
+        )
+        summary[c] = {f"A_{k}": round(v, 3) for k, v in a.items()} | {
+            f"B_{k}": round(v, 3) for k, v in b.items()
         }
-        line = f"c={c}: A {a_rps:.1f} req/s (p99 {a_p99:.1f} ms)  B {b_rps:.1f} req/s (p99 {b_p99:.1f} ms)"
-        print(f"{line}  B/A {b_rps / a_rps:.3f}")
+        summary[c] |= {f"B/A_{k}": round(b[k] / a[k], 3) for k in FIELDS if k != "p99"}
+        ratios = ", ".join(f"{k} {summary[c][f'B/A_{k}']:.3f}" for k in FIELDS if k != "p99")
+        print(f"c={c}: A {_point(a)}  B {_point(b)}  B/A {ratios}")
     print(json.dumps({"a": str(args.a), "b": str(args.b), "rounds": args.rounds, "summary": summary}))
     return 0
+
+
+def _point(m: dict[str, float]) -> str:
+    return (
+        f"{m['rps']:.1f} req/s (p50 {m['p50']:.2f}, p99 {m['p99']:.1f} ms; "
+        f"cpu {m['cpu']:.3f}, loop {m['loop']:.3f} ms/req)"
+    )
+
+
+def server_cpu_s(server: Server) -> tuple[float, float]:
+    """(all threads, the main thread: uvicorn's event loop) user + system seconds so far."""
+    assert server.proc is not None
+    pid = server.proc.pid
+    fields = (Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1]).split()
+    loop = (int(fields[11]) + int(fields[12])) / procs.TICKS  # utime, stime
+    return procs.usage(pid).cpu_s, loop
 
 
 if __name__ == "__main__":
