@@ -8,8 +8,9 @@ Connection limits (header/body deadlines, header limits, connection cap) live in
 protocol (app/server.py), not here: an ASGI app only sees a request once its headers are in.
 
 A request passes the middleware stack, outermost first: shutdown guard (api/shutdown.py), metrics
-(metrics.py), security headers, CORS, API keys (api/auth.py), body limit (api/body.py); then its
-route. POST /v1/classify has a raw ASGI fast path ahead of the documented route (api/fast_classify.py).
+(metrics.py), security headers, CORS, API keys (api/auth.py), body limits (api/body_limits.py:
+per body and all bodies together); then its route. POST /v1/classify has a raw ASGI fast path
+ahead of the documented route (api/fast_classify.py).
 
 Data flow: body (api/body.py) -> admission (admission.py: priced from the image header against
 the memory budget, memory.py; 413 or 503 before any decode) -> decode (decode.py, thread pool or
