@@ -78,26 +78,19 @@ EXIT_CANNOT_SERVE = 3
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from app.api.auth import check_keys
     from app.config import Settings
+    from app.engine import DeviceUnavailable, require_device
     from app.main import configure_logging, create_app
 
     given = {name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name) is not None}
     try:
         settings = Settings(**given)
-    except ValidationError as exc:
-        print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
-        return 2
-    try:
-        check_keys(settings.api_key_list)
-    except ValueError as exc:
+        check_keys(settings.api_key_list)  # outside Settings, so that no message quotes a key
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
         print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    from app.engine import DeviceUnavailable, require_device
-
     try:
         require_device(settings.device)
     except DeviceUnavailable as exc:

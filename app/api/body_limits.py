@@ -52,7 +52,6 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.max_bytes:
             await _refuse(scope, receive, send, PayloadTooLarge(self._detail(declared)))
             return
-        held = 0
         if declared and not self.budget.take(declared):
             await _refuse(scope, receive, send, self._busy(declared))
             return
