@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from app.errors import InvalidParameter
+from app.repository.served import Served
 from app.runtime import Runtime
 from app.store import StoredPrediction
 
@@ -69,17 +70,19 @@ async def classify(
     deadline: float | None = None,
     admitted: bool = False,
     cost: int | None = None,
+    model: Served | None = None,
 ) -> Classified:
     """Image bytes -> stored result and response body; raises domain errors (app/errors.py).
 
     `admitted`: the caller holds an admission ticket for this image (a batch admits all of its
-    images at once); `cost`: its decode price, when the caller already read the header.
+    images at once); `cost`: its decode price, when the caller already read the header;
+    `model`: the version to run on, held by the caller (`Served.use`); else the default model's.
     """
     timings = Timings()
     if deadline is None:
         deadline = time.monotonic() + rt.settings.request_timeout_s
-    engine, batcher = rt.ready()
-    info = engine.info
+    served = model or rt.model()
+    info, batcher = served.engine.info, served.batcher
     size = resolve_resolution(resolution, info.native_size, rt.settings.max_resolution)
     admission = rt.admission
 
