@@ -105,7 +105,6 @@ class Batcher:
         max_pixels: int | None = None,
         default_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        run_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self._run_fn = run
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_s, max_queue
@@ -114,9 +113,7 @@ class Batcher:
         self._groups: dict[Shape, deque[_Pending]] = {}
         self._queued = 0
         self._arrived = asyncio.Event()
-        # Runs in flight; several models' batchers share one semaphore (app/repository/), so the
-        # ORT runs of all loaded models together stay within the memory plan's run budget.
-        self._slots = run_slots or asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
         self._buffers = _BufferPool()
         self._running: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None

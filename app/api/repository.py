@@ -6,8 +6,9 @@
 
 The answers are Triton's: the index is a JSON list of {name, version, state, reason}; load and
 unload answer 200 with an empty body once done, or `{"error": ...}`: 404 for a model the
-repository lacks (naming why, when it skipped it), 400 when no version of it could be loaded
-(with the reasons). With API keys set (NINSERVE_API_KEYS) these routes need one, like the rest.
+repository lacks (naming why, when it skipped it), 400 when a version failed to load (each
+reason, and what still serves: a failed version leaves its predecessor serving). With API keys
+set (NINSERVE_API_KEYS) these routes need one, like the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/v2/repository", tags=["v2 repository (Triton)"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": why, "content": {"application/json": {"example": {"error": "why"}}}}
     for status, why in (
-        (400, "the model's versions failed to load (the reasons), or a bad body"),
+        (400, "a version failed to load (the reasons; what served before still serves), or a bad body"),
         (404, "no such model in the repository"),
     )
 }
@@ -60,10 +61,11 @@ async def index(request: Request, rt: RuntimeDep) -> Response:
 
 @router.post("/models/{model_name}/load", summary="Load or reload a model", responses=_ERRORS)
 async def load(rt: RuntimeDep, model_name: str) -> Response:
-    entries = await rt.models.load(model_name)
-    if not rt.models.versions_of(model_name):
-        reasons = "; ".join(f"version {e.version}: {e.reason}" for e in entries if e.reason)
-        raise ModelLoadFailed(f"failed to load {shown(model_name)}: {reasons or 'no version loaded'}")
+    failures = await rt.models.load(model_name)
+    if failures:
+        serving = rt.models.versions_of(model_name)
+        still = f"; serving {', '.join(serving)}" if serving else "; nothing of it serves"
+        raise ModelLoadFailed(f"failed to load {shown(model_name)}: {'; '.join(failures)}{still}")
     return Response(status_code=200)
 
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
+
+import numpy as np
 
 from app.batcher import Batcher
 from app.config import Settings
@@ -72,19 +75,26 @@ async def load_version(
     *,
     device: str,
     run_pixels: int,
-    run_slots: asyncio.Semaphore,
+    run_gate: threading.BoundedSemaphore,
     cost: int,
 ) -> Served:
-    """A warmed-up, started version; raises ModelLoadError (or what ONNX Runtime raised)."""
+    """A warmed-up version with its batcher (not started); raises ModelLoadError (or what ONNX
+    Runtime raised). `run_gate` is shared by every loaded version: ORT runs of all models together
+    stay within the memory plan's concurrent runs (each batcher alone keeps to its own)."""
     engine = await asyncio.to_thread(open_engine, model, version, settings, device)
+    run = engine.run
+
+    def gated(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with run_gate:  # uncontended unless another model's batch is running: ~1 us a batch
+            return run(images)
+
     batcher = Batcher(
-        engine.run,
+        gated,
         max_batch_size=settings.max_batch_size,
         max_wait_s=settings.max_batch_wait_s,
         max_queue=settings.max_queue,
         concurrency=settings.concurrent_batches,
         max_pixels=run_pixels,
         default_timeout_s=settings.request_timeout_s,
-        run_slots=run_slots,
     )
     return Served(engine, batcher, precision_of(engine), cost)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -67,7 +68,7 @@ class Registry:
         self._sources: dict[str, ModelSource] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._used = 0  # bytes charged by loaded versions
-        self._run_slots: asyncio.Semaphore | None = None
+        self._run_gate = threading.BoundedSemaphore(settings.concurrent_batches)
         self._device = "cpu"
         self.started = False  # the first load has been tried
         # Called with each new version's engine and its not yet started batcher (app/metrics.py).
@@ -128,7 +129,6 @@ class Registry:
     async def start(self) -> None:
         """Load every model the repository holds, the default one first; never raises."""
         s = self.settings
-        self._run_slots = asyncio.Semaphore(s.concurrent_batches)
         self._device = "cpu" if s.device == "cpu" or (s.device == "auto" and cuda_problem()) else "cuda"
         scan = await asyncio.to_thread(self._scanner)
         self._take_scan(scan)
@@ -153,9 +153,10 @@ class Registry:
         reasons = [e.reason for (n, _), e in self._states.items() if n == self.default_name and e.reason]
         return reasons[0] if reasons else "not loaded"
 
-    async def load(self, name: str) -> list[IndexEntry]:
+    async def load(self, name: str) -> list[str]:
         """Re-read model `name`'s folder and load what its version policy selects (Triton's
-        `load`); returns its index entries. ModelNotFound when the repository lacks it."""
+        `load`); returns why versions failed (none: all serve). ModelNotFound when the
+        repository lacks it."""
         if (problem := name_problem(name)) is not None:
             raise ModelNotFound(f"no model {shown(name)}: {problem}")
         scan = await asyncio.to_thread(self._scanner)
@@ -167,8 +168,7 @@ class Registry:
                 f"no model {shown(name)} in the repository" + (f": {why}" if why else ""),
                 models=sorted(scan.models),
             )
-        await self._load_model(source)
-        return [e for e in self.index() if e.name == name]
+        return await self._load_model(source)
 
     async def unload(self, name: str) -> list[IndexEntry]:
         """Stop serving `name`: new requests get 404 at once, those running finish, memory returns."""
@@ -222,13 +222,14 @@ class Registry:
         loaded = self._versions.get(name, {})
         return next(iter(loaded), f"#{version.number}")
 
-    async def _load_model(self, source: ModelSource) -> None:
+    async def _load_model(self, source: ModelSource) -> list[str]:
+        """Load what `source` selects beside what serves, swap, retire; returns the failures."""
         async with self._lock(source.name):
             self._sources[source.name] = source
             old = self._versions.get(source.name, {})
             keep: dict[str, Served] = {}
             new: list[Served] = []
-            failed = False
+            failures: list[str] = []
             for version in source.selected():
                 label = self._label(source.name, version)
                 key = (source.name, label)
@@ -238,11 +239,11 @@ class Registry:
                     continue
                 served = await self._load_version(source, version, label)
                 if served is None:
-                    failed = True
+                    failures.append(f"version {label}: {self._states[(source.name, label)].reason}")
                     continue
                 new.append(served)
             versions = {**keep, **{s.version: s for s in new}}
-            if failed:  # what served before keeps serving where its successor did not load
+            if failures:  # what served before keeps serving where its successor did not load
                 versions = {**{v: s for v, s in old.items() if v not in versions}, **versions}
             ordered = dict(sorted(versions.items(), key=lambda item: _order(item[0])))
             retired = [s for v, s in old.items() if v not in ordered or ordered[v] is not s]
@@ -270,6 +271,7 @@ class Registry:
                 if served.version not in ordered:
                     why = "unloaded: no longer selected by the version policy"
                     self._set(source.name, served.version, "UNAVAILABLE", why)
+            return failures
 
     async def _load_version(self, source: ModelSource, version: VersionSource, label: str) -> Served | None:
         s = self.settings
@@ -292,7 +294,6 @@ class Registry:
             return None
         self._used += cost  # charged while it loads, so two loads cannot both take the last room
         self._set(name, label, "LOADING")
-        assert self._run_slots is not None
         try:
             served = await load_version(
                 source,
@@ -300,7 +301,7 @@ class Registry:
                 s,
                 device=self._device,
                 run_pixels=self.plan.run_pixels,
-                run_slots=self._run_slots,
+                run_gate=self._run_gate,
                 cost=cost,
             )
             for hook in self.on_load:
