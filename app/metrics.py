@@ -136,6 +136,7 @@ class Metrics:
             registry=r,
         )
         r.register(_RuntimeCollector(runtime))
+        self._inference: dict[tuple[str, str, str], tuple[Histogram, Counter]] = {}
 
     def attach(self, engine: Engine, batcher: Batcher) -> None:
         """Observe the batcher (Runtime.on_ready calls this before it starts); keeps other hooks."""
@@ -171,9 +172,18 @@ class Metrics:
         self.http_requests.labels(endpoint, method, str(status)).inc()
         if endpoint not in INFERENCE_ROUTES:
             return
-        self.duration.labels(endpoint, *model).observe(seconds)
+        # The children of a (route, model, version) are looked up once: labels() with three
+        # values costs a few microseconds a request.
+        key = (endpoint, *model)
+        if (children := self._inference.get(key)) is None:
+            children = self._inference[key] = (
+                self.duration.labels(endpoint, *model),
+                self.success.labels(endpoint, *model),
+            )
+        duration, success = children
+        duration.observe(seconds)
         if status < 400:
-            self.success.labels(endpoint, *model).inc()
+            success.inc()
         else:
             self.failure.labels(endpoint, reason or f"http-{status}", *model).inc()
 
@@ -183,6 +193,10 @@ class Metrics:
         for metric in (self.count, self.exec_count, self.batch_size, self.queue, self.compute):
             with contextlib.suppress(KeyError):
                 metric.remove(*labels)
+        # The request counters keep their totals (they count what was answered), only the
+        # cached children go.
+        for key in [k for k in self._inference if k[1:] == labels]:
+            del self._inference[key]
 
     def exposition(self) -> bytes:
         return generate_latest(_WithoutCreated(self.registry))

@@ -28,12 +28,17 @@ from app.repository.served import Served
 logger = logging.getLogger("ninserve")
 
 
-def open_engine(model: ModelSource, version: VersionSource, settings: Settings, device: str) -> Engine:
-    """Session + contract + warm-up, in the calling thread (slow: call it off the event loop)."""
+def variant(model: ModelSource, version: VersionSource, settings: Settings, device: str) -> str:
+    """The precision to load: config.json's pin, else NINSERVE_PRECISION, as the version has it."""
     wanted = model.precision or settings.precision
     precision = pick_precision(wanted, device, version.files)
     if wanted not in ("auto", precision):
         logger.warning("model %s: no %s variant, loading %s", model.name, wanted, precision)
+    return precision
+
+
+def open_engine(model: ModelSource, version: VersionSource, settings: Settings, precision: str) -> Engine:
+    """Session + contract + warm-up, in the calling thread (slow: call it off the event loop)."""
     path = version.files[precision]
     engine = Engine(
         path,
@@ -73,7 +78,7 @@ async def load_version(
     version: VersionSource,
     settings: Settings,
     *,
-    device: str,
+    precision: str,
     run_pixels: int,
     run_gate: threading.BoundedSemaphore,
     cost: int,
@@ -81,7 +86,7 @@ async def load_version(
     """A warmed-up version with its batcher (not started); raises ModelLoadError (or what ONNX
     Runtime raised). `run_gate` is shared by every loaded version: ORT runs of all models together
     stay within the memory plan's concurrent runs (each batcher alone keeps to its own)."""
-    engine = await asyncio.to_thread(open_engine, model, version, settings, device)
+    engine = await asyncio.to_thread(open_engine, model, version, settings, precision)
     run = engine.run
 
     def gated(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

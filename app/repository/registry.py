@@ -33,7 +33,7 @@ from app.engine import Engine, cuda_problem
 from app.errors import ModelNotFound, NotReady
 from app.memory import MemoryPlan, MiB, model_cost
 from app.repository.layout import ModelSource, Scan, Skipped, VersionSource, name_problem
-from app.repository.loading import load_version
+from app.repository.loading import load_version, variant
 from app.repository.served import Served
 
 logger = logging.getLogger("ninserve")
@@ -276,8 +276,9 @@ class Registry:
     async def _load_version(self, source: ModelSource, version: VersionSource, label: str) -> Served | None:
         s = self.settings
         name = source.name
+        precision = variant(source, version, s, self._device)
         try:
-            size = max(path.stat().st_size for path in version.files.values())
+            size = version.files[precision].stat().st_size
         except OSError as exc:
             self._fail(name, version, label, f"cannot read the artifact: {exc.strerror or exc}")
             return None
@@ -299,7 +300,7 @@ class Registry:
                 source,
                 version,
                 s,
-                device=self._device,
+                precision=precision,
                 run_pixels=self.plan.run_pixels,
                 run_gate=self._run_gate,
                 cost=cost,
