@@ -14,12 +14,16 @@ router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(reject_u
     "/models",
     response_model=ModelList,
     responses=problems(503),
-    summary="The loaded models and versions (the default model first)",
+    summary="The loaded models and versions (the default model first, latest versions first)",
 )
 async def list_models(rt: RuntimeDep) -> ModelList:
     rt.ready()  # 503 until the default model serves
     registry = rt.models
-    loaded = sorted(registry.loaded(), key=lambda s: s.name != registry.default_name)
+    # The default model first, each model's latest version (what unversioned requests get) first.
+    default = registry.default_name
+    loaded = sorted(
+        registry.loaded(), key=lambda s: (s.name != default, s.name, registry.resolve(s.name) is not s)
+    )
     models = []
     for served in loaded:
         info, engine = served.info, served.engine

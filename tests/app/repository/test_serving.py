@@ -57,8 +57,8 @@ def test_two_models_and_two_versions_are_served_at_once(repository: Path, serve)
         listed = client.get("/v1/models").json()["models"]
         assert [(m["name"], m["version"], m["default"], m["latest"]) for m in listed] == [
             ("cars", "1", True, True),  # the first model by name is the default
+            ("pets", "2", False, True),  # each model's latest version first
             ("pets", "1", False, False),
-            ("pets", "2", False, True),
         ]
         assert listed[0]["classes"] == CARS and listed[0]["precision"] == "fp32"
         default = classify(client, "/v1/classify").json()
