@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -316,3 +318,57 @@ def test_the_kserve_sdks_requests_reach_a_model_named_by_the_service(
         assert np.allclose(same, scores["data"])
         wrong = client.post("/v2/models/tiny/infer", content=orjson.dumps(request))
         assert wrong.status_code == 404 and "this server serves ninserve" in wrong.json()["error"]
+
+
+def test_loads_unloads_and_requests_racing_end_in_a_clear_state(repository: Path, serve) -> None:
+    """Loads and unloads of one model sent at once take turns; requests meanwhile get an answer
+    from a whole version, a 404 (unloaded) or nothing else; the end state is whole."""
+    with serve(repository) as url, httpx.Client(base_url=url, timeout=30) as client:
+
+        async def race() -> list[int]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as session:
+                calls = [
+                    session.post(f"/v2/repository/models/pets/{op}")
+                    for op in ("unload", "load", "unload", "load")
+                ]
+                calls += [
+                    session.post("/v1/models/pets/classify", files={"file": ("x.png", png(1))})
+                    for _ in range(12)
+                ]
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        statuses = asyncio.run(race())
+        assert statuses[:4] == [200, 200, 200, 200]
+        assert set(statuses[4:]) <= {200, 404}
+        # Whichever call ran last (they arrive on four connections), the model is wholly loaded
+        # or wholly unloaded, and the index agrees with what answers.
+        states = {(e["name"], e["version"]): e["state"] for e in client.post("/v2/repository/index").json()}
+        pets = {states[("pets", "1")], states[("pets", "2")]}
+        if client.get("/v2/models/pets/ready").status_code == 200:
+            assert client.get("/v2/models/pets").json()["versions"] == ["1", "2"] and pets == {"READY"}
+        else:
+            assert pets == {"UNAVAILABLE"}
+        assert states[("cars", "1")] == "READY"
+
+
+def test_tritonclients_repository_calls_work(repository: Path, serve) -> None:
+    triton = pytest.importorskip("tritonclient.http")
+    with serve(repository) as url:
+        client = triton.InferenceServerClient(url.removeprefix("http://"))
+        index = client.get_model_repository_index()
+        assert {(m["name"], m["version"], m["state"]) for m in index} >= {("pets", "2", "READY")}
+        client.unload_model("pets")
+        assert not client.is_model_ready("pets")
+        client.load_model("pets")
+        assert client.is_model_ready("pets") and client.is_model_ready("pets", "1")
+        with pytest.raises(triton.InferenceServerException, match="no model 'dogs' in the repository"):
+            client.load_model("dogs")
+
+
+def test_the_repository_code_loads_without_the_web_framework() -> None:
+    code = (
+        "import sys, app.repository.registry\n"
+        "web = sorted(m for m in sys.modules if m.split('.')[0] in {'fastapi', 'starlette', 'uvicorn'})\n"
+        "assert not web, web"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
