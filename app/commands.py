@@ -90,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
         print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         require_device(settings.device)
     except DeviceUnavailable as exc:
