@@ -132,7 +132,10 @@ def _serve(args: argparse.Namespace) -> int:
     # A worker whose model cannot load exits with EXIT_CANNOT_SERVE (app/main.py), and the
     # supervisor then stops the others: the failure is the whole server's, as with one worker.
     if any(worker.exitcode == EXIT_CANNOT_SERVE for worker in supervisor.processes):
-        print("ninserve serve: a worker could not load the model (the reason is logged above)", file=sys.stderr)
+        print(
+            "ninserve serve: a worker could not load the model (the reason is logged above)",
+            file=sys.stderr,
+        )
         return EXIT_CANNOT_SERVE
     return 0
 
@@ -154,7 +157,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 def bind_error(host: str, port: int, exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
-        return f"port {port} on {host} is taken; choose another with PORT= (make serve) or NINSERVE_PORT / --port"
+        return (
+            f"port {port} on {host} is taken; choose another with PORT= (make serve) "
+            "or NINSERVE_PORT / --port"
+        )
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"cannot bind to {host}: no such address on this machine (NINSERVE_HOST / --host)"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"

@@ -92,6 +92,8 @@ def test_failures_and_an_unreachable_server(server_url: str, tmp_path: Path, cap
     assert cli_main(["predict", str(bad), "--url", "http://127.0.0.1:9", "--timeout", "2"]) == 2
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
     assert cli_main(["predict", str(tmp_path / "empty"), "--url", server_url]) == 1
+    assert cli_main(["predict", str(bad), "--url", server_url, "--out", str(tmp_path / "r.xlsx")]) == 2
+    assert "--out must end in .csv or .json" in capsys.readouterr().err
 
 
 def test_a_url_without_its_scheme_is_named_as_such(server_url: str, tmp_path: Path, capsys) -> None:
@@ -102,8 +104,6 @@ def test_a_url_without_its_scheme_is_named_as_such(server_url: str, tmp_path: Pa
     err = capsys.readouterr().err
     assert f"the URL {bare} lacks http://" in err and "make serve" not in err
     assert err.count("\n") == 1
-    assert cli_main(["predict", str(bad), "--url", server_url, "--out", str(tmp_path / "r.xlsx")]) == 2
-    assert "--out must end in .csv or .json" in capsys.readouterr().err
 
 
 def test_json_lines(server_url: str, tmp_path: Path, capsys) -> None:
