@@ -68,3 +68,6 @@ def test_failed_load_is_not_healthy(make_settings, monkeypatch: pytest.MonkeyPat
         ready = client.get("/readyz").json()["detail"]
         assert ready == "not ready: the model failed to load"
         assert app.state.runtime.error == "RuntimeError: warm-up exploded"  # for the log
+        for path in ("/v2/health/live", "/v2/health/ready"):
+            response = client.get(path)
+            assert response.status_code == 503 and "exploded" not in response.text
