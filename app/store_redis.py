@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from app.errors import StoreUnavailable
 from app.memory import STORE_WRITE_BACKLOG, MiB
@@ -238,11 +238,10 @@ class RedisResultStore:
                 self._open = False
                 dropped = self.backlog.take_dropped()
                 logger.warning(
-                    "result store %s is back; %d results waiting to be written, %d dropped meanwhile "
-                    "(write backlog full)",
+                    "result store %s is back; writing the %d results that waited%s",
                     redacted(self.url),
                     len(self.backlog),
-                    dropped,
+                    f" ({dropped} older ones were dropped: the backlog was full)" if dropped else "",
                 )
             batch = self.backlog.oldest(WRITE_BATCH)
             if not batch:
@@ -251,10 +250,14 @@ class RedisResultStore:
             self._writing_since = time.monotonic()
             try:
                 await self._write(batch)
+            except ResponseError as exc:  # Redis answered, and refused (e.g. OOM): retrying won't help
+                logger.error("result store refused %d results; not kept: %s", len(batch), exc)
             except RedisError as exc:
                 self._failed(exc)  # kept in the backlog, written once Redis answers a probe
                 self.backlog.release(batch)  # their puts stop waiting
                 continue
+            except Exception:  # a bug: never let one batch stop the writer for good
+                logger.exception("result store writer failed on %d results; not kept", len(batch))
             finally:
                 self._writing_since = None
             self.backlog.written(batch)

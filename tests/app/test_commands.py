@@ -201,3 +201,30 @@ def test_a_model_that_cannot_load_stops_every_worker(tmp_path: Path) -> None:
     assert result.stderr.rstrip().endswith(
         "ninserve serve: a worker could not load the model (the reason is logged above)"
     )
+
+
+def test_two_workers_serve_on_one_port_and_stop_cleanly(tiny_model: Path) -> None:
+    port = free_port()
+    env = os.environ | {"NINSERVE_RESULT_STORE": "memory", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "app.cli", "serve", "--model", str(tiny_model), "--device", "cpu"]
+    command += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "two workers did not become ready"
+            time.sleep(0.1)
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert f"http://127.0.0.1:{port}/" in output  # the banner, printed once the port was bound

@@ -228,6 +228,27 @@ def test_a_full_backlog_drops_its_oldest_results(caplog: pytest.LogCaptureFixtur
     assert "write backlog full" in caplog.text
 
 
+def test_a_write_redis_refuses_is_dropped_without_opening_the_breaker(
+    redis_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    @stores(redis_db)
+    async def check(store: RedisResultStore) -> None:
+        admin = Redis.from_url(redis_db)
+        await admin.set("{ninserve}:exp", "not a sorted set")  # the script then fails: WRONGTYPE
+        try:
+            await store.put(record(1))
+        finally:
+            await admin.delete("{ninserve}:exp")
+            await admin.aclose()
+        assert store.available and len(store.backlog) == 0  # Redis answered: nothing to wait for
+        assert await store.get("id1") is None
+        await store.put(record(2))  # and the next one is written
+        assert await store.get("id2") is not None
+
+    check  # noqa: B018
+    assert "result store refused 1 results" in caplog.text
+
+
 def test_a_stalled_redis_holds_no_request(redis_db: str, tmp_path: Path) -> None:
     """The issue's probe: Redis SIGSTOPped. Puts return at once, fetches answer 503 within the
     timeout (at once after the first), and what was put meanwhile is written when Redis resumes."""
