@@ -130,9 +130,8 @@ class Runtime:
     def ready(self) -> tuple[Engine, Batcher]:
         """The default model's engine and batcher; NotReady while it is not serving."""
         if self.state != "ready":
-            why = (
-                f"model failed to load ({self.error})" if self.state == "failed" else f"model is {self.state}"
-            )
+            # The load error names files and library internals: it goes to the log, not to clients.
+            why = "the model failed to load" if self.state == "failed" else f"the model is {self.state}"
             raise NotReady(f"not ready: {why}")
         served = self.models.resolve()
         return served.engine, served.batcher

@@ -102,10 +102,13 @@ class Registry:
         entries = [e for (n, _), e in self._states.items() if n == name]
         if any(e.state == "LOADING" for e in entries):
             return NotReady(f"not ready: model {shown(name)} is loading")
-        why = next((e.reason for e in entries if e.reason), "")
+        # Why it failed names files and library internals: the index and the log say it, not
+        # answers to requests (and /readyz, which is open without a key).
         if name == self.default_name and entries:
-            return NotReady(f"not ready: model {shown(name)} is not loaded ({why or 'unloaded'})")
-        known = f" ({why})" if why else ""
+            return NotReady(
+                f"not ready: model {shown(name)} is not loaded (POST /v2/repository/index says why)"
+            )
+        known = " (not loaded; POST /v2/repository/index says why)" if entries else ""
         return ModelNotFound(
             f"unknown model {shown(name)}{known}; this server serves {serving}", served=self.served_names()
         )
