@@ -84,7 +84,7 @@ class Runtime:
         await self.models.start()
         if (error := self.models.default_error()) is not None:
             self.state, self.error = "failed", error
-            logger.critical("model %s failed to load: %s", self.models.default_name, error)
+            logger.critical("model failed to load: %s (model %s)", error, self.models.default_name)
             for on_failure in self.on_failure:
                 on_failure(error)
             return

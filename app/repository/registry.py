@@ -105,9 +105,10 @@ class Registry:
         # Why it failed names files and library internals: the index and the log say it, not
         # answers to requests (and /readyz, which is open without a key).
         if name == self.default_name and entries:
-            return NotReady(
-                f"not ready: model {shown(name)} is not loaded (POST /v2/repository/index says why)"
-            )
+            if all(e.reason.startswith("unloaded") for e in entries):
+                return NotReady(f"not ready: model {shown(name)} is not loaded (unloaded)")
+            why = "the server log and POST /v2/repository/index say why"
+            return NotReady(f"not ready: the model failed to load ({why})")
         known = " (not loaded; POST /v2/repository/index says why)" if entries else ""
         return ModelNotFound(
             f"unknown model {shown(name)}{known}; this server serves {serving}", served=self.served_names()
