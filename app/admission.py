@@ -37,6 +37,10 @@ from app.memory import MemoryPlan, MiB, decode_cost
 P = ParamSpec("P")
 T = TypeVar("T")
 PoolRunner = Callable[..., Awaitable[DecodedImage]]  # Runtime.in_pool
+# A decode this small (priced bytes and upload bytes, output side) runs on the event loop: a 32x32
+# PNG decodes in ~60 us, less than handing it to a pool thread and back costs the loop
+# (docs/benchmarks.md). The bounds keep the loop's time per such request at a fraction of a ms.
+INLINE_DECODE_BYTES, INLINE_DECODE_SIDE = 32 * 1024, 64
 
 
 def check_deadline(deadline: float, stage: str, clock: Callable[[], float] = time.monotonic) -> None:
@@ -266,11 +270,14 @@ class Admission:
         keep_bytes: int = 0,
         cost: int | None = None,
     ) -> DecodedImage:
-        """Price, then decode: small images in the shared pool, large ones in their own lane."""
+        """Price, then decode: tiny images here, small ones in the shared pool, large ones in
+        their own lane."""
         if cost is None:
             cost = self.price(data, size, max_pixels=max_pixels)
         check_deadline(deadline, "decoding", self._clock)
         options = {"max_pixels": max_pixels, "preview_size": preview_size, "keep_bytes": keep_bytes}
+        if cost <= INLINE_DECODE_BYTES and len(data) <= INLINE_DECODE_BYTES and size <= INLINE_DECODE_SIDE:
+            return decode_image(data, size, **options)
         if cost <= self.plan.small_decode:
             return await self._in_pool(decode_image, data, size, **options)
         return await self.large_decodes.run(deadline, decode_image, data, size, **options)

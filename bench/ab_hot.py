@@ -1,7 +1,11 @@
-"""The hot path, A/B in one run: the 32x32 PNG at c=1, 8, 64 against two checkouts' servers,
+"""The hot path, A/B in one run: a test image at c=1, 8, 64 against two checkouts' servers,
 interleaved round by round so both see the same machine load (wrk, loopback only, bounded).
 
     .venv/bin/python -m bench.ab_hot --a /tmp/old-checkout --b . --rounds 3 --seconds 5
+    .venv/bin/python -m bench.ab_hot --a /tmp/old-checkout --b . --image jpeg --multipart
+
+The image is a 32x32 PNG by default (`--image jpeg`: bench.images' 640x480 JPEG), sent as the raw
+body (`--multipart`: as the `file` field of a form, as bench.run sends it).
 
 Each server runs alone while it is measured (the other idles: ONNX Runtime does not spin).
 Prints req/s, p50, p99 and the server's CPU per request (user + system from /proc, less
@@ -18,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench import loadgen, procs
+from bench import images, loadgen, procs
 from bench.hostile import HOST, ROOT, Server, small_png
 
 # One round's point: req/s, p50 and p99 (ms), server CPU per request (ms): all threads, event loop.
@@ -34,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--ports", default="18160,18161")
+    parser.add_argument("--image", choices=["png32", "jpeg", "small"], default="small",
+                        help="bench.images' png32 or jpeg; small: hostile's 32x32 PNG (the default)")
+    parser.add_argument("--multipart", action="store_true", help="send a multipart form, not the raw body")
     args = parser.parse_args(argv)
     if not loadgen.available("wrk"):
         print("wrk is needed (bash bench/setup_peers.sh installs it)", file=sys.stderr)
@@ -45,7 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     ports = [int(p) for p in args.ports.split(",")]
     servers = {"A": Server(args.a.resolve(), ports[0], env), "B": Server(args.b.resolve(), ports[1], env)}
-    body, headers = small_png(1), {"Content-Type": "image/png"}
+    image, (content_type, ext) = (
+        (small_png(1), ("image/png", "png")) if args.image == "small" else (images.make(args.image), images.IMAGES[args.image])
+    )
+    body, headers = (
+        loadgen.request_for("multipart", image, content_type, f"x.{ext}")
+        if args.multipart
+        else (image, {"Content-Type": content_type})
+    )
     levels = [int(c) for c in args.concurrency.split(",")]
     # per server and concurrency, one FIELDS tuple per round
     results: dict[str, dict[int, list[tuple[float, float, float, float, float]]]] = {

@@ -122,7 +122,7 @@ def test_admission_counts_images_until_the_ticket_is_released() -> None:
     asyncio.run(main())
 
 
-def test_small_decodes_use_the_shared_pool_and_large_ones_their_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_decodes_run_inline_small_ones_in_the_shared_pool_and_large_ones_their_lane(monkeypatch: pytest.MonkeyPatch) -> None:
     pooled: list[int] = []
     decoded: list[int] = []
 
@@ -135,18 +135,21 @@ def test_small_decodes_use_the_shared_pool_and_large_ones_their_lane(monkeypatch
         return fn(*args, **kwargs)
 
     monkeypatch.setattr(admission_module, "decode_image", fake_decode)
-    small, large = png(1), png_header_only(6300, 6300, "1")
+    tiny, large = png(1), png_header_only(6300, 6300, "1")
+    small = png_header_only(640, 480, "RGB")  # 1.8 MB to decode: the pool
 
     async def main() -> None:
         admission = make_admission(in_pool)
         options = {"deadline": time.monotonic() + 5, "max_pixels": 40_000_000, "preview_size": 128}
+        assert await admission.decode(tiny, 32, **options) == "pixels"
+        assert await admission.decode(tiny, 128, **options) == "pixels"  # upscaled to 128: the pool
         assert await admission.decode(small, 32, **options) == "pixels"
         assert await admission.decode(large, 32, **options) == "pixels"
         admission.shutdown()
 
     asyncio.run(main())
-    assert pooled == [len(small)]
-    assert decoded == [len(small), len(large)]
+    assert pooled == [len(tiny), len(small)]  # the 32x32 decode ran on the event loop
+    assert decoded == [len(tiny), len(tiny), len(small), len(large)]
 
 
 def test_what_can_never_fit_is_refused_413_and_a_busy_large_lane_503_without_decoding(
