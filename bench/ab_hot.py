@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--ports", default="18160,18161")
-    parser.add_argument("--image", choices=["png32", "jpeg", "small"], default="small",
-                        help="bench.images' png32 or jpeg; small: hostile's 32x32 PNG (the default)")
+    parser.add_argument(
+        "--image",
+        choices=["png32", "jpeg", "small"],
+        default="small",
+        help="bench.images' png32 or jpeg; small: hostile's 32x32 PNG (the default)",
+    )
     parser.add_argument("--multipart", action="store_true", help="send a multipart form, not the raw body")
     args = parser.parse_args(argv)
     if not loadgen.available("wrk"):
@@ -52,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     ports = [int(p) for p in args.ports.split(",")]
     servers = {"A": Server(args.a.resolve(), ports[0], env), "B": Server(args.b.resolve(), ports[1], env)}
-    image, (content_type, ext) = (
-        (small_png(1), ("image/png", "png")) if args.image == "small" else (images.make(args.image), images.IMAGES[args.image])
-    )
+    if args.image == "small":
+        image, (content_type, ext) = small_png(1), ("image/png", "png")
+    else:
+        image, (content_type, ext) = images.make(args.image), images.IMAGES[args.image]
     body, headers = (
         loadgen.request_for("multipart", image, content_type, f"x.{ext}")
         if args.multipart

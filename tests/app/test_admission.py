@@ -122,7 +122,9 @@ def test_admission_counts_images_until_the_ticket_is_released() -> None:
     asyncio.run(main())
 
 
-def test_tiny_decodes_run_inline_small_ones_in_the_shared_pool_and_large_ones_their_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_decodes_run_inline_small_ones_in_the_pool_large_ones_in_their_lane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pooled: list[int] = []
     decoded: list[int] = []
 
