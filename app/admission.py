@@ -37,10 +37,30 @@ from app.memory import MemoryPlan, MiB, decode_cost
 P = ParamSpec("P")
 T = TypeVar("T")
 PoolRunner = Callable[..., Awaitable[DecodedImage]]  # Runtime.in_pool
-# A decode this small (priced bytes and upload bytes, output side) runs on the event loop: a 32x32
-# PNG decodes in ~60 us, less than handing it to a pool thread and back costs the loop
-# (docs/benchmarks.md). The bounds keep the loop's time per such request at a fraction of a ms.
-INLINE_DECODE_BYTES, INLINE_DECODE_SIDE = 32 * 1024, 64
+# A decode this small (priced bytes, upload bytes, output side) of a plain PNG runs on the event
+# loop: a 32x32 PNG decodes in ~60 us, less than handing it to a pool thread and back costs
+# (docs/benchmarks.md). Plain: only the chunks below, none of them compressed or repeated at will
+# (a few KB of zTXt chunks inflate to megabytes: ~25 ms), so the loop's time stays bounded.
+INLINE_DECODE_BYTES, INLINE_DECODE_SIDE = 16 * 1024, 64
+_PLAIN_PNG_CHUNKS = frozenset(
+    {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"sRGB", b"gAMA", b"cHRM", b"pHYs", b"sBIT", b"bKGD"}
+)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def plain_png(data: bytes) -> bool:
+    """A PNG whose chunks up to IEND are all pixel data or small fixed-size ones."""
+    if data[:8] != _PNG_SIGNATURE:
+        return False
+    pos, end = 8, len(data)
+    while pos + 8 <= end:
+        kind = data[pos + 4 : pos + 8]
+        if kind not in _PLAIN_PNG_CHUNKS:
+            return False
+        if kind == b"IEND":
+            return True
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return False
 
 
 def check_deadline(deadline: float, stage: str, clock: Callable[[], float] = time.monotonic) -> None:
@@ -270,13 +290,18 @@ class Admission:
         keep_bytes: int = 0,
         cost: int | None = None,
     ) -> DecodedImage:
-        """Price, then decode: tiny images here, small ones in the shared pool, large ones in
-        their own lane."""
+        """Price, then decode: tiny plain PNGs here, small images in the shared pool, large ones
+        in their own lane."""
         if cost is None:
             cost = self.price(data, size, max_pixels=max_pixels)
         check_deadline(deadline, "decoding", self._clock)
         options = {"max_pixels": max_pixels, "preview_size": preview_size, "keep_bytes": keep_bytes}
-        if cost <= INLINE_DECODE_BYTES and len(data) <= INLINE_DECODE_BYTES and size <= INLINE_DECODE_SIDE:
+        if (
+            cost <= INLINE_DECODE_BYTES
+            and len(data) <= INLINE_DECODE_BYTES
+            and size <= INLINE_DECODE_SIDE
+            and plain_png(data)
+        ):
             return decode_image(data, size, **options)
         if cost <= self.plan.small_decode:
             return await self._in_pool(decode_image, data, size, **options)
