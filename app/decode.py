@@ -73,6 +73,8 @@ PREVIEW_RAW_MAX_SIDE, PREVIEW_JPEG_QUALITY = 128, 90
 # JPEG segments kept when an upload is kept as its own preview: JFIF (APP0), ICC profile (APP2) and
 # Adobe (APP14, its colour transform changes how the pixels decode); every other APPn and comments go.
 JPEG_KEPT_APPS = frozenset({0xE0, 0xE2, 0xEE})
+# After 0xFF, not a segment: a stuffed zero and restart markers (inside entropy-coded data), a fill byte.
+_NOT_MARKERS = frozenset({0x00, *range(0xD0, 0xD8), 0xFF})
 JPEG_KEEP_SIDE = 8  # x preview_size: the largest DCT reduction, so the preview decode stays small
 KEPT_INFO = frozenset(
     {
@@ -190,7 +192,7 @@ def decode_image(
     width, height = oriented_size(img)
     keep = preview_size > size and keepable(img, len(data), preview_size, keep_bytes)
     kept: bytes | None = data
-    if keep and img.format == "JPEG":
+    if keep and not KEPT_INFO.issuperset(img.info):  # a JPEG with metadata: cut it out
         kept = strip_jpeg_metadata(data, orientation(img))
         keep = kept is not None
     try:
@@ -255,17 +257,13 @@ def strip_jpeg_metadata(data: bytes, orientation: int = 1) -> bytes | None:
         exif[ExifTags.Base.Orientation] = orientation
         payload = exif.tobytes()
         parts.append(b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload)
-    in_scan = False
     while True:
         pos = data.find(b"\xff", pos)
         if pos < 0 or pos + 1 >= end:
             return None  # no end marker
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
+        if marker in _NOT_MARKERS:  # inside entropy-coded data, or a fill byte: part of the stream
             pos += 1
-            continue
-        if in_scan and (marker == 0x00 or 0xD0 <= marker <= 0xD7):  # stuffed byte, restart marker
-            pos += 2
             continue
         if marker == 0xD9:  # end of image: what follows (trailers, a second image) is not kept
             parts.append(data[start : pos + 2])
@@ -278,7 +276,6 @@ def strip_jpeg_metadata(data: bytes, orientation: int = 1) -> bytes | None:
         if marker == 0xFE or (0xE0 <= marker <= 0xEF and marker not in JPEG_KEPT_APPS):
             parts.append(data[start:pos])  # everything up to this segment, then skip it
             start = pos + 2 + length
-        in_scan = marker == 0xDA  # entropy-coded data follows a scan header
         pos += 2 + length
 
 
