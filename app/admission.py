@@ -9,7 +9,8 @@
 Three things keep cheap requests fast when others are expensive (docs/reliability.md):
   * a count of admitted images (decoding, queued or running), checked before the body is decoded,
     so a refused request costs a header read, never a decode;
-  * decodes priced from the header (app/memory.py): small ones share the I/O pool, large ones
+  * decodes priced from the header (app/memory.py): tiny plain PNGs decode on the event loop
+    (cheaper than the hand-off), small ones share the I/O pool, large ones
     take one `Lane` thread of their own with a bounded wait, and what can never fit the memory
     budget is refused with 413;
   * heatmap rendering runs in its own `Lane`, so PNG encoding cannot occupy the pool that
