@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     preview_size: int = Field(512, ge=32, le=2048)
 
     # --- overlay previews ---
-    # An upload of at most this many bytes (a JPEG up to 8 x preview_size on a side, with its
+    # An upload of at most this many bytes (a JPEG up to 4 x preview_size on a side, with its
     # metadata segments cut out; another format up to 2 x preview_size, without metadata) is kept
     # as the overlay backdrop: no decode work per request, decoded only when a map is drawn.
     # Larger ones are reduced to a JPEG preview (~2-3x a 640x480 JPEG's decode time).

@@ -20,7 +20,7 @@ Policy (train and serve must see the same pixels, so `model/data.py` should call
      not stretch a photo) with its long side up to `preview_size`, and costs the request as little
      as possible: a 32x32 input is its own preview; an upload of at most `keep_bytes` is kept and
      decoded only when an overlay is drawn (`preview_pixels`) when it is a JPEG of at most
-     8 x `preview_size` on a side (libjpeg decodes it at up to 1/8 scale then), kept without its
+     4 x `preview_size` on a side (libjpeg decodes it at 1/2 or 1/4 scale for overlays), kept without its
      metadata segments (`strip_jpeg_metadata`: EXIF, XMP, IPTC, comments; the EXIF orientation
      stays, as a one-tag EXIF), or any other format of at most 2 x `preview_size` on a side that
      carries no metadata (`KEPT_INFO` lists what may be there); anything else is reduced to
@@ -75,7 +75,9 @@ PREVIEW_RAW_MAX_SIDE, PREVIEW_JPEG_QUALITY = 128, 90
 JPEG_KEPT_APPS = frozenset({0xE0, 0xE2, 0xEE})
 # After 0xFF, not a segment: a stuffed zero and restart markers (inside entropy-coded data), a fill byte.
 _NOT_MARKERS = frozenset({0x00, *range(0xD0, 0xD8), 0xFF})
-JPEG_KEEP_SIDE = 8  # x preview_size: the largest DCT reduction, so the preview decode stays small
+# x preview_size: a kept JPEG decodes at a DCT scale for the overlay, at most 2048 px for the largest
+# one (~9 MB), well within the render price of a 2048 px overlay (app/memory.py).
+JPEG_KEEP_SIDE = 4
 KEPT_INFO = frozenset(
     {
         "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "progressive", "progression",

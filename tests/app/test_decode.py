@@ -177,7 +177,7 @@ def test_a_small_clean_upload_is_kept_as_its_own_preview() -> None:
     for reason, upload, options in [
         ("over keep_bytes", data, {"keep_bytes": len(data) - 1}),
         ("over 2 x preview_size", encode(_photo(1100, 300), "PNG"), {"keep_bytes": 1 << 20}),
-        ("JPEG over 8 x preview_size", encode(_photo(4200, 40), "JPEG"), {"keep_bytes": 1 << 20}),
+        ("JPEG over 4 x preview_size", encode(_photo(2100, 40), "JPEG"), {"keep_bytes": 1 << 20}),
         ("PNG text", encode(_photo(300, 200), "PNG", pnginfo=_text_chunk()), {"keep_bytes": 1 << 20}),
     ]:
         preview = decode_image(upload, 32, max_pixels=LIMIT, preview_size=512, **options).preview
