@@ -74,7 +74,7 @@ class MapsResponse(BaseModel):
     shape: list[int]
     units: Literal["logit", "probability"] = Field(
         description="`logit`: the model's maps (each map's mean is its class's logit); `probability`: "
-        "with values=posterior, the softmax over the classes at each location"
+        "with values=posterior or weighted, the values the map PNGs colour (docs/api.md)"
     )
     values: list[list[list[float]]] = Field(description="[K][h][w], in `units`")
 

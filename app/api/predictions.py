@@ -17,9 +17,9 @@ from app.maps import (
     OVERLAY_ALPHA,
     UNITS,
     Normalize,
-    class_posterior,
     grid_png,
     map_png,
+    map_values,
     value_range,
 )
 from app.memory import render_cost
@@ -41,16 +41,18 @@ Legend = Annotated[
 NormalizeParam = Annotated[
     Normalize,
     Query(
-        description="`posterior`: the probability of the class at each location (softmax over the classes "
-        "there), 0 to 1, one scale for every class; `global`: the logits, one range over all of the "
-        "image's classes; `map`: the logits, this map's own min-max"
+        description="`weighted`: the class's score times its probability at each location, 0 to 1, "
+        "never above the score; `posterior`: the probability of the class at each location (softmax "
+        "over the classes there), 0 to 1; `global`: the logits, one range over all of the image's "
+        "classes; `map`: the logits, this map's own min-max"
     ),
 ]
 MapValues = Annotated[
-    Literal["logit", "posterior"],
+    Literal["logit", "weighted", "posterior"],
     Query(
         description="`logit`: the maps as the model outputs them (each map's mean is its class's logit); "
-        "`posterior`: the softmax over the classes at each location, 0 to 1"
+        "`posterior`: the softmax over the classes at each location, 0 to 1; `weighted`: that times "
+        "the class's score (what the PNGs show by default)"
     ),
 ]
 
@@ -97,13 +99,13 @@ async def get_prediction(record: RecordDep) -> Response:
 
 @router.get("/{prediction_id}/maps", response_model=MapsResponse, summary="Raw confidence maps [K, h, w]")
 async def get_maps(record: RecordDep, values: MapValues = "logit") -> Response:
-    """The model's logits per location unless `values=posterior` asks for probabilities."""
+    """The model's logits per location unless `values` asks for probabilities."""
     body = {
         "id": record.id,
         "labels": list(record.labels),
         "shape": list(record.maps.shape),
         "units": "logit" if values == "logit" else "probability",
-        "values": record.maps if values == "logit" else class_posterior(record.maps),
+        "values": record.maps if values == "logit" else map_values(record.maps, values),
     }
     return json_response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
 

@@ -19,6 +19,7 @@ from app.maps import (
     render_map,
     upsample,
     value_range,
+    weighted_posterior,
 )
 
 LABELS = ("a", "b", "c", "d", "e")
@@ -62,8 +63,8 @@ def test_render_map_normalisation_and_overlay() -> None:
     assert own.shape == (32, 32, 3)
     assert own.max() == 255 and own.min() == 0  # stretched to its own range
     assert shared.max() < 255  # map 0 is not the global maximum
-    posterior = render_map(m, 0, size=32, colormap="gray", normalize="posterior")
-    np.testing.assert_array_equal(render_map(m, 0, size=32, colormap="gray"), posterior)  # the default
+    weighted = render_map(m, 0, size=32, colormap="gray", normalize="weighted")
+    np.testing.assert_array_equal(render_map(m, 0, size=32, colormap="gray"), weighted)  # the default
     preview = np.full((16, 16, 3), 200, np.uint8)
     over = render_map(m, 0, size=32, colormap="gray", normalize="map", preview=preview)
     np.testing.assert_allclose(over.astype(float), 0.5 * 200 + 0.5 * own, atol=1)
@@ -81,7 +82,7 @@ def test_a_weak_class_is_not_painted_like_a_strong_one_by_default() -> None:
     def red_share(pixels: np.ndarray) -> float:  # jet's orange-to-dark-red end
         return float(((pixels[..., 0] > 120) & (pixels[..., 2] < 80)).mean())
 
-    for normalize in ("posterior", "global"):  # probabilities, or one logit scale: the weak map stays cool
+    for normalize in ("weighted", "posterior", "global"):  # the weak map stays cool
         assert red_share(render_map(m, 0, size=64, normalize=normalize)) > 0.05
         assert red_share(render_map(m, 1, size=64, normalize=normalize)) == 0.0
     assert red_share(render_map(m, 1, size=64, normalize="map")) > 0.05  # opt-in: its own range
@@ -134,7 +135,8 @@ def test_flat_map_does_not_divide_by_zero() -> None:
     flat = np.zeros((2, 8, 8), np.float32)
     for normalize in ("global", "map"):
         assert (render_map(flat, 1, size=16, colormap="gray", normalize=normalize) == 0).all()
-    assert (render_map(flat, 1, size=16, colormap="gray") == 128).all()  # two equal classes: 0.5 each
+    assert (render_map(flat, 1, size=16, colormap="gray", normalize="posterior") == 128).all()  # 0.5 each
+    assert (render_map(flat, 1, size=16, colormap="gray") == 64).all()  # weighted: score 0.5 x 0.5
 
 
 def test_map_png_and_grid_png_decode() -> None:
@@ -166,7 +168,9 @@ def test_posterior_colours_are_probabilities_on_one_fixed_scale() -> None:
     strong = everyone + 3.0 * np.exp(-((x - 5) ** 2 + (y - 5) ** 2) / 4)
     weak = everyone + 0.5
     m = np.stack([strong, weak, everyone]).astype(np.float32)
-    gray = [render_map(m, i, size=8, colormap="gray")[..., 0].astype(int) for i in range(3)]
+    gray = [
+        render_map(m, i, size=8, colormap="gray", normalize="posterior")[..., 0].astype(int) for i in range(3)
+    ]
     # gray: level = round(255 * probability); three levels that sum to 255 within rounding
     assert np.abs(sum(gray) - 255).max() <= 2
     logit_peaks = [render_map(m, i, size=8, colormap="gray", normalize="global").max() for i in range(3)]
@@ -188,10 +192,22 @@ def test_legend_words_say_what_the_colours_are() -> None:
     )
 
 
+def test_weighted_is_the_score_times_the_posterior_and_never_above_the_score() -> None:
+    m = maps() * 3.0
+    logits = m.mean(axis=(1, 2))
+    scores = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    w = weighted_posterior(m)
+    np.testing.assert_allclose(w, class_posterior(m) * scores[:, None, None], rtol=1e-5, atol=1e-8)
+    assert (w.reshape(5, -1).max(axis=1) <= scores + 1e-6).all()
+    assert (w.sum(axis=0) <= 1 + 1e-6).all()
+    assert value_range(m, 0, "weighted") == (0.0, 1.0)
+
+
 def test_on_the_shipped_airplane_sample_the_default_does_not_paint_a_weak_class_reddest() -> None:
     """The real model on app/web/samples/cifar10-airplane.jpg (airplane ~97 %): with the shared logit
-    scale the deer map (~1 %) holds the highest value of all maps; with the posterior, the default,
-    the highest value of all maps belongs to airplane."""
+    scale the deer map (~1 %) holds the highest value of all maps, and the plain posterior paints
+    deer's patch as red as airplane's (the local logits are large: nearly one-hot). The default,
+    weighted by the score, keeps deer below its score while airplane reaches red."""
     ort = pytest.importorskip("onnxruntime")
     from app.config import DEFAULT_MODEL_PATH
     from app.decode import decode_rgb
@@ -203,12 +219,13 @@ def test_on_the_shipped_airplane_sample_the_default_does_not_paint_a_weak_class_
     airplane, deer = 0, 4
     assert scores.argmax() == airplane and scores[airplane] > 0.9 and scores[deer] < 0.05
 
-    def reddest(normalize: str) -> int:  # the class whose map holds the highest colour of them all
-        return int(
-            np.argmax(
-                [render_map(m, i, size=64, colormap="gray", normalize=normalize).max() for i in range(10)]
-            )
+    def peaks(normalize: str) -> np.ndarray:  # each class's highest colour level (gray: 0..255)
+        return np.array(
+            [render_map(m, i, size=64, colormap="gray", normalize=normalize).max() for i in range(10)]
         )
 
-    assert reddest("global") == deer  # the misleading case
-    assert reddest("posterior") == airplane
+    assert peaks("global").argmax() == deer  # the misleading case
+    assert peaks("posterior")[deer] >= peaks("posterior")[airplane] - 2  # a tie at the top colour
+    weighted = peaks("weighted")
+    assert weighted.argmax() == airplane and weighted[airplane] > 200
+    assert (weighted[scores < 0.05] <= 255 * 0.05).all()  # a weak class stays at the cool end

@@ -57,6 +57,9 @@ def test_raw_maps_as_posteriors(client: httpx.Client, posted: dict) -> None:
     expected = np.exp(logits - logits.max(axis=0)) / np.exp(logits - logits.max(axis=0)).sum(axis=0)
     np.testing.assert_allclose(posterior, expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(posterior.sum(axis=0), 1.0, rtol=1e-5)  # a distribution at every location
+    weighted = np.array(client.get(posted["maps"]["url"], params={"values": "weighted"}).json()["values"])
+    scores = np.array([posted["scores"][c] for c in CLASSES])
+    np.testing.assert_allclose(weighted, posterior * scores[:, None, None], rtol=1e-4, atol=1e-7)
     assert client.get(posted["maps"]["url"], params={"values": "probability"}).status_code == 422
 
 
@@ -82,7 +85,8 @@ def test_overlay_colormap_and_normalize_change_the_picture(client: httpx.Client,
     assert not np.array_equal(plain, pixels(colormap="viridis"))
     assert not np.array_equal(plain, pixels(normalize="map"))
     assert not np.array_equal(plain, pixels(normalize="global"))
-    np.testing.assert_array_equal(plain, pixels(normalize="posterior"))  # the default
+    assert not np.array_equal(plain, pixels(normalize="posterior"))
+    np.testing.assert_array_equal(plain, pixels(normalize="weighted"))  # the default
     gray = pixels(colormap="gray")
     assert (gray[..., 0] == gray[..., 1]).all()
 
@@ -98,7 +102,7 @@ def test_map_headers_say_what_the_colours_mean(client: httpx.Client, posted: dic
     url = posted["maps"]["png_url_template"].replace("{label}", "ship")
     values = np.array(client.get(posted["maps"]["url"]).json()["values"])
     default = client.get(url)
-    assert default.headers["X-Map-Normalize"] == "posterior"
+    assert default.headers["X-Map-Normalize"] == "weighted"
     assert default.headers["X-Map-Units"] == "probability"
     assert default.headers["X-Map-Range"] == "0,1"  # probabilities: the same ends for every class and image
     assert float(default.headers["X-Class-Score"]) == pytest.approx(posted["scores"]["ship"], rel=1e-5)
@@ -111,7 +115,9 @@ def test_map_headers_say_what_the_colours_mean(client: httpx.Client, posted: dic
     low, high = map(float, own.headers["X-Map-Range"].split(","))
     assert (low, high) == pytest.approx((values[8].min(), values[8].max()), rel=1e-5)
     grid = client.get(posted["maps"]["grid_url"])
-    assert (grid.headers["X-Map-Normalize"], grid.headers["X-Map-Range"]) == ("posterior", "0,1")
+    assert (grid.headers["X-Map-Normalize"], grid.headers["X-Map-Range"]) == ("weighted", "0,1")
+    posterior = client.get(url, params={"normalize": "posterior"})
+    assert (posterior.headers["X-Map-Units"], posterior.headers["X-Map-Range"]) == ("probability", "0,1")
     grid_shared = client.get(posted["maps"]["grid_url"], params={"normalize": "global"})
     assert grid_shared.headers["X-Map-Range"] == shared.headers["X-Map-Range"]
     own_grid = client.get(posted["maps"]["grid_url"], params={"normalize": "map"})
