@@ -246,10 +246,10 @@ def legend_words(
         return "0", "1", captions
     if normalize == "weighted":
         captions = (
-            f"score × probability of {whose} at this location",
-            f"score × probability of {whose} here",
-            "score × probability here",
-            "score × probability",
+            f"score x probability of {whose} at this location",
+            f"score x probability of {whose} here",
+            "score x probability here",
+            "score x probability",
         )
         return "0", "1", captions
     if lo is None or hi is None:
