@@ -46,6 +46,15 @@ DATATYPES: dict[str, np.dtype] = {
 MAX_LENGTH_DIGITS = 15
 # JSON numbers a datatype accepts, by numpy kind: no silent float -> int truncation, no bools as 0/1.
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
+MAX_DIMS = 64  # numpy's own limit on an array's dimensions
+# What parsing holds per JSON token, an upper bound on RSS measured for orjson objects plus numpy's
+# copy (docs/reliability.md): a value slot 26-66 B (small int to float or large int, numpy's
+# element included), an empty list or object 91-104 B, an object's key 160 B, strings about 8 B
+# per byte. `json_cost` prices by counting the tokens on the raw bytes: `[` `{` `,` `:` and length.
+JSON_VALUE_BYTES, JSON_CONTAINER_BYTES, JSON_KEY_BYTES, JSON_BYTE_BYTES = 40, 112, 160, 8
+# A BYTES input in binary holds each element as a bytes object: up to ~8 B per byte of tail for
+# one-byte elements (4-byte prefix + 1 byte -> 41 B); other binary tensors are views (no copy).
+BINARY_BYTES_PER_BYTE = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,31 @@ class OutputTensor:
     datatype: str
     data: np.ndarray  # fixed-size datatypes as they are; BYTES as an object array of bytes
     binary: bool
+
+
+def json_cost(body: bytes, header_length: str | None) -> int:
+    """Bytes parsing `body` will hold, from its raw bytes, before any of it is parsed.
+
+    The JSON header is priced by its structure (`[`, `{`, `,` and `:` counted: 16 MB of
+    `[[],[],...]` would become ~560 MB of lists, and is priced ~900 MB); the binary tail costs
+    nothing unless a BYTES input may hold it as many small bytes objects. Counting is a few C scans,
+    ~1 ms a MB; an unreadable `header_length` prices the whole body as JSON (parsing refuses it)."""
+    text = (header_length or "").strip()
+    n = int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_LENGTH_DIGITS else 0
+    header = memoryview(body)[:n] if 0 < n <= len(body) else memoryview(body)
+    tail = len(body) - len(header)
+    raw = header.tobytes() if len(header) < len(body) else body
+    values = raw.count(b",") + 1
+    containers = raw.count(b"[") + raw.count(b"{")
+    cost = (
+        values * JSON_VALUE_BYTES
+        + containers * JSON_CONTAINER_BYTES
+        + raw.count(b":") * JSON_KEY_BYTES
+        + len(raw) * JSON_BYTE_BYTES
+    )
+    if tail and b'"BYTES"' in raw:
+        cost += tail * BINARY_BYTES_PER_BYTE
+    return cost
 
 
 def parse_infer_request(
@@ -164,6 +198,8 @@ def _parse_input(raw: Any, tail: memoryview) -> tuple[InputTensor, int]:
         raise InvalidTensor(f"{where}: {what}; use one of {known}")
     if not isinstance(shape, list):
         raise InvalidTensor(f"{where}: `shape` must be a list of dimensions")
+    if len(shape) > MAX_DIMS:
+        raise InvalidTensor(f"{where}: `shape` has {len(shape)} dimensions; at most {MAX_DIMS}")
     dims = tuple(_count(d, f"{where}: every dimension") for d in shape)
     parameters = _parameters(raw.get("parameters"), f"{where}")
     size = parameters.get("binary_data_size")
@@ -207,13 +243,20 @@ def _json_array(data: Any, datatype: str, dims: tuple[int, ...], where: str) -> 
             f"{where}: `data` has {values.size} values but shape {shown(list(dims))} needs {math.prod(dims)}"
         )
     if values.size:
-        if values.dtype.kind not in _JSON_KINDS[dtype.kind]:
+        if values.dtype.kind not in _JSON_KINDS[dtype.kind] or (dtype.kind != "b" and _has_bools(data)):
             raise InvalidTensor(f"{where}: {datatype} `data` must hold {_kind_name(dtype)} only")
         if dtype.kind in "iu":
             limits = np.iinfo(dtype)
             if values.min() < limits.min or values.max() > limits.max:
                 raise InvalidTensor(f"{where}: {datatype} values must be in [{limits.min}, {limits.max}]")
     return values.astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+
+
+def _has_bools(data: Any) -> bool:
+    """Whether true/false hide among numbers (numpy reads [1, true] as [1, 1]): the values written
+    back by orjson, ~10x faster than a Python loop; numbers alone never spell "true" or "false"."""
+    text = orjson.dumps(data)
+    return b"true" in text or b"false" in text
 
 
 def _kind_name(dtype: np.dtype) -> str:
