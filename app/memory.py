@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from app.decode import REDUCING_GAP, jpeg_scans, open_image
+from app.decode import REDUCING_GAP, jpeg_first_scan, open_image
 
 MiB = 1024 * 1024
 RUNTIME_RESERVE = 192 * MiB  # 163 MB measured after start and warm-up (fp32 NiN, 2 ORT threads)
@@ -199,7 +199,7 @@ def decode_cost(data: bytes, size: int, max_pixels: int) -> int:
             )
         held = DECODE_FIXED
         if img.format == "JPEG":
-            if img.info.get("progressive") or jpeg_scans(data) > 1:
+            if img.info.get("progressive") or jpeg_first_scan(data)[1]:
                 held += jpeg_coefficient_bytes(width, height, img.layer)
             # Pillow's draft: libjpeg decodes at 1/2, 1/4 or 1/8 scale
             need = math.ceil(REDUCING_GAP * size)

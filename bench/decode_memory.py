@@ -60,7 +60,8 @@ def interlaced_png(side: int, bit_depth: int = 8, color_type: int = 2) -> bytes:
     y, x = np.ogrid[0:side, 0:side]
     plane = ((x + y) % 256).astype(np.uint8)
     full = np.repeat(plane[..., None], channels * bytes_per_sample, axis=2)
-    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+    passes += ((0, 1, 1, 2),)  # Adam7: (x0, y0, dx, dy) of each pass
     raw = bytearray()
     for x0, y0, dx, dy in passes:
         sub = full[y0::dy, x0::dx]

@@ -47,11 +47,12 @@ MAX_LENGTH_DIGITS = 15
 # JSON numbers a datatype accepts, by numpy kind: no silent float -> int truncation, no bools as 0/1.
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 MAX_DIMS = 64  # numpy's own limit on an array's dimensions
-# What parsing holds per JSON token, an upper bound on RSS measured for orjson objects plus numpy's
-# copy (docs/reliability.md): a value slot 26-66 B (small int to float or large int, numpy's
-# element included), an empty list or object 91-104 B, an object's key 160 B, strings about 8 B
-# per byte. `json_cost` prices by counting the tokens on the raw bytes: `[` `{` `,` `:` and length.
-JSON_VALUE_BYTES, JSON_CONTAINER_BYTES, JSON_KEY_BYTES, JSON_BYTE_BYTES = 40, 112, 160, 8
+# What parsing holds per JSON token, upper bounds on tracemalloc's peak for the whole parse
+# (tests/app/test_hostile_decode.py): a value slot up to 210 B (a float or large int as a Python
+# object, numpy's copy, orjson's buffer when the values are checked for bools), an empty list or
+# object 91-104 B, an object's key 160 B, strings about 8 B per byte. `json_cost` prices by
+# counting the tokens on the raw bytes: `[` `{` `,` `:` and the length.
+JSON_VALUE_BYTES, JSON_CONTAINER_BYTES, JSON_KEY_BYTES, JSON_BYTE_BYTES = 216, 112, 160, 8
 # A BYTES input in binary holds each element as a bytes object: up to ~8 B per byte of tail for
 # one-byte elements (4-byte prefix + 1 byte -> 41 B); other binary tensors are views (no copy).
 BINARY_BYTES_PER_BYTE = 10
@@ -94,7 +95,7 @@ def json_cost(body: bytes, header_length: str | None) -> int:
     """Bytes parsing `body` will hold, from its raw bytes, before any of it is parsed.
 
     The JSON header is priced by its structure (`[`, `{`, `,` and `:` counted: 16 MB of
-    `[[],[],...]` would become ~560 MB of lists, and is priced ~900 MB); the binary tail costs
+    `[[],[],...]` would become ~530 MB of lists, and is priced ~1.7 GB); the binary tail costs
     nothing unless a BYTES input may hold it as many small bytes objects. Counting is a few C scans,
     ~1 ms a MB; an unreadable `header_length` prices the whole body as JSON (parsing refuses it)."""
     text = (header_length or "").strip()
