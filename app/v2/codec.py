@@ -56,6 +56,7 @@ JSON_VALUE_BYTES, JSON_CONTAINER_BYTES, JSON_KEY_BYTES, JSON_BYTE_BYTES = 216, 1
 # A BYTES input in binary holds each element as a bytes object: up to ~8 B per byte of tail for
 # one-byte elements (4-byte prefix + 1 byte -> 41 B); other binary tensors are views (no copy).
 BINARY_BYTES_PER_BYTE = 10
+_COUNT_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,29 +92,58 @@ class OutputTensor:
     binary: bool
 
 
-def json_cost(body: bytes, header_length: str | None) -> int:
-    """Bytes parsing `body` will hold, from its raw bytes, before any of it is parsed.
+class JsonPrice:
+    """What parsing a body will hold, priced from its raw bytes as they arrive, before any of it
+    is parsed.
 
-    The JSON header is priced by its structure (`[`, `{`, `,` and `:` counted: 16 MB of
-    `[[],[],...]` would become ~530 MB of lists, and is priced ~1.7 GB); the binary tail costs
-    nothing unless a BYTES input may hold it as many small bytes objects. Counting is a few C scans,
-    ~1 ms a MB; an unreadable `header_length` prices the whole body as JSON (parsing refuses it)."""
+    The JSON header is priced by its structure: `[`, `{`, `,` and `:` counted (16 MB of
+    `[[],[],...]` would become ~530 MB of lists, and is priced ~1.7 GB); the binary tail after
+    `json_length` bytes costs nothing unless a BYTES input may hold it as many small bytes objects
+    (`finish`). Counting is C scans, ~3 ms a MB, so a body can be refused after its first few MB."""
+
+    def __init__(self, json_length: int | None = None) -> None:
+        self.json_length, self.seen, self.cost = json_length, 0, 0
+
+    def feed(self, chunk: bytes) -> int:
+        """Count `chunk`, the next bytes of the body; the price so far."""
+        end = (
+            len(chunk) if self.json_length is None else max(0, min(len(chunk), self.json_length - self.seen))
+        )
+        self.seen += len(chunk)
+        if end:
+            self.cost += (
+                chunk.count(b",", 0, end) * JSON_VALUE_BYTES
+                + (chunk.count(b"[", 0, end) + chunk.count(b"{", 0, end)) * JSON_CONTAINER_BYTES
+                + chunk.count(b":", 0, end) * JSON_KEY_BYTES
+                + end * JSON_BYTE_BYTES
+            )
+        return self.cost
+
+    def finish(self, body: bytes) -> int:
+        """The whole body's price: the counted JSON and, if it names BYTES, the binary tail."""
+        json_end = len(body) if self.json_length is None else min(self.json_length, len(body))
+        if json_end < len(body) and body.find(b'"BYTES"', 0, json_end) >= 0:
+            return self.cost + JSON_VALUE_BYTES + (len(body) - json_end) * BINARY_BYTES_PER_BYTE
+        return self.cost + JSON_VALUE_BYTES
+
+
+def json_header_length(header_length: str | None) -> int | None:
+    """Inference-Header-Content-Length as a number, or None when absent or unreadable (the whole
+    body is then priced as JSON; parsing refuses an unreadable length)."""
     text = (header_length or "").strip()
-    n = int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_LENGTH_DIGITS else 0
-    header = memoryview(body)[:n] if 0 < n <= len(body) else memoryview(body)
-    tail = len(body) - len(header)
-    raw = header.tobytes() if len(header) < len(body) else body
-    values = raw.count(b",") + 1
-    containers = raw.count(b"[") + raw.count(b"{")
-    cost = (
-        values * JSON_VALUE_BYTES
-        + containers * JSON_CONTAINER_BYTES
-        + raw.count(b":") * JSON_KEY_BYTES
-        + len(raw) * JSON_BYTE_BYTES
-    )
-    if tail and b'"BYTES"' in raw:
-        cost += tail * BINARY_BYTES_PER_BYTE
-    return cost
+    plain = text.isascii() and text.isdigit() and 0 < len(text) <= MAX_LENGTH_DIGITS
+    return int(text) if plain else None
+
+
+def json_cost(body: bytes, header_length: str | None, stop_above: int | None = None) -> int:
+    """`JsonPrice` of a body already in memory, 1 MB at a time, stopping once past `stop_above`."""
+    price = JsonPrice(json_header_length(header_length))
+    for start in range(0, len(body), _COUNT_CHUNK):
+        if price.feed(body[start : start + _COUNT_CHUNK]) > (
+            stop_above if stop_above is not None else math.inf
+        ):
+            return price.cost
+    return price.finish(body)
 
 
 def parse_infer_request(
