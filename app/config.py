@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.memory import default_store_bytes, plan_for
@@ -26,8 +26,14 @@ MiB = 1024 * 1024
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: a model-level check's error would otherwise quote every input,
+    # API keys included (pydantic's `input_value`); settings_error() below says what to change.
     model_config = SettingsConfigDict(
-        env_prefix="NINSERVE_", extra="forbid", frozen=True, protected_namespaces=()
+        env_prefix="NINSERVE_",
+        extra="forbid",
+        frozen=True,
+        protected_namespaces=(),
+        hide_input_in_errors=True,
     )
 
     # --- process ---
@@ -232,3 +238,16 @@ class Settings(BaseSettings):
         if self.server_timing is not None:
             return self.server_timing
         return self.host in ("127.0.0.1", "localhost", "::1")
+
+
+def settings_error(exc: ValueError) -> str:
+    """One line that says which setting is wrong and why, never its value: pydantic's own text is
+    several lines per error (with a docs link), and values may be secrets."""
+    if not isinstance(exc, ValidationError):
+        return " ".join(str(exc).split())
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    return " ".join("; ".join(problems).split())

@@ -22,6 +22,8 @@ The KServe V2 protocol (api/v2.py, v2/) shares admission, decode and batcher.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -38,7 +40,7 @@ from app.api.problems import install_error_handlers
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.api.shutdown import ShutdownGuardMiddleware
 from app.api.v2_errors import install_v2_error_handlers
-from app.config import Settings
+from app.config import Settings, settings_error
 from app.metrics import install_metrics
 from app.runtime import Runtime
 
@@ -93,11 +95,33 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+# uvicorn's exit status for a process that failed before serving; its worker supervisor stops
+# instead of restarting a worker that exits with it (the same settings would fail again).
+STARTUP_FAILURE = 3
+
+
 def app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` and multi-worker serving: each worker reads NINSERVE_*."""
-    settings = Settings()
+    """Factory for `uvicorn --factory` and multi-worker serving: each worker reads NINSERVE_*.
+
+    Invalid settings end the process with one line on stderr, as `ninserve serve` does; so does a
+    model that cannot load, which a worker cannot recover from (the supervisor stops them all)."""
+    try:
+        settings = Settings()
+        check_keys(settings.api_key_list)
+    except ValueError as exc:  # pydantic's ValidationError too
+        print(f"ninserve: invalid settings: {settings_error(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_FAILURE) from None
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    app.state.runtime.on_failure.append(_exit_cannot_serve)
+    return app
+
+
+def _exit_cannot_serve(error: str) -> None:
+    """The model failed to load (logged with its reason): end this process now, with the status
+    that tells uvicorn's supervisor not to restart it, instead of leaving it alive but useless."""
+    logging.shutdown()
+    os._exit(STARTUP_FAILURE)
 
 
 def configure_logging(level: str) -> None:

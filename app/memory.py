@@ -47,6 +47,9 @@ RUNTIME_RESERVE = 192 * MiB  # 163 MB measured after start and warm-up (fp32 NiN
 RUN_SHARE, DECODE_SHARE = 0.35, 0.45  # of what is left after reserve and store; rendering: the rest
 SMALL_DECODE = 16 * MiB  # decodes up to this run in the shared pool: a 1080p photo costs ~12 MB
 DEFAULT_STORE_SHARE = 0.08  # the memory store's default byte bound: 64 MB of an 800 MB budget
+# With Redis, results wait here while Redis is slow or away (app/store_redis.py; oldest dropped
+# beyond): ~2,000 results at resolution 32, ~15 s of a 2-core server's classifications.
+STORE_WRITE_BACKLOG = 16 * MiB
 
 # Bytes one decode holds per source pixel, by Pillow mode (with a margin over the measured peak).
 _LIGHT_MODES = frozenset({"1", "L", "P", "RGB"})  # 5.1-5.3 B/px measured (RGB 4.2)
@@ -167,7 +170,7 @@ def plan_for(settings: Settings, native_size: int = 32) -> MemoryPlan:
     """The plan for these settings (the native size comes from the model; 32 until it loads)."""
     return plan_memory(
         budget_mb=settings.memory_budget_mb,
-        store_bytes=settings.store_max_bytes if settings.result_store == "memory" else 0,
+        store_bytes=settings.store_max_bytes if settings.result_store == "memory" else STORE_WRITE_BACKLOG,
         max_resolution=settings.max_resolution,
         native_size=native_size,
         max_batch_size=settings.max_batch_size,

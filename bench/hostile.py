@@ -19,6 +19,9 @@ Phases (docs/reliability.md has the targets and the numbers):
   scanbomb  2 clients post a 4000x4000 progressive JPEG of 3,000 scans (~30 s of libjpeg each)
             beside the probe
   jsonbomb  4 clients post 16 MB of V2 JSON `[[],[],...]` (~530 MB once parsed) beside the probe
+  redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
+            `seconds` during classify load: 200s/s and p99 before, during, after
+            (bench/redis_stall.py); needs redis-server
 
 The client is a minimal HTTP/1.1 keep-alive client on asyncio (one connection per simulated
 client, no retries, Retry-After ignored: the worst case), so it costs the 2 shared cores little.
@@ -39,6 +42,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,7 +441,9 @@ async def phase_crowd(
     }
 
 
-async def run_phases(server: Server, phases: list[str], seconds: float) -> dict[str, object]:
+async def run_phases(
+    server: Server, phases: list[str], seconds: float, redis: subprocess.Popen[bytes] | None = None
+) -> dict[str, object]:
     results: dict[str, object] = {"baseline_rss_mb": round(server.rss_mb())}
     for phase in phases:
         print(f"-- {phase}", flush=True)
@@ -458,6 +464,10 @@ async def run_phases(server: Server, phases: list[str], seconds: float) -> dict[
         elif phase == "jsonbomb":
             bomb = [("POST", "/v2/models/nin-cifar10/infer", json_bomb(), "application/json")]
             results[phase] = await phase_crowd(server, seconds, 4, bomb, "json_bombs")
+        elif phase == "redis" and redis is not None:
+            from bench.redis_stall import phase_redis
+
+            results[phase] = await phase_redis(server, redis, seconds)
         print(json.dumps(results[phase]), flush=True)
         await asyncio.sleep(2)
     results["final_rss_mb"] = round(server.rss_mb())
@@ -473,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--env", action="append", default=[], help="extra NINSERVE_X=value for the server")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--redis-port", type=int, help="the redis phase's redis-server (default: --port + 1)")
     args = parser.parse_args(argv)
     env = {
         "NINSERVE_DEVICE": "cpu",
@@ -480,12 +491,25 @@ def main(argv: list[str] | None = None) -> int:
         "NINSERVE_LOG_LEVEL": "warning",
     }
     env |= dict(item.split("=", 1) for item in args.env)
-    server = Server(args.app_dir.resolve(), args.port, env)
-    server.start()
-    try:
-        results = asyncio.run(run_phases(server, args.phases.split(","), args.seconds))
-    finally:
-        server.stop()
+    phases = args.phases.split(",")
+    with ExitStack() as stack:
+        redis = None
+        if "redis" in phases:
+            from bench.redis_stall import REDIS_SERVER, redis_server
+
+            if REDIS_SERVER is None:
+                print("-- redis: skipped, redis-server is not installed (scripts/ci-deps.sh)", flush=True)
+                phases.remove("redis")
+            else:  # every phase then runs on the Redis result store
+                redis_port = args.redis_port or args.port + 1
+                redis = stack.enter_context(redis_server(redis_port))
+                env["NINSERVE_RESULT_STORE"] = f"redis://127.0.0.1:{redis_port}/0"
+        server = Server(args.app_dir.resolve(), args.port, env)
+        server.start()
+        try:
+            results = asyncio.run(run_phases(server, phases, args.seconds, redis))
+        finally:
+            server.stop()
     results |= {"app_dir": str(args.app_dir), "env": env, "server_peak_rss_mb": round(server.peak_mb)}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -113,7 +113,7 @@ class ModelReadyResponse(BaseModel):
 @router.get("/health/live", summary="Liveness", response_model=LiveResponse, responses=_ERRORS)
 async def live(rt: RuntimeDep) -> Response:
     if rt.state == "failed":  # a model that cannot load will not recover: restart the process
-        raise NotReady(f"model failed to load ({rt.error})")
+        raise NotReady("the model failed to load; the server log says why")  # no internals: open probe
     return json_response(_dumps({"live": True}))
 
 

@@ -13,7 +13,7 @@ from app import memory
 from app.decode import decode_image
 from app.errors import ImageTooLarge, InvalidImage
 from app.maps import grid_png, map_png
-from app.memory import MiB, decode_cost, plan_for, plan_memory, render_cost
+from app.memory import STORE_WRITE_BACKLOG, MiB, decode_cost, plan_for, plan_memory, render_cost
 from tests.app.helpers import encode, pattern
 
 FIXED = memory.DECODE_FIXED
@@ -34,7 +34,7 @@ def test_the_default_plan_fits_the_shipped_limit_and_one_image_at_max_resolution
 
 def test_redis_keeps_results_out_of_the_process(make_settings) -> None:
     plan = plan_for(make_settings(result_store="redis://localhost:6379/0"))
-    assert plan.store == 0
+    assert plan.store == STORE_WRITE_BACKLOG == 16 * MiB  # only what waits to be written
     assert make_settings(result_store="redis://localhost:6379/0").store_max_bytes == 256 * MiB
 
 
