@@ -180,8 +180,11 @@ def jpeg_first_scan(data: bytes) -> tuple[int, bool]:
     inside APP1 and are skipped): a few segments, a few microseconds, no pixel decoded."""
     pos, end, progressive, components = 2, len(data), False, 0
     while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            break  # not a marker where one belongs: Pillow judges the file
+        if data[pos] != 0xFF:  # junk between segments: libjpeg and Pillow skip to the next FF
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -205,6 +208,8 @@ def jpeg_scans(data: bytes, limit: int = MAX_JPEG_SCANS) -> list[int]:
     anything but 00 or a restart marker. Bytes after EOI (a phone's appended video or second
     image) are not counted. C-speed searches: ~3 ms a MB on the shared 2-core machine."""
     first, buffered = jpeg_first_scan(data)
+    if first < 0:  # headers that could not be walked: every FF DA counts, thumbnails' too
+        first, buffered = data.find(b"\xff\xda"), True
     if first < 0 or not buffered:
         return [first] if first >= 0 else []
     eoi = data.find(b"\xff\xd9", first)

@@ -114,6 +114,14 @@ def test_a_jpeg_with_more_scans_than_encoders_write_is_refused_before_decoding()
         decode_image(bomb, 32, max_pixels=10**8)
     assert time.perf_counter() - started < 0.5
     assert refused.value.status == 413 and refused.value.slug == "image-too-complex"
+    # Junk between header segments (which libjpeg skips) does not hide the scans.
+    after_app0 = 4 + int.from_bytes(bomb[4:6], "big")
+    junk = bomb[:after_app0] + b"\x00junk" + bomb[after_app0:]
+    assert decode_image(
+        scan_bomb(10)[:after_app0] + b"\x00junk" + scan_bomb(10)[after_app0:], 32, max_pixels=10**8
+    )
+    with pytest.raises(ImageTooComplex):
+        decode_image(junk, 32, max_pixels=10**8)
     # A baseline photo is one scan, read from its header; bytes after the image's end (a phone's
     # appended video) are not scans.
     photo = encode(Image.new("RGB", (64, 64)), "JPEG")
