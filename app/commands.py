@@ -93,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
         print(f"ninserve serve: invalid settings: {settings_error(exc)}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         require_device(settings.device)
     except DeviceUnavailable as exc:

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)  # 0 picks a free port (tests)
     workers: int = Field(1, ge=1)  # uvicorn processes; each loads its own model and memory store
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # json: one JSON object a line with the request id (app/logs.py), for log collectors.
+    log_format: Literal["text", "json"] = "text"
     # FastAPI's native OpenTelemetry (traces, metrics, logs to the globally configured providers).
     # Off unless asked for: /metrics is the Prometheus view, and while on, FastAPI looks up the
     # providers on every request (~2 % of the event loop's time in bench/profile.py).
