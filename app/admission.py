@@ -9,8 +9,7 @@
 Three things keep cheap requests fast when others are expensive (docs/reliability.md):
   * a count of admitted images (decoding, queued or running), checked before the body is decoded,
     so a refused request costs a header read, never a decode;
-  * decodes priced from the header (app/memory.py): tiny plain PNGs decode on the event loop
-    (cheaper than the hand-off), small ones share the I/O pool, large ones
+  * decodes priced from the header (app/memory.py): small ones share the I/O pool, large ones
     take one `Lane` thread of their own with a bounded wait, and what can never fit the memory
     budget is refused with 413;
   * heatmap rendering runs in its own `Lane`, so PNG encoding cannot occupy the pool that
@@ -29,39 +28,15 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from app.decode import DecodedImage, decode_image
-from app.errors import DeadlineExceeded, ImageTooLarge, Overloaded, TooManyFiles
+from app.errors import DeadlineExceeded, ImageTooLarge, Overloaded, PayloadTooLarge, TooManyFiles
 from app.memory import MemoryPlan, MiB, decode_cost
 
 P = ParamSpec("P")
 T = TypeVar("T")
-PoolRunner = Callable[..., Awaitable[DecodedImage]]  # Runtime.in_pool
-# A decode this small (priced bytes, upload bytes, output side) of a plain PNG runs on the event
-# loop: a 32x32 PNG decodes in ~60 us, less than handing it to a pool thread and back costs
-# (docs/benchmarks.md). Plain: only the chunks below, none of them compressed or repeated at will
-# (a few KB of zTXt chunks inflate to megabytes: ~25 ms), so the loop's time stays bounded.
-INLINE_DECODE_BYTES, INLINE_DECODE_SIDE = 16 * 1024, 64
-_PLAIN_PNG_CHUNKS = frozenset(
-    {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"sRGB", b"gAMA", b"cHRM", b"pHYs", b"sBIT", b"bKGD"}
-)
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def plain_png(data: bytes) -> bool:
-    """A PNG whose chunks up to IEND are all pixel data or small fixed-size ones."""
-    if data[:8] != _PNG_SIGNATURE:
-        return False
-    pos, end = 8, len(data)
-    while pos + 8 <= end:
-        kind = data[pos + 4 : pos + 8]
-        if kind not in _PLAIN_PNG_CHUNKS:
-            return False
-        if kind == b"IEND":
-            return True
-        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
-    return False
+PoolRunner = Callable[..., Awaitable[Any]]  # Runtime.in_pool
 
 
 def check_deadline(deadline: float, stage: str, clock: Callable[[], float] = time.monotonic) -> None:
@@ -134,7 +109,7 @@ class Lane:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def run(self, deadline: float, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def run(self, deadline: float, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._running >= self.threads and len(self._waiters) >= self.max_waiting:
             self.refused += 1
             if self._pacer is not None:
@@ -272,13 +247,29 @@ class Admission:
     def price(self, data: bytes, size: int, *, max_pixels: int) -> int:
         """Bytes decoding will hold (header only); 413 for what the decode budget can never hold."""
         cost = decode_cost(data, size, max_pixels)
-        if cost > max(self.plan.large_decode, self.plan.small_decode):
+        if cost > self.most_one_decode:
             raise ImageTooLarge(
                 f"decoding this image needs about {cost / MiB:.0f} MB, more than the "
                 f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode",
                 cost_bytes=cost,
             )
         return cost
+
+    def price_json(self, cost: int) -> int:
+        """A JSON body priced by its structure (app/v2/codec.py: json_cost): 413 for one whose
+        parse the decode budget can never hold, before a byte of it is parsed."""
+        if cost > self.most_one_decode:
+            raise PayloadTooLarge(
+                f"parsing this JSON body needs about {cost / MiB:.0f} MB, more than the "
+                f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode: "
+                "send fewer or shorter values, or the tensors as binary data",
+                cost_bytes=cost,
+            )
+        return cost
+
+    @property
+    def most_one_decode(self) -> int:
+        return max(self.plan.large_decode, self.plan.small_decode)
 
     async def decode(
         self,
@@ -291,22 +282,22 @@ class Admission:
         keep_bytes: int = 0,
         cost: int | None = None,
     ) -> DecodedImage:
-        """Price, then decode: tiny plain PNGs here, small images in the shared pool, large ones
-        in their own lane."""
+        """Price, then decode: small images in the shared pool, large ones in their own lane. The
+        decode stops at its next block of input once `deadline` passes (app/decode.py)."""
         if cost is None:
             cost = self.price(data, size, max_pixels=max_pixels)
-        check_deadline(deadline, "decoding", self._clock)
         options = {"max_pixels": max_pixels, "preview_size": preview_size, "keep_bytes": keep_bytes}
-        if (
-            cost <= INLINE_DECODE_BYTES
-            and len(data) <= INLINE_DECODE_BYTES
-            and size <= INLINE_DECODE_SIDE
-            and plain_png(data)
-        ):
-            return decode_image(data, size, **options)
+        return await self.run_priced(cost, deadline, decode_image, data, size, deadline=deadline, **options)
+
+    async def run_priced(
+        self, cost: int, deadline: float, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Work priced at `cost` bytes (a decode, a JSON parse): up to `small_decode` in the shared
+        pool, more in the large-decode lane, one at a time. Price it first (`price`, `price_json`)."""
+        check_deadline(deadline, "decoding", self._clock)
         if cost <= self.plan.small_decode:
-            return await self._in_pool(decode_image, data, size, **options)
-        return await self.large_decodes.run(deadline, decode_image, data, size, **options)
+            return await self._in_pool(fn, *args, **kwargs)
+        return await self.large_decodes.run(deadline, fn, *args, **kwargs)
 
     async def render(self, cost: int, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """A heatmap PNG in the render lane: 413 if it can never fit, 503 when the lane is full."""

@@ -47,7 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision", choices=["fp32", "int8"], help="bundled artifact to serve (NINSERVE_PRECISION)"
     )
-    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level of the server and its access log (default info; NINSERVE_LOG_LEVEL)",
+    )
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser(
