@@ -60,7 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "fp32", "int8"],
         help="variant to serve where a model has both (default auto: int8 on CPU; NINSERVE_PRECISION)",
     )
-    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level of the server and its access log (default info; NINSERVE_LOG_LEVEL)",
+    )
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser(

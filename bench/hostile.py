@@ -13,6 +13,12 @@ Phases (docs/reliability.md has the targets and the numbers):
             32x32 PNG every 50 ms: its p50/p99 for 200s, and how fast its 503s came
   maps      the same probe while 8 clients fetch maps.png?size=512&overlay=true
   overload  32x32 PNGs from 64 closed-loop clients (peak goodput), then from 512 (8x): 200s/s
+  formats   4 clients post, in turn, a 6300x6300 lossless WebP, a progressive CMYK JPEG and a
+            progressive 4:4:4 JPEG of that size (decoders that hold far more than an RGB image)
+            beside the probe: peak RSS, their statuses, the probe's p50/p99
+  scanbomb  2 clients post a 4000x4000 progressive JPEG of 3,000 scans (~30 s of libjpeg each)
+            beside the probe
+  jsonbomb  4 clients post 16 MB of V2 JSON `[[],[],...]` (~530 MB once parsed) beside the probe
   redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
             `seconds` during classify load: 200s/s and p99 before, during, after
             (bench/redis_stall.py); needs redis-server
@@ -78,6 +84,39 @@ def multipart(files: list[bytes]) -> tuple[bytes, str]:
             + b"\r\n"
         )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def jpeg_bytes(img: Image.Image, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+def format_bombs(side: int = 6300) -> list[tuple[str, bytes]]:
+    """The issue's three: formats whose decoders hold 8-16 B per pixel, not an RGB image's 4-6."""
+    flat = Image.new("RGB", (side, side), (90, 120, 150))
+    webp = io.BytesIO()
+    flat.save(webp, format="WEBP", lossless=True, quality=0, method=0)
+    return [
+        ("image/webp", webp.getvalue()),
+        ("image/jpeg", jpeg_bytes(flat.convert("CMYK"), progressive=True)),
+        ("image/jpeg", jpeg_bytes(flat, progressive=True, subsampling=0)),
+    ]
+
+
+def scan_bomb(side: int = 4000, scans: int = 3000) -> bytes:
+    """A progressive JPEG whose last (refinement) scan is repeated: a few bytes a scan, each a
+    pass of libjpeg over every block of the image."""
+    jpeg = jpeg_bytes(Image.new("RGB", (side, side), (120, 30, 200)), progressive=True, subsampling=0)
+    last, end = jpeg.rfind(b"\xff\xda"), jpeg.rfind(b"\xff\xd9")
+    return jpeg[:end] + jpeg[last:end] * (scans - jpeg.count(b"\xff\xda")) + jpeg[end:]
+
+
+def json_bomb(megabytes: int = 16) -> bytes:
+    """V2 JSON whose `data` is `[[],[],...]`: 3 bytes become a ~100-byte Python list each."""
+    head, tail = b'{"inputs":[{"name":"image","datatype":"UINT8","shape":[1],"data":[', b"[]]}]}"
+    count = (megabytes * 1024 * 1024 - len(head) - len(tail) - 64 * 1024) // 3
+    return head + b"[]," * count + tail
 
 
 # --- client ---------------------------------------------------------------------------------
@@ -384,6 +423,24 @@ async def phase_overload(server: Server, seconds: float, peak_clients: int, fact
     return out
 
 
+async def phase_crowd(
+    server: Server, seconds: float, clients: int, requests: list[tuple[str, str, bytes, str]], label: str
+) -> dict[str, object]:
+    """`clients` closed-loop clients cycling through `requests` while the 32x32 probe runs."""
+    server.reset_peak()
+    crowd = asyncio.ensure_future(
+        closed_loop(server.port, clients, seconds, lambda i: requests[(i + int(time.time())) % len(requests)])
+    )
+    await asyncio.sleep(0.5)
+    probed = await probe(server.port, seconds - 1.0)
+    heavy = await crowd
+    return {
+        "probe_32x32": latency_summary(probed),
+        label: {"n": len(heavy), "statuses": dict(Counter(o.status for o in heavy))},
+        "rss_peak_mb": round(server.peak_mb),
+    }
+
+
 async def run_phases(
     server: Server, phases: list[str], seconds: float, redis: subprocess.Popen[bytes] | None = None
 ) -> dict[str, object]:
@@ -398,6 +455,15 @@ async def run_phases(
             results[phase] = await phase_maps(server, seconds)
         elif phase == "overload":
             results[phase] = await phase_overload(server, seconds, 64, 8)
+        elif phase == "formats":
+            bombs = [("POST", "/v1/classify", data, ctype) for ctype, data in format_bombs()]
+            results[phase] = await phase_crowd(server, seconds, 4, bombs, "format_bombs")
+        elif phase == "scanbomb":
+            bomb = [("POST", "/v1/classify", scan_bomb(), "image/jpeg")]
+            results[phase] = await phase_crowd(server, seconds, 2, bomb, "scan_bombs")
+        elif phase == "jsonbomb":
+            bomb = [("POST", "/v2/models/nin-cifar10/infer", json_bomb(), "application/json")]
+            results[phase] = await phase_crowd(server, seconds, 4, bomb, "json_bombs")
         elif phase == "redis" and redis is not None:
             from bench.redis_stall import phase_redis
 

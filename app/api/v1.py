@@ -107,7 +107,9 @@ async def classify_response(
             )
         except NinServeError as exc:
             raise naming_file(exc, filename) from None
-    return json_response(out.body, headers={"Server-Timing": out.timings.header()})
+    # Built only where it will be sent: the security-header middleware drops it otherwise.
+    timing = {"Server-Timing": out.timings.header()} if rt.settings.send_server_timing else None
+    return json_response(out.body, headers=timing)
 
 
 @router.post(
