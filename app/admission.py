@@ -250,7 +250,7 @@ class Admission:
         if cost > self.most_one_decode:
             raise ImageTooLarge(
                 f"decoding this image needs about {cost / MiB:.0f} MB, more than the "
-                f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode",
+                f"{self.most_one_decode / MiB:.0f} MB the memory budget gives one decode",
                 cost_bytes=cost,
             )
         return cost
@@ -261,7 +261,7 @@ class Admission:
         if cost > self.most_one_decode:
             raise PayloadTooLarge(
                 f"parsing this JSON body needs about {cost / MiB:.0f} MB, more than the "
-                f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode: "
+                f"{self.most_one_decode / MiB:.0f} MB the memory budget gives one decode: "
                 "send fewer or shorter values, or the tensors as binary data",
                 cost_bytes=cost,
             )
@@ -269,6 +269,7 @@ class Admission:
 
     @property
     def most_one_decode(self) -> int:
+        """The largest price one decode or parse may have: above it, no wait ever makes room."""
         return max(self.plan.large_decode, self.plan.small_decode)
 
     async def decode(
