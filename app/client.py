@@ -81,7 +81,6 @@ def _id(prediction: Prediction) -> str:
     return prediction if isinstance(prediction, str) else str(prediction["id"])
 
 
-
 class Client:
     """A connection to one ninserve server; use it as a context manager or call close()."""
 
@@ -224,7 +223,12 @@ class Client:
         return self._request("GET", path, params=params).content
 
     def grid_png(
-        self, prediction: Prediction, *, overlay: bool = False, size: int = 128, normalize: MapNormalize = "weighted"
+        self,
+        prediction: Prediction,
+        *,
+        overlay: bool = False,
+        size: int = 128,
+        normalize: MapNormalize = "weighted",
     ) -> bytes:
         """Every class's map in one labelled grid PNG."""
         params = {"overlay": str(overlay).lower(), "size": size, "normalize": normalize}

@@ -198,7 +198,7 @@ async def _infer(request: Request, rt: Runtime, engine: Engine) -> Response:
         parsed = await admission.run_priced(cost, deadline, _parse, body, header_length)
     else:
         parsed = _parse(body, header_length)
-    outputs = await infer(rt, parsed)
+    outputs = await infer(rt, parsed, deadline=deadline)
     info = engine.info
     payload, json_length = encode_infer_response(info.name, info.version, parsed.id, outputs)
     if json_length is None:
