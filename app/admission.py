@@ -256,7 +256,7 @@ class Admission:
         return cost
 
     def price_json(self, cost: int) -> int:
-        """A JSON body priced by its structure (app/v2/codec.py: json_cost): 413 for one whose
+        """A JSON body priced by its structure (app/v2/price.py: json_cost): 413 for one whose
         parse the decode budget can never hold, before a byte of it is parsed."""
         if cost > self.most_one_decode:
             raise PayloadTooLarge(

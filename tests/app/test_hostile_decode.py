@@ -30,7 +30,8 @@ from app.errors import (
     PayloadTooLarge,
 )
 from app.memory import MiB, decode_cost
-from app.v2.codec import json_cost, parse_infer_request
+from app.v2.codec import parse_infer_request
+from app.v2.price import json_cost
 from bench import decode_memory
 from bench.decode_memory import CASES, encode, repeat_last_scan
 from tests.app.test_admission import PLAN
