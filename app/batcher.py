@@ -76,7 +76,7 @@ class _Pending:
 class _BufferPool:
     """Reusable [max_batch, H, W, 3] input buffers per shape, so batches are stacked in place."""
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._max_bytes, self._bytes = max_bytes, 0
         self._free: dict[Shape, list[np.ndarray]] = {}
 
