@@ -90,9 +90,10 @@ class Settings(BaseSettings):
     preview_size: int = Field(512, ge=32, le=2048)
 
     # --- overlay previews ---
-    # An upload of at most this many bytes (and at most 2 x preview_size on a side, without
-    # metadata) is kept as sent as the overlay backdrop: no work per request, decoded only when a
-    # map is drawn. Larger ones are reduced to a JPEG preview (~2-3x a 640x480 JPEG's decode time).
+    # An upload of at most this many bytes (a JPEG up to 4 x preview_size on a side, with its
+    # metadata segments cut out; another format up to 2 x preview_size, without metadata) is kept
+    # as the overlay backdrop: no decode work per request, decoded only when a map is drawn.
+    # Larger ones are reduced to a JPEG preview (~2-3x a 640x480 JPEG's decode time).
     # 256 KiB covers web-sized photos; the store's byte budget bounds the total. 0: always reduce.
     preview_keep_bytes: int = Field(256 * 1024, ge=0, le=16 * MiB)
 

@@ -18,12 +18,15 @@ Policy (train and serve must see the same pixels, so `model/data.py` should call
      1.67 -> 1.18 ms for a 640x480 photo (`decode_image`).
   5. The preview, the backdrop of map overlays, keeps the input's aspect ratio (an overlay must
      not stretch a photo) with its long side up to `preview_size`, and costs the request as little
-     as possible: a 32x32 input is its own preview; an upload of at most `keep_bytes` and at most
-     2 x `preview_size` on a side that carries no metadata (EXIF, XMP, comments, text chunks:
-     `KEPT_INFO` lists what may be there) is kept as sent and decoded only when an overlay is drawn
-     (`preview_pixels`); anything else is reduced to `preview_size` and kept as JPEG, or as raw
-     pixels when that small. So no upload's metadata is kept, and a 640x480 JPEG decodes at 1/4
-     scale as before instead of in full.
+     as possible: a 32x32 input is its own preview; an upload of at most `keep_bytes` is kept and
+     decoded only when an overlay is drawn (`preview_pixels`) when it is a JPEG of at most
+     4 x `preview_size` on a side (libjpeg decodes it at 1/2 or 1/4 scale for overlays), kept without its
+     metadata segments (`strip_jpeg_metadata`: EXIF, XMP, IPTC, comments; the EXIF orientation
+     stays, as a one-tag EXIF), or any other format of at most 2 x `preview_size` on a side that
+     carries no metadata (`KEPT_INFO` lists what may be there); anything else is reduced to
+     `preview_size` and kept as JPEG, or as raw pixels when that small. So no upload's metadata is
+     kept, and a phone photo's classification decodes it at the model's DCT scale only: a
+     640x480 JPEG with EXIF took ~3x as long when its preview was made per request.
 """
 
 from __future__ import annotations
@@ -86,6 +89,14 @@ _PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC share the range
 # Pillow `info` keys that say how to decode, not who, where or when: an upload with any other key
 # (exif, xmp, comment, PNG text, photoshop, TIFF tags, ...) is never kept as sent.
+# JPEG segments kept when an upload is kept as its own preview: JFIF (APP0), ICC profile (APP2) and
+# Adobe (APP14, its colour transform changes how the pixels decode); every other APPn and comments go.
+JPEG_KEPT_APPS = frozenset({0xE0, 0xE2, 0xEE})
+# After 0xFF, not a segment: a stuffed zero and restart markers (inside entropy-coded data), a fill byte.
+_NOT_MARKERS = frozenset({0x00, *range(0xD0, 0xD8), 0xFF})
+# x preview_size: a kept JPEG decodes at a DCT scale for the overlay, at most 2048 px for the largest
+# one (~9 MB), well within the render price of a 2048 px overlay (app/memory.py).
+JPEG_KEEP_SIDE = 4
 KEPT_INFO = frozenset(
     {
         "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "progressive", "progression",
@@ -304,6 +315,10 @@ def decode_image(
     img = open_image(data, max_pixels, deadline)
     width, height = oriented_size(img)
     keep = preview_size > size and keepable(img, len(data), preview_size, keep_bytes)
+    kept: bytes | None = data
+    if keep and not KEPT_INFO.issuperset(img.info):  # a JPEG with metadata: cut it out
+        kept = strip_jpeg_metadata(data, orientation(img))
+        keep = kept is not None
     try:
         with img:
             fmt = img.format or "?"
@@ -322,7 +337,8 @@ def decode_image(
                     img.fp.stops = scans
             rgb = to_rgb(img)
             rgb.load()
-            keep = keep and KEPT_INFO.issuperset(img.info)  # PNG text chunks may follow the pixels
+            # PNG text chunks may follow the pixels; a kept JPEG lost its metadata segments.
+            keep = keep and (fmt == "JPEG" or KEPT_INFO.issuperset(img.info))
     except (ImageTooLarge, InvalidImage, DeadlineExceeded):
         raise
     except Image.DecompressionBombError:
@@ -335,18 +351,67 @@ def decode_image(
     if preview_size <= size or (width, height) == (size, size):  # the 32x32 hot path: nothing to copy
         preview: Preview = pixels
     else:
-        preview = data if keep else make_preview(rgb, preview_size)
+        preview = kept if keep and kept is not None else make_preview(rgb, preview_size)
     return DecodedImage(pixels=pixels, preview=preview, width=width, height=height, format=fmt)
 
 
 def keepable(img: Image.Image, nbytes: int, preview_size: int, keep_bytes: int) -> bool:
-    """Whether the upload itself can serve as the preview: small, not much larger than the
-    preview, and without metadata (so keeping it keeps no more than the pixels)."""
+    """Whether the upload itself can serve as the preview: small in bytes, not much larger than
+    the preview once decoded (a JPEG at reduced scale), and without metadata once kept (a JPEG's
+    is cut out), so keeping it keeps no more than the pixels."""
+    side, jpeg = max(img.size), img.format == "JPEG"
     return (
-        PREVIEW_RAW_MAX_SIDE < max(img.size) <= 2 * preview_size
+        PREVIEW_RAW_MAX_SIDE < side <= (JPEG_KEEP_SIDE if jpeg else 2) * preview_size
         and nbytes <= keep_bytes
-        and KEPT_INFO.issuperset(img.info)
+        and (jpeg or KEPT_INFO.issuperset(img.info))
     )
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8), 1 when absent or unreadable."""
+    with contextlib.suppress(Exception):
+        value = img.getexif().get(ExifTags.Base.Orientation)
+        if isinstance(value, int) and 1 <= value <= 8:
+            return value
+    return 1
+
+
+def strip_jpeg_metadata(data: bytes, orientation: int = 1) -> bytes | None:
+    """The JPEG without its metadata segments (APPn but JPEG_KEPT_APPS, comments) and without
+    anything after its end marker, byte for byte otherwise, so it decodes to the same pixels;
+    an orientation other than 1 is kept as a one-tag EXIF. None for a stream not laid out as
+    expected (the caller then makes a preview instead)."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    parts, start, pos, end = [b"\xff\xd8"], 2, 2, len(data)
+    if data[2:4] == b"\xff\xe0" and (app0_end := 4 + int.from_bytes(data[4:6], "big")) <= end:
+        parts.append(data[2:app0_end])  # JFIF's APP0 stays first
+        start = pos = app0_end
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = orientation
+        payload = exif.tobytes()
+        parts.append(b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload)
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= end:
+            return None  # no end marker
+        marker = data[pos + 1]
+        if marker in _NOT_MARKERS:  # inside entropy-coded data, or a fill byte: part of the stream
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image: what follows (trailers, a second image) is not kept
+            parts.append(data[start : pos + 2])
+            return b"".join(parts)
+        if pos + 4 > end or marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD8:
+            return None
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2 or pos + 2 + length > end:
+            return None
+        if marker == 0xFE or (0xE0 <= marker <= 0xEF and marker not in JPEG_KEPT_APPS):
+            parts.append(data[start:pos])  # everything up to this segment, then skip it
+            start = pos + 2 + length
+        pos += 2 + length
 
 
 def preview_box(width: int, height: int, preview_size: int) -> tuple[int, int]:

@@ -9,8 +9,8 @@ NINSERVE_SERVER_TIMING allows, a `Server-Timing` header. `resolve_resolution` is
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
@@ -274,7 +274,7 @@ async def _classified(
     timings.ms["compute"] = round(result.compute_ms, 3)
     t = time.perf_counter()
 
-    prediction_id = uuid.uuid4().hex
+    prediction_id = os.urandom(16).hex()  # 128 random bits: the id is a capability
     scores = result.scores
     k = min(top_k, len(info.classes))
     order = np.argsort(-scores, kind="stable")[:k]

@@ -43,7 +43,9 @@ async def classify_response(
         out = await classify(rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution)
     except NinServeError as exc:
         raise naming_file(exc, filename) from None
-    return json_response(out.body, headers={"Server-Timing": out.timings.header()})
+    # Built only where it will be sent: the security-header middleware drops it otherwise.
+    timing = {"Server-Timing": out.timings.header()} if rt.settings.send_server_timing else None
+    return json_response(out.body, headers=timing)
 
 
 @router.post(
