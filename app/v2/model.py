@@ -107,9 +107,13 @@ def model_config(engine: Engine, settings: Settings) -> dict[str, Any]:
     }
 
 
-async def infer(rt: Runtime, request: InferRequest) -> list[OutputTensor]:
-    """A parsed request -> the requested outputs; raises domain errors (app/errors.py)."""
-    deadline = time.monotonic() + rt.settings.request_timeout_s
+async def infer(rt: Runtime, request: InferRequest, *, deadline: float | None = None) -> list[OutputTensor]:
+    """A parsed request -> the requested outputs; raises domain errors (app/errors.py).
+
+    `deadline` (time.monotonic): the one set when the request arrived, so that reading and parsing
+    its body count against request_timeout_s; by default, request_timeout_s from now."""
+    if deadline is None:
+        deadline = time.monotonic() + rt.settings.request_timeout_s
     engine, _ = rt.ready()
     info = engine.info
     wanted = _requested(request)
