@@ -29,11 +29,14 @@ LABEL org.opencontainers.image.title="ninserve"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 COPY requirements/cpu.txt requirements/cpu.txt
+COPY requirements/build.txt requirements/build.txt
 # Dependencies first, from the lock alone (exact versions, hash-checked), so code changes reuse
-# this layer.
+# this layer. pip, setuptools and wheel come from requirements/build.txt (hash-checked too) and
+# build ninserve below without build isolation, so no step fetches an unpinned build backend.
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --requirement requirements/build.txt \
     && /opt/venv/bin/pip install --require-hashes --requirement requirements/cpu.txt
 # README is the package's long description; pyproject.toml again so the glob never matches nothing.
 COPY pyproject.toml README* ./
@@ -44,8 +47,8 @@ COPY model ./model
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && test -s model/artifacts/nin-cifar10.onnx \
-    && /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/pip uninstall --yes pip setuptools \
+    && /opt/venv/bin/pip install --no-deps --no-build-isolation . \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && rm -rf /opt/venv/lib/python3*/site-packages/*/tests \
               /opt/venv/lib/python3*/site-packages/*/*/tests \
               /opt/venv/lib/python3*/site-packages/onnxruntime/transformers \
@@ -96,11 +99,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY requirements/gpu.txt requirements/gpu.txt
+COPY requirements/build.txt requirements/build.txt
 # The lock has onnxruntime-gpu without its [cuda,cudnn] extras: the base already carries CUDA 13
 # and cuDNN 9 on the loader path, and the pip copies would add ~3 GB of duplicate libraries.
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --requirement requirements/build.txt \
     && /opt/venv/bin/pip install --require-hashes --requirement requirements/gpu.txt
 COPY pyproject.toml README* ./
 COPY app ./app
@@ -109,8 +114,8 @@ COPY model ./model
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && test -s model/artifacts/nin-cifar10.onnx \
-    && /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/pip uninstall --yes pip setuptools \
+    && /opt/venv/bin/pip install --no-deps --no-build-isolation . \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
     && rm -rf /opt/venv/lib/python3*/site-packages/*/tests \
               /opt/venv/lib/python3*/site-packages/*/*/tests \
               /opt/venv/lib/python3*/site-packages/onnxruntime/transformers \

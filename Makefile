@@ -8,42 +8,51 @@ DATA ?= ../shared/data/cifar10-jpeg-train.zip
 
 .PHONY: serve test lint format artifacts clean lock
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-
 # Installs come from the hashed locks under requirements/ (made by `make lock`), never from a fresh
 # resolution; a lock that no longer matches pyproject.toml stops the install with what to do.
+# ninserve itself is built with the locked build backend (requirements/build.txt) and
+# --no-build-isolation, so no install step fetches an unhashed setuptools or wheel.
 LOCK_CHECK = $(BIN)/python scripts/lock.py check
 PIP_LOCKED = $(BIN)/pip install --require-hashes --progress-bar on
-UV_VERSION = 0.13.8
+PIP_SELF = $(BIN)/pip install --no-deps --no-build-isolation --editable .
+
+# pip itself comes from the lock too (requirements/build.txt: pip, setuptools, wheel); no staleness
+# check here, or a pyproject.toml change would leave no venv to run `make lock` in.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --require-hashes -r requirements/build.txt
 
 # Serving runtime only: no torch.
-$(VENV)/.serve-installed: pyproject.toml requirements/cpu.txt | $(BIN)/python
-	@$(LOCK_CHECK) requirements/cpu.txt
+$(VENV)/.serve-installed: pyproject.toml requirements/cpu.txt requirements/build.txt | $(BIN)/python
+	@$(LOCK_CHECK) requirements/cpu.txt requirements/build.txt
 	@echo "==> installing the serving runtime from requirements/cpu.txt (hash-checked; ~45 s the first time)"
 	$(PIP_LOCKED) -r requirements/cpu.txt
-	@echo "==> installing ninserve itself (editable)"
-	$(BIN)/pip install --no-deps --editable .
+	$(PIP_LOCKED) -r requirements/build.txt
+	@echo "==> installing ninserve itself (editable, with the locked build backend)"
+	$(PIP_SELF)
 	touch $@
 
 # Everything the test suite exercises: serving, training/export (torch, CPU build), test tools.
-$(VENV)/.dev-installed: pyproject.toml requirements/dev.txt requirements/torch.txt | $(BIN)/python
-	@$(LOCK_CHECK) requirements/dev.txt requirements/torch.txt
+$(VENV)/.dev-installed: pyproject.toml requirements/dev.txt requirements/torch.txt requirements/build.txt | $(BIN)/python
+	@$(LOCK_CHECK) requirements/dev.txt requirements/torch.txt requirements/build.txt
 	@echo "==> installing test, lint and training dependencies from requirements/dev.txt (hash-checked)"
 	$(PIP_LOCKED) -r requirements/dev.txt
-	@echo "==> installing $$(grep -v '^#' requirements/torch.txt) (the CPU build, ~200 MB: see deploy/README.md)"
-	$(BIN)/pip install --no-deps --progress-bar on -r requirements/torch.txt
-	@echo "==> installing ninserve itself (editable)"
-	$(BIN)/pip install --no-deps --no-build-isolation --editable .
+	@echo "==> installing $$(grep '^torch==' requirements/torch.txt | cut -d' ' -f1) (the CPU build, ~200 MB, hash-checked: see deploy/README.md)"
+	$(PIP_LOCKED) --no-deps -r requirements/torch.txt
+	$(PIP_LOCKED) -r requirements/build.txt
+	@echo "==> installing ninserve itself (editable, with the locked build backend)"
+	$(PIP_SELF)
 	$(BIN)/pip check
 	touch $@ $(VENV)/.serve-installed
 
 # Re-resolve pyproject.toml into requirements/*.txt (needs PyPI); commit the result. Run it after
-# any dependency change in pyproject.toml: the installs above refuse a stale lock.
+# any dependency change in pyproject.toml: the installs above refuse a stale lock. It resolves as
+# of the cutoff the locks record (`# exclude-newer:`), so it rewrites the same bytes; to move to
+# newer releases: `make lock EXCLUDE_NEWER=now` (or an RFC 3339 time) and review the diff.
+EXCLUDE_NEWER ?=
 lock: | $(BIN)/python
-	@$(BIN)/uv --version 2>/dev/null | grep -q "^uv $(UV_VERSION) " || $(BIN)/pip install uv==$(UV_VERSION)
-	$(BIN)/python scripts/lock.py
+	$(PIP_LOCKED) -r requirements/uv.txt
+	$(BIN)/python scripts/lock.py $(if $(EXCLUDE_NEWER),--exclude-newer $(EXCLUDE_NEWER))
 	$(LOCK_CHECK)
 
 # Settings come from NINSERVE_* (e.g. NINSERVE_PORT=9000 make serve) like any other start;

@@ -28,15 +28,15 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from app.decode import DecodedImage, decode_image
-from app.errors import DeadlineExceeded, ImageTooLarge, Overloaded, TooManyFiles
+from app.errors import DeadlineExceeded, ImageTooLarge, Overloaded, PayloadTooLarge, TooManyFiles
 from app.memory import MemoryPlan, MiB, decode_cost
 
 P = ParamSpec("P")
 T = TypeVar("T")
-PoolRunner = Callable[..., Awaitable[DecodedImage]]  # Runtime.in_pool
+PoolRunner = Callable[..., Awaitable[Any]]  # Runtime.in_pool
 
 
 def check_deadline(deadline: float, stage: str, clock: Callable[[], float] = time.monotonic) -> None:
@@ -109,7 +109,7 @@ class Lane:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def run(self, deadline: float, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def run(self, deadline: float, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._running >= self.threads and len(self._waiters) >= self.max_waiting:
             self.refused += 1
             if self._pacer is not None:
@@ -247,13 +247,29 @@ class Admission:
     def price(self, data: bytes, size: int, *, max_pixels: int) -> int:
         """Bytes decoding will hold (header only); 413 for what the decode budget can never hold."""
         cost = decode_cost(data, size, max_pixels)
-        if cost > max(self.plan.large_decode, self.plan.small_decode):
+        if cost > self.most_one_decode:
             raise ImageTooLarge(
                 f"decoding this image needs about {cost / MiB:.0f} MB, more than the "
                 f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode",
                 cost_bytes=cost,
             )
         return cost
+
+    def price_json(self, cost: int) -> int:
+        """A JSON body priced by its structure (app/v2/codec.py: json_cost): 413 for one whose
+        parse the decode budget can never hold, before a byte of it is parsed."""
+        if cost > self.most_one_decode:
+            raise PayloadTooLarge(
+                f"parsing this JSON body needs about {cost / MiB:.0f} MB, more than the "
+                f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode: "
+                "send fewer or shorter values, or the tensors as binary data",
+                cost_bytes=cost,
+            )
+        return cost
+
+    @property
+    def most_one_decode(self) -> int:
+        return max(self.plan.large_decode, self.plan.small_decode)
 
     async def decode(
         self,
@@ -266,14 +282,22 @@ class Admission:
         keep_bytes: int = 0,
         cost: int | None = None,
     ) -> DecodedImage:
-        """Price, then decode: small images in the shared pool, large ones in their own lane."""
+        """Price, then decode: small images in the shared pool, large ones in their own lane. The
+        decode stops at its next block of input once `deadline` passes (app/decode.py)."""
         if cost is None:
             cost = self.price(data, size, max_pixels=max_pixels)
-        check_deadline(deadline, "decoding", self._clock)
         options = {"max_pixels": max_pixels, "preview_size": preview_size, "keep_bytes": keep_bytes}
+        return await self.run_priced(cost, deadline, decode_image, data, size, deadline=deadline, **options)
+
+    async def run_priced(
+        self, cost: int, deadline: float, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Work priced at `cost` bytes (a decode, a JSON parse): up to `small_decode` in the shared
+        pool, more in the large-decode lane, one at a time. Price it first (`price`, `price_json`)."""
+        check_deadline(deadline, "decoding", self._clock)
         if cost <= self.plan.small_decode:
-            return await self._in_pool(decode_image, data, size, **options)
-        return await self.large_decodes.run(deadline, decode_image, data, size, **options)
+            return await self._in_pool(fn, *args, **kwargs)
+        return await self.large_decodes.run(deadline, fn, *args, **kwargs)
 
     async def render(self, cost: int, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """A heatmap PNG in the render lane: 413 if it can never fit, 503 when the lane is full."""

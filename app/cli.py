@@ -1,4 +1,4 @@
-"""The `ninserve` command: serving (`serve`, `predict`) and model (`train`, `export`, `eval`).
+"""The `ninserve` command: serving (`serve`, `predict`) and model (`train`, `export`, `quantize`, `eval`).
 
 Each group registers its own subcommands; the model group imports torch only when one of its
 commands runs, so the serving install works without it. Errors a user can fix (missing data or
@@ -21,10 +21,16 @@ INSTALL_TRAIN = "pip install 'ninserve[cpu,train]' (or `make .venv/.dev-installe
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ninserve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ninserve")
     sub = parser.add_subparsers(dest="command", required=True)
     app_commands.register(sub)
+    serving = list(sub.choices)
     model_commands.register(sub)
+    model = [name for name in sub.choices if name not in serving]
+    # Built from what is registered, so a new command cannot be left out of --help's summary.
+    parser.description = (
+        f"The ninserve command: serving ({', '.join(serving)}) and model ({', '.join(model)})."
+    )
     return parser
 
 

@@ -196,9 +196,11 @@ class Client:
         """GET /v1/predictions/{id}: a stored result (kept for NINSERVE_STORE_TTL_S)."""
         return self._request("GET", f"/v1/predictions/{_id(prediction)}").json()
 
-    def maps(self, prediction: Prediction) -> np.ndarray:
-        """The raw confidence maps, float32 [K, h, w]: where in the image each class is seen."""
-        body = self._request("GET", f"/v1/predictions/{_id(prediction)}/maps").json()
+    def maps(self, prediction: Prediction, *, values: str = "logit") -> np.ndarray:
+        """The confidence maps, float32 [K, h, w]: where in the image each class is seen; the model's
+        logits, or `values="weighted"`/`"posterior"` for the probabilities the PNGs colour."""
+        params = {"values": values}
+        body = self._request("GET", f"/v1/predictions/{_id(prediction)}/maps", params=params).json()
         return np.asarray(body["values"], dtype=np.float32).reshape(body["shape"])
 
     def map_png(
@@ -209,15 +211,19 @@ class Client:
         overlay: bool = False,
         size: int = 256,
         colormap: str = "jet",
+        normalize: str = "weighted",
     ) -> bytes:
-        """One class's map (a name or an index) as a heatmap PNG, optionally over the image."""
-        params = {"overlay": str(overlay).lower(), "size": size, "colormap": colormap}
+        """One class's map (a name or an index) as a heatmap PNG, optionally over the image;
+        `normalize` says what a colour means (docs/api.md#map-pngs)."""
+        params = {"overlay": str(overlay).lower(), "size": size, "colormap": colormap, "normalize": normalize}
         path = f"/v1/predictions/{_id(prediction)}/maps/{label}.png"
         return self._request("GET", path, params=params).content
 
-    def grid_png(self, prediction: Prediction, *, overlay: bool = False, size: int = 128) -> bytes:
+    def grid_png(
+        self, prediction: Prediction, *, overlay: bool = False, size: int = 128, normalize: str = "weighted"
+    ) -> bytes:
         """Every class's map in one labelled grid PNG."""
-        params = {"overlay": str(overlay).lower(), "size": size}
+        params = {"overlay": str(overlay).lower(), "size": size, "normalize": normalize}
         return self._request("GET", f"/v1/predictions/{_id(prediction)}/maps.png", params=params).content
 
 

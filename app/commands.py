@@ -11,7 +11,9 @@ Flags override NINSERVE_* environment variables, which override the defaults in 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -45,7 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision", choices=["fp32", "int8"], help="bundled artifact to serve (NINSERVE_PRECISION)"
     )
-    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level of the server and its access log (default info; NINSERVE_LOG_LEVEL)",
+    )
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser(
@@ -74,12 +80,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 SERVE_FLAGS = ("host", "port", "model_path", "workers", "device", "precision", "log_level")
 # The process cannot serve (the requested device is unusable, or the model cannot load): exit with
 # this so that a restart policy or a rollout sees the failure instead of an unhealthy process.
-EXIT_CANNOT_SERVE = 3
+EXIT_CANNOT_SERVE = 3  # uvicorn's STARTUP_FAILURE: its worker supervisor does not restart such a worker
+EXIT_CANNOT_BIND = 4  # the address is taken or not this machine's
 
 
 def _serve(args: argparse.Namespace) -> int:
     from app.api.auth import check_keys
-    from app.config import Settings
+    from app.config import Settings, settings_error
     from app.engine import DeviceUnavailable, require_device
     from app.main import configure_logging, create_app
 
@@ -88,14 +95,19 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings(**given)
         check_keys(settings.api_key_list)  # outside Settings, so that no message quotes a key
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
-        print(f"ninserve serve: invalid settings\n{exc}", file=sys.stderr)
+        print(f"ninserve serve: invalid settings: {settings_error(exc)}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         require_device(settings.device)
     except DeviceUnavailable as exc:
         print(f"ninserve serve: {exc}", file=sys.stderr)
         return EXIT_CANNOT_SERVE
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        print(f"ninserve serve: {bind_error(settings.host, settings.port, exc)}", file=sys.stderr)
+        return EXIT_CANNOT_BIND
     print(serve_banner(settings.host, settings.port, settings.model_path), file=sys.stderr, flush=True)
 
     import uvicorn
@@ -106,18 +118,56 @@ def _serve(args: argparse.Namespace) -> int:
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings)))
         app.state.runtime.on_failure.append(lambda _: setattr(server, "should_exit", True))
-        server.run()
+        server.run(sockets=[sock])
         if app.state.runtime.error is not None:
             print(f"ninserve serve: model failed to load: {app.state.runtime.error}", file=sys.stderr)
             return EXIT_CANNOT_SERVE
-    else:
-        # Worker processes build their own Settings (and connection limits, app/server.py) from
-        # the environment: pass the flags there.
-        for name, value in given.items():
-            os.environ[f"NINSERVE_{name.upper()}"] = str(value)
-        options = uvicorn_options(settings, in_process=False)
-        uvicorn.run("app.main:app_from_env", factory=True, workers=settings.workers, **options)
+        return 0
+    from uvicorn.supervisors import Multiprocess
+
+    # Worker processes build their own Settings (and connection limits, app/server.py) from
+    # the environment: pass the flags there.
+    for name, value in given.items():
+        os.environ[f"NINSERVE_{name.upper()}"] = str(value)
+    options = uvicorn_options(settings, in_process=False)
+    config = uvicorn.Config("app.main:app_from_env", factory=True, workers=settings.workers, **options)
+    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    # A worker whose model cannot load exits with EXIT_CANNOT_SERVE (app/main.py), and the
+    # supervisor then stops the others: the failure is the whole server's, as with one worker.
+    if any(worker.exitcode == EXIT_CANNOT_SERVE for worker in supervisor.processes):
+        print(
+            "ninserve serve: a worker could not load the model (the reason is logged above)",
+            file=sys.stderr,
+        )
+        return EXIT_CANNOT_SERVE
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts (model, banner, workers), as uvicorn
+    would bind it: a taken port then fails in one line instead of after a start-up's output."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)  # worker processes accept on it
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is taken; choose another with PORT= (make serve) "
+            "or NINSERVE_PORT / --port"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot bind to {host}: no such address on this machine (NINSERVE_HOST / --host)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 def serve_banner(host: str, port: int, model: Path) -> str:

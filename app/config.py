@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.memory import default_store_bytes, plan_for
@@ -26,8 +26,14 @@ MiB = 1024 * 1024
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: a model-level check's error would otherwise quote every input,
+    # API keys included (pydantic's `input_value`); settings_error() below says what to change.
     model_config = SettingsConfigDict(
-        env_prefix="NINSERVE_", extra="forbid", frozen=True, protected_namespaces=()
+        env_prefix="NINSERVE_",
+        extra="forbid",
+        frozen=True,
+        protected_namespaces=(),
+        hide_input_in_errors=True,
     )
 
     # --- process ---
@@ -35,6 +41,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)  # 0 picks a free port (tests)
     workers: int = Field(1, ge=1)  # uvicorn processes; each loads its own model and memory store
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # json: one JSON object a line with the request id (app/logs.py), for log collectors.
+    log_format: Literal["text", "json"] = "text"
     # FastAPI's native OpenTelemetry (traces, metrics, logs to the globally configured providers).
     # Off unless asked for: /metrics is the Prometheus view, and while on, FastAPI looks up the
     # providers on every request (~2 % of the event loop's time in bench/profile.py).
@@ -82,9 +90,10 @@ class Settings(BaseSettings):
     preview_size: int = Field(512, ge=32, le=2048)
 
     # --- overlay previews ---
-    # An upload of at most this many bytes (and at most 2 x preview_size on a side, without
-    # metadata) is kept as sent as the overlay backdrop: no work per request, decoded only when a
-    # map is drawn. Larger ones are reduced to a JPEG preview (~2-3x a 640x480 JPEG's decode time).
+    # An upload of at most this many bytes (a JPEG up to 4 x preview_size on a side, with its
+    # metadata segments cut out; another format up to 2 x preview_size, without metadata) is kept
+    # as the overlay backdrop: no decode work per request, decoded only when a map is drawn.
+    # Larger ones are reduced to a JPEG preview (~2-3x a 640x480 JPEG's decode time).
     # 256 KiB covers web-sized photos; the store's byte budget bounds the total. 0: always reduce.
     preview_keep_bytes: int = Field(256 * 1024, ge=0, le=16 * MiB)
 
@@ -232,3 +241,16 @@ class Settings(BaseSettings):
         if self.server_timing is not None:
             return self.server_timing
         return self.host in ("127.0.0.1", "localhost", "::1")
+
+
+def settings_error(exc: ValueError) -> str:
+    """One line that says which setting is wrong and why, never its value: pydantic's own text is
+    several lines per error (with a docs link), and values may be secrets."""
+    if not isinstance(exc, ValidationError):
+        return " ".join(str(exc).split())
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    return " ".join("; ".join(problems).split())

@@ -43,6 +43,14 @@ class ImageTooLarge(NinServeError):  # width*height over max_image_pixels: a dec
     status, slug = 413, "image-too-large"
 
 
+class ImageTooComplex(ImageTooLarge):  # a JPEG with more scans than any encoder writes: a CPU bomb
+    slug = "image-too-complex"
+
+
+class MetadataTooLarge(ImageTooLarge):  # a PNG text or ICC chunk that inflates past Pillow's limits
+    slug = "metadata-too-large"
+
+
 class TooManyFiles(NinServeError):
     status, slug = 413, "too-many-files"
 

@@ -7,10 +7,11 @@
 Connection limits (header/body deadlines, header limits, connection cap) live in the uvicorn
 protocol (app/server.py), not here: an ASGI app only sees a request once its headers are in.
 
-A request passes the middleware stack, outermost first: shutdown guard (api/shutdown.py), metrics
-(metrics.py), security headers, CORS, API keys (api/auth.py), body limits (api/body_limits.py:
-per body and all bodies together); then its route (a HEAD goes as GET: api/head.py).
-POST /v1/classify has a raw ASGI fast path ahead of the documented route (api/fast_classify.py).
+A request passes the middleware stack, outermost first: request id (logs.py, only with
+NINSERVE_LOG_FORMAT=json), shutdown guard (api/shutdown.py), metrics (metrics.py), security
+headers, CORS, API keys (api/auth.py), body limits (api/body_limits.py: per body and all bodies
+together); then its route (a HEAD goes as GET: api/head.py). POST /v1/classify has a raw ASGI
+fast path ahead of the documented route (api/fast_classify.py).
 
 Data flow: body (api/body.py) -> admission (admission.py: priced from the image header against
 the memory budget, memory.py; 413 or 503 before any decode) -> decode (decode.py, thread pool or
@@ -22,6 +23,8 @@ The KServe V2 protocol (api/v2.py, v2/) shares admission, decode and batcher.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,7 +42,8 @@ from app.api.problems import install_error_handlers
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.api.shutdown import ShutdownGuardMiddleware
 from app.api.v2_errors import install_v2_error_handlers
-from app.config import Settings
+from app.config import Settings, settings_error
+from app.logs import LogFormat, RequestIdMiddleware, formatter
 from app.metrics import install_metrics
 from app.redact import install as install_log_redaction
 from app.runtime import Runtime
@@ -93,6 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware, server_timing=settings.send_server_timing)
     install_metrics(app, runtime, ROUTERS)
     app.add_middleware(ShutdownGuardMiddleware)
+    if settings.log_format == "json":  # outermost: every line of the request carries its id
+        app.add_middleware(RequestIdMiddleware)
     for router in ROUTERS:
         app.include_router(router)
     install_fast_classify(app)
@@ -102,17 +108,42 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+# uvicorn's exit status for a process that failed before serving; its worker supervisor stops
+# instead of restarting a worker that exits with it (the same settings would fail again).
+STARTUP_FAILURE = 3
+
+
 def app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` and multi-worker serving: each worker reads NINSERVE_*."""
-    settings = Settings()
-    configure_logging(settings.log_level)
-    return create_app(settings)
+    """Factory for `uvicorn --factory` and multi-worker serving: each worker reads NINSERVE_*.
+
+    Invalid settings end the process with one line on stderr, as `ninserve serve` does; so does a
+    model that cannot load, which a worker cannot recover from (the supervisor stops them all)."""
+    try:
+        settings = Settings()
+        check_keys(settings.api_key_list)
+    except ValueError as exc:  # pydantic's ValidationError too
+        print(f"ninserve: invalid settings: {settings_error(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_FAILURE) from None
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    app.state.runtime.on_failure.append(_exit_cannot_serve)
+    return app
 
 
-def configure_logging(level: str) -> None:
+def _exit_cannot_serve(error: str) -> None:
+    """The model failed to load (logged with its reason): end this process now, with the status
+    that tells uvicorn's supervisor not to restart it, instead of leaving it alive but useless."""
+    logging.shutdown()
+    os._exit(STARTUP_FAILURE)
+
+
+def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     logger = logging.getLogger("ninserve")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+    ours = [h for h in logger.handlers if h.get_name() == "ninserve"]
+    if not ours and not logger.handlers:
+        ours = [logging.StreamHandler()]
+        ours[0].set_name("ninserve")
+        logger.addHandler(ours[0])
+    for handler in ours:
+        handler.setFormatter(formatter(log_format))
     logger.setLevel(level.upper())

@@ -6,14 +6,26 @@ points and linearly interpolated (within 3/255 of the originals, 4/255 for infer
 Maps are upsampled bilinearly as float32, then normalised and colour-mapped, so edges stay smooth.
 
 Normalisation decides what a colour means, so the default must not mislead. The K maps of one
-image are logits per position on one shared scale (the global average of each is its class's
-logit, and the softmax of those is the scores), so `global` maps every class of the image through
-one range: the top class's evidence is red, and a class at score 0.001 stays cool wherever the
-net does not see it. `map` stretches each map to its own min-max: it shows the *shape* of a
-weak class's evidence, but paints a 0.001 class as red as a 0.99 one, so it is opt-in. (Weighting
-each map by its score was the other candidate; it hides where a runner-up class at 0.3 looks,
-and its colours stop being logits.) `legend=True` adds the class, its score and a colour bar
-labelled in logits, so a picture saved on its own still says what its colours mean.
+image are logits per location (the global average of each is its class's logit, and the softmax
+of those is the scores). Four choices, two bounded to [0, 1] and the same for every class:
+
+- `posterior`: the softmax over the K maps at each location, the probability of the class at
+  that location (what the net would say of an image that looked like that spot everywhere). The
+  K values of a location sum to 1. This model's local logits span 0-40, so it is nearly one-hot:
+  on 99 % of the CIFAR-10 training images where the logit scale misleads, some class scored
+  under 5 % still reaches the top colour (or ties) where it wins locally (bench/map_scales.py).
+- `weighted`, the default: the class's score times that posterior, the probability that the
+  image is this class and this location says so. It never exceeds the class's score, so a class
+  the net does not pick stays cool while the top class is red where it is seen; a runner-up at
+  0.3 still shows, at most at 0.3. The K values of a location sum to at most 1.
+- `global`: the raw logits of all classes through one range. It compares magnitudes, but a
+  class can hold the reddest spot with a score of 1 % (on the shipped airplane sample the deer
+  map, score 0.014, does).
+- `map`: each map stretched to its own min-max: the *shape* of a weak class's evidence, painted
+  as red as a strong class's.
+
+`legend=True` adds the class, its score and a colour bar labelled in the scale's unit, so a
+picture saved on its own still says what its colours mean.
 
 Overlays keep the input's aspect ratio: the net sees a stretched square, so its map is stretched
 back over the stored preview (app/decode.py), whose long side becomes `size`.
@@ -32,7 +44,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from app.decode import Preview, preview_pixels
 
-Normalize = Literal["global", "map"]
+Normalize = Literal["weighted", "posterior", "global", "map"]
+NORMALIZE_DEFAULT: Normalize = "weighted"
+BOUNDED = frozenset({"weighted", "posterior"})  # probabilities: colours from 0 to 1 for every class
+# What the colour bar's values are, per normalisation: the legend's words and the X-Map-Units header.
+UNITS: dict[str, str] = {
+    "weighted": "probability",
+    "posterior": "probability",
+    "global": "logit",
+    "map": "logit",
+}
 
 _SAMPLED = {  # 33 RGB triples each, hex, from matplotlib 3.11 at linspace(0, 1, 33)
     "viridis": "440154470d6048186a482374472d7b4537814240863e49893b528b375b8d33638d2f6b8e2c728e297a8e268"
@@ -82,8 +103,37 @@ def _scale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip((values - lo) / span, 0.0, 1.0).astype(np.float32)
 
 
+def class_posterior(maps: np.ndarray) -> np.ndarray:
+    """[K, h, w] logits -> [K, h, w] float32 in [0, 1]: the softmax over classes at each location."""
+    shifted = maps.astype(np.float32) - maps.max(axis=0, keepdims=True)  # no overflow in exp
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=0, keepdims=True)
+    return shifted
+
+
+def weighted_posterior(maps: np.ndarray) -> np.ndarray:
+    """[K, h, w] logits -> [K, h, w] float32: each class's score (the softmax of the maps' means,
+    as the model computes it) times its posterior at each location; never above the score."""
+    logits = maps.mean(axis=(1, 2), dtype=np.float64)
+    scores = np.exp(logits - logits.max())
+    scores /= scores.sum()
+    posterior = class_posterior(maps)
+    posterior *= scores.astype(np.float32)[:, None, None]
+    return posterior
+
+
+def map_values(maps: np.ndarray, normalize: Normalize) -> np.ndarray:
+    """The [K, h, w] values that get colours: probabilities for the bounded scales, else the logits."""
+    if normalize == "weighted":
+        return weighted_posterior(maps)
+    return class_posterior(maps) if normalize == "posterior" else maps
+
+
 def value_range(maps: np.ndarray, index: int, normalize: Normalize) -> tuple[float, float]:
-    """The (low, high) map values that become the colormap's ends for class `index`."""
+    """The (low, high) values that become the colormap's ends for class `index`: probabilities
+    0 and 1 for `weighted` and `posterior`, logits for `global` and `map`."""
+    if normalize in BOUNDED:
+        return 0.0, 1.0
     source = maps[index] if normalize == "map" else maps
     return float(source.min()), float(source.max())
 
@@ -137,7 +187,7 @@ def render_map(
     *,
     size: int,
     colormap: str = "jet",
-    normalize: Normalize = "global",
+    normalize: Normalize = NORMALIZE_DEFAULT,
     preview: Preview | None = None,
     alpha: float = OVERLAY_ALPHA,
 ) -> np.ndarray:
@@ -145,7 +195,7 @@ def render_map(
     preview's aspect ratio and a long side of `size`."""
     base_pixels = None if preview is None else preview_pixels(preview, size)
     box = (size, size) if base_pixels is None else fit_box(base_pixels.shape, size)
-    values = upsample(maps[index], *box)
+    values = upsample(map_values(maps, normalize)[index], *box)
     heat = colorize(_scale(values, *value_range(maps, index, normalize)), colormap)
     return _blend(heat, None if base_pixels is None else _backdrop(base_pixels, box), alpha)
 
@@ -169,9 +219,10 @@ def map_png(
     """`render_map` as PNG; `legend` adds `label`, `score` and a colour bar under the image."""
     pixels = render_map(maps, index, **options)
     if legend:
-        lo, hi = value_range(maps, index, options.get("normalize", "global"))
+        normalize = options.get("normalize", NORMALIZE_DEFAULT)
+        lo, hi = value_range(maps, index, normalize)
         title = label if score is None else f"{label}   score {score:.3f}"
-        pixels = add_legend(pixels, title, lo, hi, options.get("colormap", "jet"))
+        pixels = add_legend(pixels, title, lo, hi, options.get("colormap", "jet"), normalize)
     return encode_png(pixels)
 
 
@@ -183,12 +234,43 @@ def _font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def add_legend(
-    pixels: np.ndarray, title: str, lo: float | None, hi: float | None, colormap: str
-) -> np.ndarray:
-    """Append a white strip: `title`, then a colour bar from `lo` to `hi` (map values, logits).
+def legend_words(
+    normalize: Normalize, lo: float | None, hi: float | None, *, grid: bool = False
+) -> tuple[str, str, tuple[str, ...]]:
+    """The colour bar's two end labels and its caption (longest first: the first that fits is used).
 
-    lo/hi None: each map has its own range, so the bar is labelled low/high instead of numbers."""
+    lo/hi None: each map has its own range, so the ends are low/high instead of numbers."""
+    whose = "each class" if grid else "this class"
+    if normalize == "posterior":
+        captions = (f"probability of {whose} at this location", f"probability of {whose} here", "probability")
+        return "0", "1", captions
+    if normalize == "weighted":
+        captions = (
+            f"score x probability of {whose} at this location",
+            f"score x probability of {whose} here",
+            "score x probability here",
+            "score x probability",
+        )
+        return "0", "1", captions
+    if lo is None or hi is None:
+        return "low", "high", ("logit, each map its own range", "logit, own range per map")
+    if normalize == "map":
+        return f"{lo:.2f}", f"{hi:.2f}", ("logit, this map's own range", "logit, own range", "logit")
+    return f"{lo:.2f}", f"{hi:.2f}", ("logit, one range for all classes", "logit, all classes", "logit")
+
+
+def add_legend(
+    pixels: np.ndarray,
+    title: str,
+    lo: float | None,
+    hi: float | None,
+    colormap: str,
+    normalize: Normalize = NORMALIZE_DEFAULT,
+    *,
+    grid: bool = False,
+) -> np.ndarray:
+    """Append a white strip: `title`, then a colour bar from `lo` to `hi`, labelled with its ends and
+    what its values are (probabilities or logits, `legend_words`)."""
     height, width = pixels.shape[:2]
     canvas_w = max(width, LEGEND_MIN_WIDTH)
     text_px = max(11, min(16, canvas_w // 22))
@@ -207,8 +289,9 @@ def add_legend(
     canvas.paste(Image.fromarray(np.ascontiguousarray(np.broadcast_to(ramp, (bar_h, bar_w, 3)))), (pad, y))
     draw.rectangle((pad - 1, y - 1, pad + bar_w, y + bar_h), outline=(90, 90, 90))
     y += bar_h + 3
-    low, high = ("low", "high") if lo is None or hi is None else (f"{lo:.2f}", f"{hi:.2f}")
-    middle = "each map: own range" if lo is None or hi is None else "map value (logit)"
+    low, high, captions = legend_words(normalize, lo, hi, grid=grid)
+    room = bar_w - 2 * max(draw.textlength(low, font=font), draw.textlength(high, font=font)) - 2 * pad
+    middle = next((c for c in captions if draw.textlength(c, font=font) <= room), captions[-1])
     draw.text((pad, y), low, fill=(0, 0, 0), font=font)
     draw.text((canvas_w // 2, y), middle, fill=(60, 60, 60), font=font, anchor="ma")
     draw.text((canvas_w - pad, y), high, fill=(0, 0, 0), font=font, anchor="ra")
@@ -222,7 +305,7 @@ def grid_png(
     *,
     cell: int = 128,
     colormap: str = "jet",
-    normalize: Normalize = "global",
+    normalize: Normalize = NORMALIZE_DEFAULT,
     preview: Preview | None = None,
     alpha: float = OVERLAY_ALPHA,
     legend: bool = False,
@@ -242,19 +325,20 @@ def grid_png(
     )
     draw = ImageDraw.Draw(canvas)
     font = _font(max(9, caption - 4))
-    lo, hi = float(maps.min()), float(maps.max())
+    source = map_values(maps, normalize)
     for i in range(k):
         r, c = divmod(i, cols)
         x, y = pad + c * (box[0] + pad), pad + r * (box[1] + caption + pad)
-        values = upsample(maps[i], *box)
-        if normalize == "map":
-            lo, hi = value_range(maps, i, "map")
+        values = upsample(source[i], *box)
+        lo, hi = value_range(maps, i, normalize)
         tile = _blend(colorize(_scale(values, lo, hi), colormap), base, alpha)
         canvas.paste(Image.fromarray(tile), (x, y))
         draw.text((x + 2, y + box[1] + 1), f"{labels[i]}  {float(scores[i]):.3f}", fill=(0, 0, 0), font=font)
     pixels = np.asarray(canvas)
     if legend:
-        shared = normalize == "global"
-        lo, hi = value_range(maps, 0, "global")
-        pixels = add_legend(pixels, "", lo if shared else None, hi if shared else None, colormap)
+        shared = normalize != "map"
+        lo, hi = value_range(maps, 0, normalize)
+        pixels = add_legend(
+            pixels, "", lo if shared else None, hi if shared else None, colormap, normalize, grid=True
+        )
     return encode_png(pixels)

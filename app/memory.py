@@ -20,8 +20,14 @@ Costs are priced before the work starts, so a request that cannot fit is refused
 for room (503 when the wait is full) before it allocates anything. The per-pixel figures are
 peaks measured with VmHWM (docs/reliability.md): ONNX Runtime holds 1.5-1.8 KB per input pixel
 for the fp32 NiN (its first layers keep 192 float32 channels at the input resolution), 1.3 KB
-for int8; decoding holds ~5 B per source pixel for 1-bit, grey, palette and RGB files and ~20 B
-for alpha and 16-bit ones (alpha compositing and 16-bit scaling make float/RGBA copies).
+for int8. Decoding, measured per format and mode with `bench/decode_memory.py` (RSS, since libjpeg,
+libwebp and zlib allocate outside Python), holds per source pixel: ~5 B for 1-bit, grey, palette
+and RGB files, ~20 B for alpha and 16-bit ones (alpha compositing and 16-bit scaling make
+float/RGBA copies), ~27 B for 32-bit float and integer grey, ~15 B for WebP without alpha and
+~27 B with it (libwebp decodes to RGBA, Pillow copies the frame twice); a progressive or
+multi-scan JPEG keeps libjpeg's coefficients for the whole image, 2 B per sample of every
+component (6 B/px at 4:4:4, 8 B/px for CMYK), whatever scale it is decoded at. Every decode also
+holds ~2 MB whatever its size (codec state, row buffers, the preview).
 """
 
 from __future__ import annotations
@@ -34,18 +40,26 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from app.decode import REDUCING_GAP, open_image
+from app.decode import REDUCING_GAP, jpeg_first_scan, open_image
 
 MiB = 1024 * 1024
 RUNTIME_RESERVE = 192 * MiB  # 163 MB measured after start and warm-up (fp32 NiN, 2 ORT threads)
 RUN_SHARE, DECODE_SHARE = 0.35, 0.45  # of what is left after reserve and store; rendering: the rest
 SMALL_DECODE = 16 * MiB  # decodes up to this run in the shared pool: a 1080p photo costs ~12 MB
 DEFAULT_STORE_SHARE = 0.08  # the memory store's default byte bound: 64 MB of an 800 MB budget
+# With Redis, results wait here while Redis is slow or away (app/store_redis.py; oldest dropped
+# beyond): ~2,000 results at resolution 32, ~15 s of a 2-core server's classifications.
+STORE_WRITE_BACKLOG = 16 * MiB
 
 # Bytes one decode holds per source pixel, by Pillow mode (with a margin over the measured peak).
 _LIGHT_MODES = frozenset({"1", "L", "P", "RGB"})  # 5.1-5.3 B/px measured (RGB 4.2)
-_HEAVY_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-LIGHT_BYTES_PER_PIXEL, OTHER_BYTES_PER_PIXEL, HEAVY_BYTES_PER_PIXEL = 6, 10, 24  # heavy: 20-22 measured
+_HEAVY_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La", "I;16", "I;16L", "I;16B", "I;16N"})
+_WIDE_MODES = frozenset({"I", "F"})  # 32-bit grey: float64 copies while scaling, 23-27 B/px
+LIGHT_BYTES_PER_PIXEL, OTHER_BYTES_PER_PIXEL, HEAVY_BYTES_PER_PIXEL = 6, 10, 24  # heavy: 19-22 measured
+WIDE_BYTES_PER_PIXEL = 32
+WEBP_BYTES_PER_PIXEL, WEBP_ALPHA_BYTES_PER_PIXEL = 17, 30  # 15.2-15.7 and 26.6 B/px measured
+JPEG_COEFFICIENT_BYTES = 128  # per 8x8 block of each component: libjpeg's whole-image buffer
+DECODE_FIXED = 3 * MiB  # ~2 MB measured in every decode, whatever its size
 # Rendering holds per output pixel: with an overlay 34 B/px measured at 2048 px (the blend in
 # 16-bit fixed point, app/maps.py); without overlay 16-17 B/px; a grid keeps the RGB canvas and
 # one cell's temporaries.
@@ -156,7 +170,7 @@ def plan_for(settings: Settings, native_size: int = 32) -> MemoryPlan:
     """The plan for these settings (the native size comes from the model; 32 until it loads)."""
     return plan_memory(
         budget_mb=settings.memory_budget_mb,
-        store_bytes=settings.store_max_bytes if settings.result_store == "memory" else 0,
+        store_bytes=settings.store_max_bytes if settings.result_store == "memory" else STORE_WRITE_BACKLOG,
         max_resolution=settings.max_resolution,
         native_size=native_size,
         max_batch_size=settings.max_batch_size,
@@ -170,28 +184,51 @@ def plan_for(settings: Settings, native_size: int = 32) -> MemoryPlan:
 def decode_cost(data: bytes, size: int, max_pixels: int) -> int:
     """Peak bytes decoding `data` to `size` will hold, from the header alone (no pixel decoded).
 
-    Raises what app/decode.open_image raises for a bad or oversized header. An 8-bit RGB PNG is
-    priced from its IHDR chunk without Pillow (the common case, ~0.1 us instead of ~17 us).
+    Raises what app/decode.open_image raises for a bad or oversized header (or a JPEG with too
+    many scans). An 8-bit RGB PNG is priced from its IHDR chunk without Pillow (the common case,
+    ~0.1 us instead of ~17 us).
     """
     if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 26:
         width, height, depth, color = struct.unpack(">IIBB", data[16:26])
         if color == 2 and depth == 8 and 0 < width * height <= max_pixels:  # no alpha, no palette
-            return width * height * LIGHT_BYTES_PER_PIXEL
+            return DECODE_FIXED + width * height * LIGHT_BYTES_PER_PIXEL
     img = open_image(data, max_pixels)
     try:
         width, height = img.size
-        if img.format == "JPEG":  # Pillow's draft: libjpeg decodes at 1/2, 1/4 or 1/8 scale
+        if img.format == "WEBP":
+            alpha = img.mode != "RGB"
+            return DECODE_FIXED + width * height * (
+                WEBP_ALPHA_BYTES_PER_PIXEL if alpha else WEBP_BYTES_PER_PIXEL
+            )
+        held = DECODE_FIXED
+        if img.format == "JPEG":
+            if img.info.get("progressive") or jpeg_first_scan(data)[1]:
+                held += jpeg_coefficient_bytes(width, height, img.layer)
+            # Pillow's draft: libjpeg decodes at 1/2, 1/4 or 1/8 scale
             need = math.ceil(REDUCING_GAP * size)
             scale = min(width // need, height // need)
             factor = next((f for f in (8, 4, 2) if scale >= f), 1)
             width, height = math.ceil(width / factor), math.ceil(height / factor)
-        return width * height * _bytes_per_pixel(img)
+        return held + width * height * _bytes_per_pixel(img)
     finally:
         img.close()
 
 
+def jpeg_coefficient_bytes(width: int, height: int, layers: list[tuple[str, int, int, int]]) -> int:
+    """The DCT coefficients libjpeg keeps for a whole progressive or multi-scan image: one
+    64 x int16 block per 8x8 samples of each component, padded to whole MCUs. `layers` is
+    Pillow's (id, h, v, table) per component from the SOF header."""
+    h_max = max((h for _, h, _, _ in layers), default=1) or 1
+    v_max = max((v for _, _, v, _ in layers), default=1) or 1
+    mcus_x, mcus_y = math.ceil(width / (8 * h_max)), math.ceil(height / (8 * v_max))
+    blocks = sum(mcus_x * max(h, 1) * mcus_y * max(v, 1) for _, h, v, _ in layers)
+    return blocks * JPEG_COEFFICIENT_BYTES
+
+
 def _bytes_per_pixel(img: Image.Image) -> int:
     transparent = "transparency" in img.info
+    if img.mode in _WIDE_MODES:
+        return WIDE_BYTES_PER_PIXEL
     if img.mode in _HEAVY_MODES or (transparent and img.mode in ("P", "L")):
         return HEAVY_BYTES_PER_PIXEL
     return LIGHT_BYTES_PER_PIXEL if img.mode in _LIGHT_MODES else OTHER_BYTES_PER_PIXEL

@@ -1,25 +1,31 @@
-"""One classification, stage by stage: admit (app/admission.py: priced from the header, refused
-before any decode when the server is full) -> decode (thread pool, or the large-decode lane) ->
-batch + ORT (batcher) -> result (top-k, scores, map links) -> store. The deadline is checked
-before each stage. Each stage is timed; the timings go into the response body and, where
+"""Images through the model, stage by stage: admit (app/admission.py: priced from the header,
+refused before any decode when the server is full) -> decode (thread pool, or the large-decode
+lane) -> batch + ORT (batcher): `run_images`, for v1 single, v1 batch and V2 alike. `classify`
+and `classify_batch` add the v1 result (top-k, scores, map links) and store it. The deadline
+is checked before each stage. Each stage is timed; the timings go into the response body and, where
 NINSERVE_SERVER_TIMING allows, a `Server-Timing` header. `resolve_resolution` is shared with V2.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
-import uuid
-from contextlib import nullcontext
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 import orjson
 
-from app.errors import InvalidParameter
+from app.batcher import BatchResult
+from app.decode import DecodedImage
+from app.engine import ModelInfo
+from app.errors import InvalidParameter, NinServeError, Overloaded
 from app.runtime import Runtime
 from app.store import StoredPrediction
 
+T = TypeVar("T")
 STAGES = ("decode", "queue", "compute", "encode", "total")
 
 
@@ -59,6 +65,139 @@ def resolve_resolution(requested: int | None, native: int, maximum: int) -> int:
     return requested
 
 
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """One image after decode and the batcher."""
+
+    image: DecodedImage | None  # None for pixels sent as they are (V2 UINT8)
+    result: BatchResult
+    decode_ms: float
+
+
+Images = Sequence[bytes | np.ndarray | NinServeError]
+
+
+@overload
+async def run_images(
+    rt: Runtime,
+    images: Images,
+    size: int,
+    *,
+    deadline: float,
+    preview_size: int,
+    keep_bytes: int = ...,
+    whole: Literal[True],
+) -> list[Ran]: ...
+@overload
+async def run_images(
+    rt: Runtime,
+    images: Images,
+    size: int,
+    *,
+    deadline: float,
+    preview_size: int,
+    keep_bytes: int = ...,
+    whole: Literal[False] = ...,
+) -> list[Ran | NinServeError]: ...
+async def run_images(
+    rt: Runtime,
+    images: Images,
+    size: int,
+    *,
+    deadline: float,
+    preview_size: int,
+    keep_bytes: int = 0,
+    whole: bool = False,
+) -> list[Ran] | list[Ran | NinServeError]:
+    """Admit -> decode -> deadline -> submit, in request order; raises domain errors (app/errors.py).
+
+    Encoded images (bytes) are priced from their headers and the request admitted at once, before
+    any decode; pixels (V2 UINT8) skip the decode. An error in `images` (a part that could not be
+    read) passes through. `whole` (V2): any error fails the request (the other images withdrawn)
+    and a queue without room for every image refuses it; otherwise (v1) each image succeeds or
+    fails on its own, in place. A refused admission always fails the request.
+    """
+    _, batcher = rt.ready()
+    admission = rt.admission
+    limit = rt.settings.max_image_pixels
+    costs: list[int | None | NinServeError] = []
+    for image in images:
+        if isinstance(image, NinServeError):
+            if whole:
+                raise image
+            costs.append(image)
+        elif isinstance(image, bytes):
+            try:
+                costs.append(admission.price(image, size, max_pixels=limit))
+            except NinServeError as exc:
+                if whole:
+                    raise
+                costs.append(exc)
+        else:
+            costs.append(None)
+    live = [i for i, cost in enumerate(costs) if not isinstance(cost, NinServeError)]
+    if not live:
+        return [cost for cost in costs if isinstance(cost, NinServeError)]
+
+    async def one(i: int) -> Ran:
+        image, cost = images[i], costs[i]
+        assert not isinstance(image, NinServeError) and not isinstance(cost, NinServeError)
+        t = time.perf_counter()
+        decoded = None
+        if isinstance(image, bytes):
+            decoded = await admission.decode(
+                image,
+                size,
+                deadline=deadline,
+                max_pixels=limit,
+                preview_size=preview_size,
+                keep_bytes=keep_bytes,
+                cost=cost,
+            )
+            image = decoded.pixels
+            admission.check_deadline(deadline, "queueing")
+        decode_ms = round((time.perf_counter() - t) * 1000.0, 3)
+        return Ran(decoded, await batcher.submit(image, deadline=deadline), decode_ms)
+
+    with await admission.enter(len(live)):
+        if len(images) == 1:  # the hot path: no tasks
+            try:
+                return [await one(0)]
+            except NinServeError as exc:
+                if whole:
+                    raise
+                return [exc]
+        if whole:
+            if batcher.queued + len(live) > batcher.max_queue:
+                raise Overloaded(
+                    f"the inference queue is full ({batcher.queued} of {batcher.max_queue} queued, "
+                    f"{len(live)} more images sent); retry shortly"
+                )
+            return await _all_or_none([one(i) for i in live])
+        ran = dict(zip(live, await asyncio.gather(*(_settled(one(i)) for i in live)), strict=True))
+    return [ran.get(i) or cost for i, cost in enumerate(costs)]  # type: ignore[misc]
+
+
+async def _settled(work: Awaitable[T]) -> T | NinServeError:
+    """The outcome of one image's work, its domain error included."""
+    try:
+        return await work
+    except NinServeError as exc:
+        return exc
+
+
+async def _all_or_none(work: list[Awaitable[Ran]]) -> list[Ran]:
+    """All at once, so they share ONNX Runtime batches; if one fails the rest are withdrawn."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # retrieve every outcome: no stray warnings
+        raise
+
+
 async def classify(
     rt: Runtime,
     data: bytes,
@@ -67,41 +206,75 @@ async def classify(
     inline_maps: bool = False,
     resolution: int | None = None,
     deadline: float | None = None,
-    admitted: bool = False,
-    cost: int | None = None,
 ) -> Classified:
-    """Image bytes -> stored result and response body; raises domain errors (app/errors.py).
-
-    `admitted`: the caller holds an admission ticket for this image (a batch admits all of its
-    images at once); `cost`: its decode price, when the caller already read the header.
-    """
+    """Image bytes -> stored result and response body; raises domain errors (app/errors.py)."""
     timings = Timings()
     if deadline is None:
         deadline = time.monotonic() + rt.settings.request_timeout_s
-    engine, batcher = rt.ready()
-    info = engine.info
-    size = resolve_resolution(resolution, info.native_size, rt.settings.max_resolution)
-    admission = rt.admission
+    engine, _ = rt.ready()
+    settings = rt.settings
+    size = resolve_resolution(resolution, engine.info.native_size, settings.max_resolution)
+    (ran,) = await run_images(
+        rt,
+        (data,),
+        size,
+        deadline=deadline,
+        preview_size=settings.preview_size,
+        keep_bytes=settings.preview_keep_bytes,
+    )
+    if isinstance(ran, NinServeError):
+        raise ran
+    return await _classified(rt, engine.info, ran, size, timings, top_k=top_k, inline_maps=inline_maps)
 
-    with nullcontext() if admitted else await admission.enter(1):
-        t = time.perf_counter()
-        decoded = await admission.decode(
-            data,
-            size,
-            deadline=deadline,
-            max_pixels=rt.settings.max_image_pixels,
-            preview_size=rt.settings.preview_size,
-            keep_bytes=rt.settings.preview_keep_bytes,
-            cost=cost,
-        )
-        t = timings.lap("decode", t)
-        admission.check_deadline(deadline, "queueing")
-        result = await batcher.submit(decoded.pixels, deadline=deadline)
+
+async def classify_batch(
+    rt: Runtime,
+    images: Sequence[bytes | NinServeError],
+    *,
+    top_k: int = 5,
+    inline_maps: bool = False,
+    resolution: int | None = None,
+    deadline: float,
+) -> list[Classified | NinServeError]:
+    """Several images, each classified or failed on its own (a refused admission fails them all),
+    submitted at once so they share ONNX Runtime batches."""
+    started = time.perf_counter()
+    engine, _ = rt.ready()
+    settings = rt.settings
+    try:
+        size = resolve_resolution(resolution, engine.info.native_size, settings.max_resolution)
+    except NinServeError as exc:
+        return [image if isinstance(image, NinServeError) else exc for image in images]
+    ran = await run_images(
+        rt,
+        images,
+        size,
+        deadline=deadline,
+        preview_size=settings.preview_size,
+        keep_bytes=settings.preview_keep_bytes,
+    )
+
+    async def one(item: Ran) -> Classified:
+        timings = Timings(start=started)
+        return await _classified(rt, engine.info, item, size, timings, top_k=top_k, inline_maps=inline_maps)
+
+    work = [item if isinstance(item, NinServeError) else _settled(one(item)) for item in ran]
+    done = iter(await asyncio.gather(*(w for w in work if not isinstance(w, NinServeError))))
+    return [w if isinstance(w, NinServeError) else next(done) for w in work]
+
+
+async def _classified(
+    rt: Runtime, info: ModelInfo, ran: Ran, size: int, timings: Timings, *, top_k: int, inline_maps: bool
+) -> Classified:
+    """A run image -> the v1 result body, stored."""
+    result, decoded = ran.result, ran.image
+    assert decoded is not None  # v1 sends encoded images
+    timings.ms["decode"] = ran.decode_ms
     timings.ms["queue"] = round(result.queue_ms, 3)
     timings.ms["compute"] = round(result.compute_ms, 3)
     t = time.perf_counter()
 
-    prediction_id = uuid.uuid4().hex
+    prediction_id = os.urandom(16).hex()  # 128 random bits: the id is a capability
     scores = result.scores
     k = min(top_k, len(info.classes))
     order = np.argsort(-scores, kind="stable")[:k]

@@ -140,6 +140,9 @@ def predict(
     """0 when every image succeeded, 1 when some failed, 2 when there is nothing to do or the
     server cannot be reached."""
     out, err = out or sys.stdout, err or sys.stderr
+    if not url.lower().startswith(("http://", "https://")):  # httpx would call it "unreachable"
+        print(f"ninserve predict: the URL {url} lacks http:// or https:// (e.g. http://{url})", file=err)
+        return 2
     files = collect(inputs)
     if not files:
         print(f"ninserve predict: no images in {', '.join(map(str, inputs))}", file=err)

@@ -135,9 +135,8 @@ class Runtime:
 
     def ready(self) -> tuple[Engine, Batcher]:
         if self.state != "ready" or self.engine is None or self.batcher is None:
-            why = (
-                f"model failed to load ({self.error})" if self.state == "failed" else f"model is {self.state}"
-            )
+            # The load error names files and library internals: it goes to the log, not to clients.
+            why = "the model failed to load" if self.state == "failed" else f"the model is {self.state}"
             raise NotReady(f"not ready: {why}")
         return self.engine, self.batcher
 

@@ -5,7 +5,7 @@ responses against them. The hot path builds the same shapes as dicts and seriali
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -39,7 +39,9 @@ class MapsRef(BaseModel):
     url: str = Field(description="raw values as JSON")
     png_url_template: str = Field(description="replace {label} with a class name or index")
     grid_url: str = Field(description="all classes in one PNG")
-    values: list[list[list[float]]] | None = Field(None, description="[K][h][w], only with maps=inline")
+    values: list[list[list[float]]] | None = Field(
+        None, description="[K][h][w] logits (each map's mean is its class's logit), only with maps=inline"
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -70,7 +72,11 @@ class MapsResponse(BaseModel):
     id: str
     labels: list[str]
     shape: list[int]
-    values: list[list[list[float]]]
+    units: Literal["logit", "probability"] = Field(
+        description="`logit`: the model's maps (each map's mean is its class's logit); `probability`: "
+        "with values=posterior or weighted, the values the map PNGs colour (docs/api.md)"
+    )
+    values: list[list[list[float]]] = Field(description="[K][h][w], in `units`")
 
 
 class ModelInfoResponse(BaseModel):

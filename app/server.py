@@ -42,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import Settings
+from app.logs import uvicorn_log_config
 
 logger = logging.getLogger("ninserve")
 
@@ -412,7 +413,7 @@ def uvicorn_options(settings: Settings, *, in_process: bool = True) -> dict[str,
     """uvicorn.run / uvicorn.Config keyword arguments that apply these settings' connection limits.
     `in_process=False` (several workers) names the protocol by import string: each worker
     builds it from its own NINSERVE_* environment."""
-    return {
+    options = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
@@ -421,3 +422,7 @@ def uvicorn_options(settings: Settings, *, in_process: bool = True) -> dict[str,
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         "timeout_graceful_shutdown": settings.graceful_shutdown_s,
     }
+    log_config = uvicorn_log_config(settings.log_format)
+    if log_config is not None:  # otherwise uvicorn's own text lines, unchanged
+        options["log_config"] = log_config
+    return options

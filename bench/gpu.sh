@@ -32,6 +32,8 @@ PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
 
 fetch() {
   mkdir -p .whl/gpu .whl/ortgpu-full .whl/ortgpu
+  # unhashed: a benchmark's wheels for a GPU machine without an index, never shipped; the pins
+  # above are requirements/gpu.txt's, and the onnxruntime-gpu wheel's SHA256 travels with its parts.
   local dl=(-m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
     "${PLATFORMS[@]}")
   nice -n 19 "$PY" "${dl[@]}" -d .whl/gpu "${SERVER_WHEELS[@]}"
@@ -68,6 +70,7 @@ install() {
       { echo "onnxruntime-gpu wheel incomplete or corrupt (a part missing?)" >&2; exit 1; }
     wheels+=("$whl/$name")
   fi
+  # unhashed: only the local wheels `fetch` brought (--no-index), the ORT one checked against SHA256.
   "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "${wheels[@]}"
 }
 

@@ -16,6 +16,15 @@ Phases (docs/reliability.md has the targets and the numbers):
   idle      1,000 keep-alive connections (the default connection cap) that each send a GET
             /healthz every 3 s and idle in between, while a new client (a fresh connection per
             request) sends a 32x32 PNG every 50 ms: the new clients' statuses and latency
+  formats   4 clients post, in turn, a 6300x6300 lossless WebP, a progressive CMYK JPEG and a
+            progressive 4:4:4 JPEG of that size (decoders that hold far more than an RGB image)
+            beside the probe: peak RSS, their statuses, the probe's p50/p99
+  scanbomb  2 clients post a 4000x4000 progressive JPEG of 3,000 scans (~30 s of libjpeg each)
+            beside the probe
+  jsonbomb  4 clients post 16 MB of V2 JSON `[[],[],...]` (~530 MB once parsed) beside the probe
+  redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
+            `seconds` during classify load: 200s/s and p99 before, during, after
+            (bench/redis_stall.py); needs redis-server
 
 The client is a minimal HTTP/1.1 keep-alive client on asyncio (one connection per simulated
 client, no retries, Retry-After ignored: the worst case), so it costs the 2 shared cores little.
@@ -36,6 +45,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +87,39 @@ def multipart(files: list[bytes]) -> tuple[bytes, str]:
             + b"\r\n"
         )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def jpeg_bytes(img: Image.Image, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+def format_bombs(side: int = 6300) -> list[tuple[str, bytes]]:
+    """The issue's three: formats whose decoders hold 8-16 B per pixel, not an RGB image's 4-6."""
+    flat = Image.new("RGB", (side, side), (90, 120, 150))
+    webp = io.BytesIO()
+    flat.save(webp, format="WEBP", lossless=True, quality=0, method=0)
+    return [
+        ("image/webp", webp.getvalue()),
+        ("image/jpeg", jpeg_bytes(flat.convert("CMYK"), progressive=True)),
+        ("image/jpeg", jpeg_bytes(flat, progressive=True, subsampling=0)),
+    ]
+
+
+def scan_bomb(side: int = 4000, scans: int = 3000) -> bytes:
+    """A progressive JPEG whose last (refinement) scan is repeated: a few bytes a scan, each a
+    pass of libjpeg over every block of the image."""
+    jpeg = jpeg_bytes(Image.new("RGB", (side, side), (120, 30, 200)), progressive=True, subsampling=0)
+    last, end = jpeg.rfind(b"\xff\xda"), jpeg.rfind(b"\xff\xd9")
+    return jpeg[:end] + jpeg[last:end] * (scans - jpeg.count(b"\xff\xda")) + jpeg[end:]
+
+
+def json_bomb(megabytes: int = 16) -> bytes:
+    """V2 JSON whose `data` is `[[],[],...]`: 3 bytes become a ~100-byte Python list each."""
+    head, tail = b'{"inputs":[{"name":"image","datatype":"UINT8","shape":[1],"data":[', b"[]]}]}"
+    count = (megabytes * 1024 * 1024 - len(head) - len(tail) - 64 * 1024) // 3
+    return head + b"[]," * count + tail
 
 
 # --- client ---------------------------------------------------------------------------------
@@ -416,7 +459,27 @@ async def phase_idle(
     }
 
 
-async def run_phases(server: Server, phases: list[str], seconds: float) -> dict[str, object]:
+async def phase_crowd(
+    server: Server, seconds: float, clients: int, requests: list[tuple[str, str, bytes, str]], label: str
+) -> dict[str, object]:
+    """`clients` closed-loop clients cycling through `requests` while the 32x32 probe runs."""
+    server.reset_peak()
+    crowd = asyncio.ensure_future(
+        closed_loop(server.port, clients, seconds, lambda i: requests[(i + int(time.time())) % len(requests)])
+    )
+    await asyncio.sleep(0.5)
+    probed = await probe(server.port, seconds - 1.0)
+    heavy = await crowd
+    return {
+        "probe_32x32": latency_summary(probed),
+        label: {"n": len(heavy), "statuses": dict(Counter(o.status for o in heavy))},
+        "rss_peak_mb": round(server.peak_mb),
+    }
+
+
+async def run_phases(
+    server: Server, phases: list[str], seconds: float, redis: subprocess.Popen[bytes] | None = None
+) -> dict[str, object]:
     results: dict[str, object] = {"baseline_rss_mb": round(server.rss_mb())}
     for phase in phases:
         print(f"-- {phase}", flush=True)
@@ -430,6 +493,19 @@ async def run_phases(server: Server, phases: list[str], seconds: float) -> dict[
             results[phase] = await phase_overload(server, seconds, 64, 8)
         elif phase == "idle":
             results[phase] = await phase_idle(server, seconds)
+        elif phase == "formats":
+            bombs = [("POST", "/v1/classify", data, ctype) for ctype, data in format_bombs()]
+            results[phase] = await phase_crowd(server, seconds, 4, bombs, "format_bombs")
+        elif phase == "scanbomb":
+            bomb = [("POST", "/v1/classify", scan_bomb(), "image/jpeg")]
+            results[phase] = await phase_crowd(server, seconds, 2, bomb, "scan_bombs")
+        elif phase == "jsonbomb":
+            bomb = [("POST", "/v2/models/nin-cifar10/infer", json_bomb(), "application/json")]
+            results[phase] = await phase_crowd(server, seconds, 4, bomb, "json_bombs")
+        elif phase == "redis" and redis is not None:
+            from bench.redis_stall import phase_redis
+
+            results[phase] = await phase_redis(server, redis, seconds)
         print(json.dumps(results[phase]), flush=True)
         await asyncio.sleep(2)
     results["final_rss_mb"] = round(server.rss_mb())
@@ -445,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--env", action="append", default=[], help="extra NINSERVE_X=value for the server")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--redis-port", type=int, help="the redis phase's redis-server (default: --port + 1)")
     args = parser.parse_args(argv)
     env = {
         "NINSERVE_DEVICE": "cpu",
@@ -452,12 +529,25 @@ def main(argv: list[str] | None = None) -> int:
         "NINSERVE_LOG_LEVEL": "warning",
     }
     env |= dict(item.split("=", 1) for item in args.env)
-    server = Server(args.app_dir.resolve(), args.port, env)
-    server.start()
-    try:
-        results = asyncio.run(run_phases(server, args.phases.split(","), args.seconds))
-    finally:
-        server.stop()
+    phases = args.phases.split(",")
+    with ExitStack() as stack:
+        redis = None
+        if "redis" in phases:
+            from bench.redis_stall import REDIS_SERVER, redis_server
+
+            if REDIS_SERVER is None:
+                print("-- redis: skipped, redis-server is not installed (scripts/ci-deps.sh)", flush=True)
+                phases.remove("redis")
+            else:  # every phase then runs on the Redis result store
+                redis_port = args.redis_port or args.port + 1
+                redis = stack.enter_context(redis_server(redis_port))
+                env["NINSERVE_RESULT_STORE"] = f"redis://127.0.0.1:{redis_port}/0"
+        server = Server(args.app_dir.resolve(), args.port, env)
+        server.start()
+        try:
+            results = asyncio.run(run_phases(server, phases, args.seconds, redis))
+        finally:
+            server.stop()
     results |= {"app_dir": str(args.app_dir), "env": env, "server_peak_rss_mb": round(server.peak_mb)}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

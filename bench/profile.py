@@ -1,10 +1,14 @@
 """Where a request's CPU goes: py-spy samples ninserve while wrk loads it, then a summary.
 
-    .venv/bin/python -m bench.profile --concurrency 64 --seconds 10
+    .venv/bin/python -m bench.profile --concurrency 64 --seconds 10 [--image jpeg] [--port 8100]
+    .venv/bin/python -m bench.profile --app-dir /tmp/old-checkout     # profile another checkout
 
 Prints the throughput under the profiler, how busy the machine's CPUs were, each server thread's
-share of the window (ORT runs in `ninserve-ort`, decoding in `ninserve-io`), the event-loop
-thread's samples by package (leaf frame), and its heaviest app/ frames (inclusive). The raw
+share of the window (ORT runs in `ninserve-ort`, decoding in `ninserve-io`) and what the threads
+outside ORT (event loop, decode pool and lanes) cost per request in core-ms, the event-loop
+thread's samples by package (leaf frame), and its heaviest app/ frames (inclusive). Samples count
+a thread waiting for the GIL as busy, so on a loaded machine the per-request figure is an upper
+bound. The raw
 py-spy output (flamegraph-ready "folded" stacks) is kept under scratch/bench/profile/.
 py-spy needs ptrace rights over the server (root, or kernel.yama.ptrace_scope=0).
 """
@@ -12,6 +16,7 @@ py-spy needs ptrace rights over the server (root, or kernel.yama.ptrace_scope=0)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -33,7 +38,11 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def summarize(folded: Path, seconds: float, top: int = 12) -> str:
+# Python threads that do the serving work around ORT: the event loop, the decode pool, the lanes.
+OUTSIDE_ORT = ("MainThread", "ninserve-io", "ninserve-large-decode", "ninserve-render")
+
+
+def summarize(folded: Path, seconds: float, requests: int = 0, top: int = 12) -> str:
     threads: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     app_frames: Counter[str] = Counter()
@@ -52,6 +61,13 @@ def summarize(folded: Path, seconds: float, top: int = 12) -> str:
     possible = seconds * RATE_HZ
     lines = ["thread busy share of the window (samples / possible):"]
     lines += [f"  {name:<16} {n / possible:6.1%}" for name, n in threads.most_common()]
+    if requests:
+        outside = sum(n for name, n in threads.items() if name in OUTSIDE_ORT) / RATE_HZ
+        loop = threads["MainThread"] / RATE_HZ
+        lines.append(
+            f"outside ORT: {outside * 1000 / requests:.3f} core-ms per request "
+            f"(event loop {loop * 1000 / requests:.3f})"
+        )
     main = threads["MainThread"] or 1
     lines.append("event-loop thread by package (leaf frame):")
     lines += [f"  {name:<24} {n / main:6.1%}" for name, n in packages.most_common(top)]
@@ -67,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", choices=["png32", "jpeg"], default="png32")
     p.add_argument("--threads", type=int, default=2, help="ORT intra-op threads")
     p.add_argument("--int8", action="store_true", help="profile the int8 artifact")
+    p.add_argument("--port", type=int, default=None, help="port to serve on (default: bench.run's)")
+    p.add_argument("--app-dir", type=Path, default=None, help="serve this checkout (default: this one)")
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists() or not loadgen.available("wrk"):
@@ -74,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     opts = Options(threads=args.threads, max_wait_ms=0.0)
-    spec = build("ninserve-int8" if args.int8 else "ninserve", opts)
+    spec = build("ninserve-int8" if args.int8 else "ninserve", opts, args.port)
+    if args.app_dir is not None:
+        app_dir = args.app_dir.resolve()
+        spec = dataclasses.replace(spec, cwd=app_dir, env=spec.env | {"PYTHONPATH": str(app_dir)})
     out_dir = ROOT / "scratch" / "bench" / "profile"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -103,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 {load.p50_ms:.2f} ms, errors {load.errors}; CPUs busy "
         f"{(busy1 - busy0) / max(total1 - total0, 1):.0%}"
     )
-    print(summarize(folded, args.seconds))
+    print(summarize(folded, args.seconds, load.requests))
     print(f"raw stacks: {folded.relative_to(ROOT)}")
     return 0
 

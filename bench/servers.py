@@ -119,12 +119,12 @@ def _git_commit() -> str:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def build(name: str, opts: Options) -> ServerSpec:
-    """The spec for one server by name (see ALL_SERVERS)."""
+def build(name: str, opts: Options, port: int | None = None) -> ServerSpec:
+    """The spec for one server by name (see ALL_SERVERS); `port` overrides ninserve's default."""
     if name == "ninserve":
-        return _ninserve(name, opts, opts.model, 8100)
+        return _ninserve(name, opts, opts.model, port or 8100)
     if name == "ninserve-int8":
-        return _ninserve(name, opts, opts.int8_model, 8120)
+        return _ninserve(name, opts, opts.int8_model, port or 8120)
     if name not in PEER_PACKAGES:
         raise ValueError(f"unknown server {name!r}; one of {', '.join(ALL_SERVERS)}")
     venv = opts.scratch / "venvs" / name

@@ -20,10 +20,14 @@ VENVS="$SCRATCH/venvs"
 PYTHON="${PYTHON:-python3}"            # the interpreter each venv is made from (3.11 here)
 MAIN_PY="$ROOT/.venv/bin/python"       # runs the harness itself (ninserve's venv)
 
-# The inference stack every peer shares: the same versions as ninserve's .venv. A peer that
-# names its own numpy gets that one instead (PyTriton 0.7 requires numpy<2).
-SHARED="onnxruntime==1.32.0 pillow==13.0.0"
-NUMPY="numpy==2.4.6"
+# The inference stack every peer shares: the versions ninserve's lock installs, read from
+# requirements/cpu.txt so that they cannot drift from it. A peer that names its own numpy gets
+# that one instead (PyTriton 0.7 requires numpy<2).
+lock_pin() { awk -v name="$1" 'index($1, name "==") == 1 { print $1; exit }' "$ROOT/requirements/cpu.txt"; }
+SHARED="$(lock_pin onnxruntime) $(lock_pin pillow)"
+NUMPY="$(lock_pin numpy)"
+[[ "$SHARED" == onnxruntime==*" "pillow==* && "$NUMPY" == numpy==* ]] ||
+  { echo "cannot read onnxruntime, pillow and numpy from requirements/cpu.txt" >&2; exit 1; }
 declare -A REQS=(
   [fastapi]="fastapi==0.165.0 uvicorn[standard]==0.54.0 python-multipart==0.0.34"
   [litserve]="litserve==0.2.19 python-multipart==0.0.34"
@@ -64,7 +68,10 @@ install_peer() {
   # `|| return`: errexit is off inside a function called from `||`, so each step says it.
   rm -rf "$venv"
   nice -n 19 "$PYTHON" -m venv "$venv" || return
-  quiet_pip "$venv" install --upgrade pip || return
+  quiet_pip "$venv" install --require-hashes -r "$ROOT/requirements/build.txt" || return
+  # unhashed: the peers are benchmark comparisons, never shipped or served; each framework's own
+  # dependency tree is resolved by pip under its pinned top-level version (a hashed lock per peer
+  # would pin six foreign trees for a measurement), and the stack they share is the lock's.
   # shellcheck disable=SC2086  # word splitting of the requirement list is intended
   quiet_pip "$venv" install $reqs || return
   "$venv/bin/python" -m pip freeze >"$venv/.bench-freeze" || return

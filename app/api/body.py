@@ -117,14 +117,14 @@ async def read_image(request: Request) -> tuple[str | None, bytes]:
     )
 
 
-async def read_images(request: Request, max_files: int) -> list[tuple[str | None, bytes | Exception]]:
+async def read_images(request: Request, max_files: int) -> list[tuple[str | None, bytes | NinServeError]]:
     """Every `files` part, in order, as (filename, bytes or the error for that item)."""
     if media_type(request) != MULTIPART:
         raise UnsupportedMediaType("send multipart/form-data with one or more 'files' fields")
     parts = [p for p in await read_parts(request, max_files=max_files) if p.name == "files"]
     if not parts:
         raise InvalidParameter("multipart field 'files' (one or more uploaded files) is required")
-    items: list[tuple[str | None, bytes | Exception]] = []
+    items: list[tuple[str | None, bytes | NinServeError]] = []
     for part in parts:
         if part.filename is None:
             items.append((None, InvalidParameter("a 'files' part is a text field, not a file")))

@@ -15,7 +15,17 @@ from starlette.middleware.cors import CORSMiddleware
 
 ALLOW_METHODS = ("GET", "POST", "OPTIONS")
 ALLOW_HEADERS = ("Authorization", "Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
-EXPOSE_HEADERS = ("Retry-After", "Inference-Header-Content-Length", "Server-Timing", "WWW-Authenticate")
+EXPOSE_HEADERS = (
+    "Retry-After",
+    "Inference-Header-Content-Length",
+    "Server-Timing",
+    "WWW-Authenticate",
+    # what a map PNG's colours mean (app/api/predictions.py), for pages that draw their own legend
+    "X-Map-Normalize",
+    "X-Map-Units",
+    "X-Map-Range",
+    "X-Class-Score",
+)
 PREFLIGHT_MAX_AGE_S = 600  # browsers cap it near here anyway (Chromium: 2 h, Firefox: 24 h)
 
 

@@ -20,9 +20,9 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz", response_model=Health, responses=problems(503), summary="Liveness")
 async def healthz(rt: RuntimeDep) -> Health | Response:
     if rt.state == "failed":  # restart me: a process whose model cannot load will not recover
-        return problem_response(
+        return problem_response(  # why is in the server's log: probes are open without a key
             503,
-            f"model failed to load: {rt.error}",
+            "the model failed to load; the server log says why",
             slug="failed",
             retry_after=NotReady.retry_after,
             instance="/healthz",

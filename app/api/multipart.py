@@ -82,11 +82,25 @@ async def read_parts(request: Request, *, max_files: int, max_fields: int = 100)
     collector = _Collector(max_files, max_fields)
     try:
         parser = MultipartParser(boundary, collector.callbacks())
+    except FormParserError:
+        raise InvalidUpload("malformed multipart body: the Content-Type's boundary is too long") from None
+    try:
         async for chunk in request.stream():
             if chunk:
                 parser.write(chunk)
     except FormParserError as exc:
-        raise InvalidUpload(f"malformed multipart body: {exc}") from None
+        raise InvalidUpload(f"malformed multipart body: {what_went_wrong(exc)}") from None
     if parser.state != MultipartState.END:
         raise InvalidUpload("malformed multipart body: it ends before the closing boundary")
     return collector.parts
+
+
+def what_went_wrong(exc: FormParserError) -> str:
+    """Our words for a python-multipart error: its own ("Did not find CR at end of boundary (10)")
+    name parser internals and offsets, which a client cannot act on."""
+    text = str(exc).lower()
+    if "header" in text:
+        return "a part's headers are malformed or too large"
+    if "boundary" in text:
+        return "a boundary line does not match the boundary in the Content-Type"
+    return "the body is not multipart/form-data"

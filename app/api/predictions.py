@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query
@@ -12,7 +12,16 @@ from app.api import deps
 from app.api.deps import Colormap, Overlay, RecordDep, RuntimeDep, json_response, problems
 from app.echo import shown
 from app.errors import LabelNotFound
-from app.maps import OVERLAY_ALPHA, Normalize, grid_png, map_png, value_range
+from app.maps import (
+    NORMALIZE_DEFAULT,
+    OVERLAY_ALPHA,
+    UNITS,
+    Normalize,
+    grid_png,
+    map_png,
+    map_values,
+    value_range,
+)
 from app.memory import render_cost
 from app.schemas import ClassifyResponse, MapsResponse
 
@@ -26,10 +35,25 @@ router = APIRouter(
 PNG = "image/png"
 _PNG_DOC = {200: {"content": {PNG: {}}, "description": "PNG image"}}
 Alpha = Annotated[float, Query(ge=0.0, le=1.0, description="heatmap opacity over the input (with overlay)")]
-Legend = Annotated[bool, Query(description="add the class, its score and a colour bar labelled in logits")]
+Legend = Annotated[
+    bool, Query(description="add the class, its score and a colour bar labelled with what its colours mean")
+]
 NormalizeParam = Annotated[
     Normalize,
-    Query(description="`global`: one scale over all of the image's classes; `map`: this map's own min-max"),
+    Query(
+        description="`weighted`: the class's score times its probability at each location, 0 to 1, "
+        "never above the score; `posterior`: the probability of the class at each location (softmax "
+        "over the classes there), 0 to 1; `global`: the logits, one range over all of the image's "
+        "classes; `map`: the logits, this map's own min-max"
+    ),
+]
+MapValues = Annotated[
+    Literal["logit", "weighted", "posterior"],
+    Query(
+        description="`logit`: the maps as the model outputs them (each map's mean is its class's logit); "
+        "`posterior`: the softmax over the classes at each location, 0 to 1; `weighted`: that times "
+        "the class's score (what the PNGs show by default)"
+    ),
 ]
 
 
@@ -56,11 +80,11 @@ def _png(body: bytes, rt: RuntimeDep, headers: dict[str, str] | None = None) -> 
 
 
 def map_headers(
-    normalize: str, value_range: tuple[float, float] | None, score: float | None
+    normalize: Normalize, value_range: tuple[float, float] | None, score: float | None
 ) -> dict[str, str]:
     """What the colours mean, for clients that draw their own legend: `X-Map-Range: low,high` are
-    the map values (logits) at the colormap's ends."""
-    headers = {"X-Map-Normalize": normalize}
+    the values at the colormap's ends, in `X-Map-Units` (probability for `posterior`, else logit)."""
+    headers = {"X-Map-Normalize": normalize, "X-Map-Units": UNITS[normalize]}
     if value_range is not None:
         headers["X-Map-Range"] = f"{value_range[0]:.6g},{value_range[1]:.6g}"
     if score is not None:
@@ -74,12 +98,14 @@ async def get_prediction(record: RecordDep) -> Response:
 
 
 @router.get("/{prediction_id}/maps", response_model=MapsResponse, summary="Raw confidence maps [K, h, w]")
-async def get_maps(record: RecordDep) -> Response:
+async def get_maps(record: RecordDep, values: MapValues = "logit") -> Response:
+    """The model's logits per location unless `values` asks for probabilities."""
     body = {
         "id": record.id,
         "labels": list(record.labels),
         "shape": list(record.maps.shape),
-        "values": record.maps,
+        "units": "logit" if values == "logit" else "probability",
+        "values": record.maps if values == "logit" else map_values(record.maps, values),
     }
     return json_response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
 
@@ -96,7 +122,7 @@ async def get_grid(
     size: Annotated[int, Query(ge=16, le=512, description="side of each cell, px")] = 128,
     overlay: Overlay = False,
     colormap: Colormap = "jet",
-    normalize: NormalizeParam = "global",
+    normalize: NormalizeParam = NORMALIZE_DEFAULT,
     alpha: Alpha = OVERLAY_ALPHA,
     legend: Legend = False,
 ) -> Response:
@@ -114,7 +140,7 @@ async def get_grid(
         alpha=alpha,
         legend=legend,
     )
-    shared = value_range(record.maps, 0, "global") if normalize == "global" else None
+    shared = None if normalize == "map" else value_range(record.maps, 0, normalize)
     return _png(body, rt, map_headers(normalize, shared, None))
 
 
@@ -131,7 +157,7 @@ async def get_map_png(
     size: Annotated[int, Query(ge=8, le=2048, description="output side, px (maps are upsampled)")] = 256,
     overlay: Overlay = False,
     colormap: Colormap = "jet",
-    normalize: NormalizeParam = "global",
+    normalize: NormalizeParam = NORMALIZE_DEFAULT,
     alpha: Alpha = OVERLAY_ALPHA,
     legend: Legend = False,
 ) -> Response:

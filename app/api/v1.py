@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import orjson
@@ -15,7 +13,7 @@ from app.api.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, naming_file, read_image, 
 from app.api.deps import MapsMode, Resolution, RuntimeDep, TopK, json_response, problems, reject_unknown_query
 from app.api.problems import error_problem
 from app.errors import NinServeError
-from app.pipeline import classify, resolve_resolution
+from app.pipeline import classify, classify_batch
 from app.runtime import Runtime
 from app.schemas import BatchResponse, ClassifyResponse
 
@@ -45,7 +43,9 @@ async def classify_response(
         out = await classify(rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution)
     except NinServeError as exc:
         raise naming_file(exc, filename) from None
-    return json_response(out.body, headers={"Server-Timing": out.timings.header()})
+    # Built only where it will be sent: the security-header middleware drops it otherwise.
+    timing = {"Server-Timing": out.timings.header()} if rt.settings.send_server_timing else None
+    return json_response(out.body, headers=timing)
 
 
 @router.post(
@@ -60,51 +60,23 @@ async def classify_many(
 ) -> Response:
     started = time.perf_counter()
     deadline = time.monotonic() + rt.settings.request_timeout_s
-    engine, _ = rt.ready()
+    rt.ready()  # 503 before reading a large body we could not use
     items = await read_images(request, rt.settings.max_batch_files)
     # The whole batch is priced from its headers and admitted at once, before any decode: an
     # item that can never fit gets its own 413, and a server without room refuses the request.
-    priced = [_price(rt, engine.info.native_size, data, resolution) for _, data in items]
-    live = sum(not isinstance(item, Exception) for item in priced)
-
-    async def one(
-        index: int, filename: str | None, data: bytes | Exception, item: int | Exception
-    ) -> dict[str, Any]:
+    images = [data for _, data in items]
+    inline = maps == "inline"
+    outcomes = await classify_batch(
+        rt, images, top_k=top_k, inline_maps=inline, resolution=resolution, deadline=deadline
+    )
+    results: list[dict[str, Any]] = []
+    for index, ((filename, _), out) in enumerate(zip(items, outcomes, strict=True)):
         entry: dict[str, Any] = {"index": index, "filename": filename}
-        try:
-            if isinstance(item, Exception):
-                raise item
-            assert isinstance(data, bytes)  # priced, so not an error
-            out = await classify(
-                rt,
-                data,
-                top_k=top_k,
-                inline_maps=maps == "inline",
-                resolution=resolution,
-                deadline=deadline,
-                admitted=True,
-                cost=item,
-            )
-        except NinServeError as exc:
-            named = naming_file(exc, filename)
-            return entry | {"status": named.status, "error": error_problem(named)}
-        return entry | {"status": 200, "result": out.payload}
-
-    with await rt.admission.enter(live) if live else nullcontext():
-        # All items are submitted at once, so they share ONNX Runtime batches.
-        work = [one(i, name, data, priced[i]) for i, (name, data) in enumerate(items)]
-        results = await asyncio.gather(*work)
+        if isinstance(out, NinServeError):
+            named = naming_file(out, filename)
+            results.append(entry | {"status": named.status, "error": error_problem(named)})
+        else:
+            results.append(entry | {"status": 200, "result": out.payload})
     body = orjson.dumps({"results": results}, option=orjson.OPT_SERIALIZE_NUMPY)
     total = (time.perf_counter() - started) * 1000.0
     return json_response(body, headers={"Server-Timing": f"total;dur={total:.3f}"})
-
-
-def _price(rt: Runtime, native: int, data: bytes | Exception, resolution: int | None) -> int | Exception:
-    """One item's decode price (bytes), or the error that item will answer with."""
-    if isinstance(data, Exception):
-        return data
-    try:
-        size = resolve_resolution(resolution, native, rt.settings.max_resolution)
-        return rt.admission.price(data, size, max_pixels=rt.settings.max_image_pixels)
-    except NinServeError as exc:
-        return exc

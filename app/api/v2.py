@@ -14,6 +14,7 @@ Wire format: app/v2/codec.py; the model's inputs, outputs and flow: app/v2/model
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import orjson
@@ -21,13 +22,21 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from app.admission import Admission
 from app.api.body import decompress
 from app.api.deps import RuntimeDep, json_response
 from app.echo import ECHO_LIMIT, shown
 from app.engine import INPUT_NAME, Engine
 from app.errors import ModelNotFound, NotReady
 from app.runtime import Runtime
-from app.v2.codec import InferRequest, encode_infer_response, parse_infer_request
+from app.v2.codec import (
+    InferRequest,
+    JsonPrice,
+    encode_infer_response,
+    json_cost,
+    json_header_length,
+    parse_infer_request,
+)
 from app.v2.model import check_model, infer, model_config, model_metadata
 
 router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
@@ -104,7 +113,7 @@ class ModelReadyResponse(BaseModel):
 @router.get("/health/live", summary="Liveness", response_model=LiveResponse, responses=_ERRORS)
 async def live(rt: RuntimeDep) -> Response:
     if rt.state == "failed":  # a model that cannot load will not recover: restart the process
-        raise NotReady(f"model failed to load ({rt.error})")
+        raise NotReady("the model failed to load; the server log says why")  # no internals: open probe
     return json_response(_dumps({"live": True}))
 
 
@@ -175,14 +184,20 @@ async def infer_at(request: Request, rt: RuntimeDep, engine: ModelAt) -> Respons
 
 
 async def _infer(request: Request, rt: Runtime, engine: Engine) -> Response:
-    body = await request.body()
+    deadline = time.monotonic() + rt.settings.request_timeout_s
     encoding = request.headers.get("content-encoding")
     header_length = request.headers.get("inference-header-content-length")
-    limit = rt.settings.max_body_bytes
-    if encoding or len(body) > LARGE_BODY:
-        parsed = await rt.in_pool(_parse, body, encoding, header_length, limit)
+    admission = rt.admission
+    body = await _priced_body(request, admission, header_length, compressed=bool(encoding))
+    if encoding:
+        body = await rt.in_pool(decompress, body, encoding, rt.settings.max_body_bytes)
+    # Priced from the raw bytes and admitted like an image decode (413 / the large-decode lane)
+    # before it is parsed: small JSON expands ~30x into Python objects.
+    cost = admission.price_json(json_cost(body, header_length, stop_above=admission.most_one_decode))
+    if len(body) > LARGE_BODY or cost > admission.plan.small_decode:
+        parsed = await admission.run_priced(cost, deadline, _parse, body, header_length)
     else:
-        parsed = _parse(body, encoding, header_length, limit)
+        parsed = _parse(body, header_length)
     outputs = await infer(rt, parsed)
     info = engine.info
     payload, json_length = encode_infer_response(info.name, info.version, parsed.id, outputs)
@@ -191,8 +206,23 @@ async def _infer(request: Request, rt: Runtime, engine: Engine) -> Response:
     return Response(payload, media_type=BINARY, headers={"Inference-Header-Content-Length": str(json_length)})
 
 
-def _parse(body: bytes, encoding: str | None, header_length: str | None, limit: int) -> InferRequest:
-    return parse_infer_request(decompress(body, encoding, limit), header_length, input_names=(INPUT_NAME,))
+async def _priced_body(
+    request: Request, admission: Admission, header_length: str | None, *, compressed: bool
+) -> bytes:
+    """The body, priced as JSON while it arrives (a compressed one is priced once inflated): one
+    that can never be parsed within the budget is refused (413) at the chunk that shows it, before
+    the rest is read (16 MB of `[[],...]` after ~3 MB)."""
+    price = None if compressed else JsonPrice(json_header_length(header_length))
+    chunks: list[bytes] = []
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        if price is not None:
+            admission.price_json(price.feed(chunk))
+    return b"".join(chunks)
+
+
+def _parse(body: bytes, header_length: str | None) -> InferRequest:
+    return parse_infer_request(body, header_length, input_names=(INPUT_NAME,))
 
 
 def _dumps(value: dict[str, Any]) -> bytes:

@@ -46,6 +46,17 @@ DATATYPES: dict[str, np.dtype] = {
 MAX_LENGTH_DIGITS = 15
 # JSON numbers a datatype accepts, by numpy kind: no silent float -> int truncation, no bools as 0/1.
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
+MAX_DIMS = 64  # numpy's own limit on an array's dimensions
+# What parsing holds per JSON token, upper bounds on tracemalloc's peak for the whole parse
+# (tests/app/test_hostile_decode.py): a value slot up to 210 B (a float or large int as a Python
+# object, numpy's copy, orjson's buffer when the values are checked for bools), an empty list or
+# object 91-104 B, an object's key 160 B, strings about 8 B per byte. `json_cost` prices by
+# counting the tokens on the raw bytes: `[` `{` `,` `:` and the length.
+JSON_VALUE_BYTES, JSON_CONTAINER_BYTES, JSON_KEY_BYTES, JSON_BYTE_BYTES = 216, 112, 160, 8
+# A BYTES input in binary holds each element as a bytes object: up to ~8 B per byte of tail for
+# one-byte elements (4-byte prefix + 1 byte -> 41 B); other binary tensors are views (no copy).
+BINARY_BYTES_PER_BYTE = 10
+_COUNT_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,60 @@ class OutputTensor:
     datatype: str
     data: np.ndarray  # fixed-size datatypes as they are; BYTES as an object array of bytes
     binary: bool
+
+
+class JsonPrice:
+    """What parsing a body will hold, priced from its raw bytes as they arrive, before any of it
+    is parsed.
+
+    The JSON header is priced by its structure: `[`, `{`, `,` and `:` counted (16 MB of
+    `[[],[],...]` would become ~530 MB of lists, and is priced ~1.7 GB); the binary tail after
+    `json_length` bytes costs nothing unless a BYTES input may hold it as many small bytes objects
+    (`finish`). Counting is C scans, ~3 ms a MB, so a body can be refused after its first few MB."""
+
+    def __init__(self, json_length: int | None = None) -> None:
+        self.json_length, self.seen, self.cost = json_length, 0, 0
+
+    def feed(self, chunk: bytes) -> int:
+        """Count `chunk`, the next bytes of the body; the price so far."""
+        end = (
+            len(chunk) if self.json_length is None else max(0, min(len(chunk), self.json_length - self.seen))
+        )
+        self.seen += len(chunk)
+        if end:
+            self.cost += (
+                chunk.count(b",", 0, end) * JSON_VALUE_BYTES
+                + (chunk.count(b"[", 0, end) + chunk.count(b"{", 0, end)) * JSON_CONTAINER_BYTES
+                + chunk.count(b":", 0, end) * JSON_KEY_BYTES
+                + end * JSON_BYTE_BYTES
+            )
+        return self.cost
+
+    def finish(self, body: bytes) -> int:
+        """The whole body's price: the counted JSON and, if it names BYTES, the binary tail."""
+        json_end = len(body) if self.json_length is None else min(self.json_length, len(body))
+        if json_end < len(body) and body.find(b'"BYTES"', 0, json_end) >= 0:
+            return self.cost + JSON_VALUE_BYTES + (len(body) - json_end) * BINARY_BYTES_PER_BYTE
+        return self.cost + JSON_VALUE_BYTES
+
+
+def json_header_length(header_length: str | None) -> int | None:
+    """Inference-Header-Content-Length as a number, or None when absent or unreadable (the whole
+    body is then priced as JSON; parsing refuses an unreadable length)."""
+    text = (header_length or "").strip()
+    plain = text.isascii() and text.isdigit() and 0 < len(text) <= MAX_LENGTH_DIGITS
+    return int(text) if plain else None
+
+
+def json_cost(body: bytes, header_length: str | None, stop_above: int | None = None) -> int:
+    """`JsonPrice` of a body already in memory, 1 MB at a time, stopping once past `stop_above`."""
+    price = JsonPrice(json_header_length(header_length))
+    for start in range(0, len(body), _COUNT_CHUNK):
+        if price.feed(body[start : start + _COUNT_CHUNK]) > (
+            stop_above if stop_above is not None else math.inf
+        ):
+            return price.cost
+    return price.finish(body)
 
 
 def parse_infer_request(
@@ -164,6 +229,8 @@ def _parse_input(raw: Any, tail: memoryview) -> tuple[InputTensor, int]:
         raise InvalidTensor(f"{where}: {what}; use one of {known}")
     if not isinstance(shape, list):
         raise InvalidTensor(f"{where}: `shape` must be a list of dimensions")
+    if len(shape) > MAX_DIMS:
+        raise InvalidTensor(f"{where}: `shape` has {len(shape)} dimensions; at most {MAX_DIMS}")
     dims = tuple(_count(d, f"{where}: every dimension") for d in shape)
     parameters = _parameters(raw.get("parameters"), f"{where}")
     size = parameters.get("binary_data_size")
@@ -207,13 +274,20 @@ def _json_array(data: Any, datatype: str, dims: tuple[int, ...], where: str) -> 
             f"{where}: `data` has {values.size} values but shape {shown(list(dims))} needs {math.prod(dims)}"
         )
     if values.size:
-        if values.dtype.kind not in _JSON_KINDS[dtype.kind]:
+        if values.dtype.kind not in _JSON_KINDS[dtype.kind] or (dtype.kind != "b" and _has_bools(data)):
             raise InvalidTensor(f"{where}: {datatype} `data` must hold {_kind_name(dtype)} only")
         if dtype.kind in "iu":
             limits = np.iinfo(dtype)
             if values.min() < limits.min or values.max() > limits.max:
                 raise InvalidTensor(f"{where}: {datatype} values must be in [{limits.min}, {limits.max}]")
     return values.astype(dtype.newbyteorder("="), copy=False).reshape(dims)
+
+
+def _has_bools(data: Any) -> bool:
+    """Whether true/false hide among numbers (numpy reads [1, true] as [1, 1]): the values written
+    back by orjson, ~10x faster than a Python loop; numbers alone never spell "true" or "false"."""
+    text = orjson.dumps(data)
+    return b"true" in text or b"false" in text
 
 
 def _kind_name(dtype: np.dtype) -> str:

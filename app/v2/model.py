@@ -1,5 +1,5 @@
 """The served model through the V2 protocol: its metadata and config, and one infer request run
-through the same decode policy, micro-batcher and limits as v1 (app/pipeline.py).
+through the same decode policy, micro-batcher and limits as v1 (app/pipeline.py `run_images`).
 
     outputs = await infer(runtime, parse_infer_request(body, header_length))
 
@@ -12,18 +12,16 @@ every other request in flight; the results are stacked back in request order.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import numpy as np
 
-from app.batcher import Batcher, BatchResult
 from app.config import Settings
 from app.echo import shown
 from app.engine import INPUT_NAME, MAPS, SCORES, Engine, ModelInfo
-from app.errors import InvalidTensor, ModelNotFound, Overloaded
-from app.pipeline import resolve_resolution
+from app.errors import InvalidTensor, ModelNotFound
+from app.pipeline import resolve_resolution, run_images
 from app.runtime import Runtime
 from app.v2.codec import BYTES, InferRequest, InputTensor, OutputTensor, RequestedOutput, classification
 
@@ -112,7 +110,7 @@ def model_config(engine: Engine, settings: Settings) -> dict[str, Any]:
 async def infer(rt: Runtime, request: InferRequest) -> list[OutputTensor]:
     """A parsed request -> the requested outputs; raises domain errors (app/errors.py)."""
     deadline = time.monotonic() + rt.settings.request_timeout_s
-    engine, batcher = rt.ready()
+    engine, _ = rt.ready()
     info = engine.info
     wanted = _requested(request)
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
@@ -121,28 +119,22 @@ async def infer(rt: Runtime, request: InferRequest) -> list[OutputTensor]:
         raise InvalidTensor(f"the model takes one input, {INPUT_NAME!r}; got {names}{more}")
     image = request.inputs[0]
     resolution = request.parameters.get("resolution")
-    admission = rt.admission
     if image.datatype == BYTES:
         size = _resolution(resolution, info.native_size, rt.settings.max_resolution)
-        encoded = _encoded_images(image, rt.settings)
-        # Every image is priced from its header and the request admitted whole, before any decode.
-        limit = rt.settings.max_image_pixels
-        costs = [admission.price(data, size, max_pixels=limit) for data in encoded]
-        with await admission.enter(len(encoded)):
-            pixels = await _decoded_images(rt, encoded, costs, size, deadline)
-            admission.check_deadline(deadline, "queueing")
-            results = await _submit_all(batcher, pixels, deadline)
+        images: list[bytes] | list[np.ndarray] = _encoded_images(image, rt.settings)
     elif image.datatype == "UINT8":
         if resolution is not None:
             raise InvalidTensor("parameter `resolution` is for encoded (BYTES) images; pixels run as sent")
-        pixels = _raw_images(image, info.native_size, rt.settings)
-        with await admission.enter(len(pixels)):
-            results = await _submit_all(batcher, pixels, deadline)
+        images = _raw_images(image, info.native_size, rt.settings)
+        size = info.native_size
     else:
         raise InvalidTensor(
             f"input {INPUT_NAME!r} must be UINT8 [N, H, W, 3] pixels or BYTES [N] encoded images, "
             f"not {image.datatype}"
         )
+    # Every image is priced from its header and the request admitted whole, before any decode.
+    ran = await run_images(rt, images, size, deadline=deadline, preview_size=size, whole=True)
+    results = [r.result for r in ran]
     scores = np.stack([r.scores for r in results])  # [N, K]
     with_maps = any(o.name == MAPS for o in wanted)
     maps = np.stack([r.maps for r in results]) if with_maps else None  # [N, K, h, w]
@@ -197,40 +189,6 @@ def _encoded_images(image: InputTensor, settings: Settings) -> list[bytes]:
         raise InvalidTensor(f"input {INPUT_NAME!r} BYTES must be [N] or [N, 1], got {list(shape)}")
     _check_count(shape[0], settings)
     return image.data
-
-
-async def _decoded_images(
-    rt: Runtime, encoded: list[bytes], costs: list[int], size: int, deadline: float
-) -> list[np.ndarray]:
-    """N encoded files -> N uint8 [size, size, 3], decoded off the event loop (app/admission.py)."""
-    limit = rt.settings.max_image_pixels
-    decoded = await asyncio.gather(
-        *(
-            rt.admission.decode(data, size, deadline=deadline, max_pixels=limit, preview_size=size, cost=cost)
-            for data, cost in zip(encoded, costs, strict=True)
-        )
-    )
-    return [d.pixels for d in decoded]
-
-
-async def _submit_all(batcher: Batcher, pixels: list[np.ndarray], deadline: float) -> list[BatchResult]:
-    """One submission per image, all at once; if one fails the rest are withdrawn from the queue.
-    A request is admitted whole or not at all: a queue without room for every image refuses it."""
-    if len(pixels) == 1:
-        return [await batcher.submit(pixels[0], deadline=deadline)]
-    if batcher.queued + len(pixels) > batcher.max_queue:
-        raise Overloaded(
-            f"the inference queue is full ({batcher.queued} of {batcher.max_queue} queued, "
-            f"{len(pixels)} more images sent); retry shortly"
-        )
-    tasks = [asyncio.ensure_future(batcher.submit(p, deadline=deadline)) for p in pixels]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)  # retrieve every outcome: no stray warnings
-        raise
 
 
 def _output(

@@ -34,13 +34,48 @@ const COLOUR_ENDS = {
 
 export function explainColours() {
   const [high, low] = COLOUR_ENDS[$("colormap").value];
-  const scale =
-    $("normalize").value === "global"
-      ? `All tiles share one colour scale, so a class the network does not see stays ${low}.`
-      : "Each tile is stretched to its own range: even a class at 0.1 % gets a bright spot.";
-  $("maps-help").textContent =
-    `Each tile is one class's confidence map over your image: ${high} is where the network sees ` +
-    `that class most, ${low} where least. ${scale} Pick a tile to enlarge it.`;
+  const normalize = $("normalize").value;
+  let text;
+  if (normalize === "weighted") {
+    text =
+      `Each tile is one class's map over your image. Its colour is the class's score times its ` +
+      `probability at each location, from 0 (${low}) to 1 (${high}): the same scale for every ` +
+      `class, and never above the class's score, so a class the network does not pick stays ${low}.`;
+  } else if (normalize === "posterior") {
+    text =
+      `Each tile is one class's map over your image. Its colour is the probability of that class ` +
+      `at each location, from 0 (${low}) to 1 (${high}), as if the whole image looked like that ` +
+      `spot: at each location the classes add up to 1, and a class the network does not pick ` +
+      `can still be ${high} where it wins a small patch.`;
+  } else if (normalize === "global") {
+    text =
+      `Each tile is one class's raw map (logits) over your image, on one range shared by all ` +
+      `classes: ${high} is the highest value of any class, ${low} the lowest. A spot where every ` +
+      `class is high is ${high} on every tile, even for a class the network does not pick.`;
+  } else {
+    text =
+      `Each tile is one class's raw map (logits) over your image, stretched to its own range: ` +
+      `${high} is that map's highest value, ${low} its lowest, so even a class at 0.1 % gets a ` +
+      `${high} spot.`;
+  }
+  $("maps-help").textContent = `${text} Pick a tile to enlarge it.`;
+}
+
+/** The sentence under the enlarged map, from the headers that say what its colours mean. */
+function describeScale(label, headers) {
+  const range = (headers.get("X-Map-Range") || "").split(",").map(Number);
+  if (range.length !== 2 || range.some(Number.isNaN)) return "";
+  const [high, low] = COLOUR_ENDS[$("colormap").value];
+  const ends = `${low} ${range[0].toFixed(2)}, ${high} ${range[1].toFixed(2)}`;
+  if (headers.get("X-Map-Normalize") === "weighted") {
+    return `Colour: ${label}'s score times its probability at each location (${low} 0, ${high} 1).`;
+  }
+  if (headers.get("X-Map-Units") === "probability") {
+    return `Colour: the probability of ${label} at each location (${low} 0, ${high} 1).`;
+  }
+  const shared = headers.get("X-Map-Normalize") === "global";
+  const scale = shared ? "one range shared by all classes of this image" : `${label}'s own range`;
+  return `Colour: ${label}'s map in logits, on ${scale} (${ends}).`;
 }
 
 function mapUrl(label, size, extra = "") {
@@ -101,7 +136,7 @@ export async function loadTiles() {
     button.dataset.label = label;
     button.setAttribute("aria-pressed", String(label === state.selected));
     const img = document.createElement("img");
-    img.alt = `Where the network sees ${label} in your image (score ${percent(p.scores[label])})`;
+    img.alt = `Map of ${label} over your image (score ${percent(p.scores[label])})`;
     const caption = document.createElement("span");
     caption.className = "tile-caption";
     const name = document.createElement("strong");
@@ -153,12 +188,7 @@ export async function loadLarge() {
     img.src = objectUrl;
     img.alt = `Confidence map of ${label} over your image, with a colour bar; score ${percent(p.scores[label])}`;
     $("large-caption").textContent = `${label}: ${percent(p.scores[label])}`;
-    const range = (response.headers.get("X-Map-Range") || "").split(",").map(Number);
-    const scale = $("normalize").value === "global" ? "shared by all classes of this image" : `${label}'s own`;
-    $("range").textContent =
-      range.length === 2
-        ? `Colour scale (${scale}): ${range[0].toFixed(2)} to ${range[1].toFixed(2)}, in logits.`
-        : "";
+    $("range").textContent = describeScale(label, response.headers);
   } catch (err) {
     if (run === state.largeRun) showError(err);
   }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 import zipfile
@@ -85,3 +86,19 @@ def test_help_lists_every_command() -> None:
         cli_main(["--help"])
     for command in ("serve", "predict", "train", "export", "quantize", "eval"):
         assert command in out.getvalue()
+
+
+def test_help_summarises_every_command_and_documents_every_option() -> None:
+    """--help is the first thing a user reads: the top line names every command, each command has
+    a description, and each option says what it does."""
+    from app.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in commands.items():
+        assert name in parser.description
+        assert command.description, f"`ninserve {name} --help` has no description"
+        undocumented = [
+            a.option_strings[-1] for a in command._actions if a.option_strings and a.help in (None, "")
+        ]
+        assert undocumented == [], f"ninserve {name}: options without help: {undocumented}"

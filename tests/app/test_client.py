@@ -39,8 +39,14 @@ def test_classify_and_the_maps_of_its_result(server_url: str, tmp_path: Path) ->
         logits = maps.mean(axis=(1, 2))
         expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         np.testing.assert_allclose(expected, list(result["scores"].values()), atol=1e-4)
+        posterior = client.maps(result, values="posterior")
+        np.testing.assert_allclose(posterior.sum(axis=0), 1.0, rtol=1e-5)
+        weighted = client.maps(result, values="weighted")
+        assert (weighted.reshape(len(logits), -1).max(axis=1) <= expected + 1e-6).all()
         heat = client.map_png(result["id"], "cat", overlay=True, size=64)
+        assert heat != client.map_png(result["id"], "cat", overlay=True, size=64, normalize="global")
         grid = client.grid_png(result)
+        assert grid != client.grid_png(result, normalize="map")
         assert client.prediction(result)["id"] == result["id"]
     heat_path, grid_path = tmp_path / "heat.png", tmp_path / "grid.png"
     heat_path.write_bytes(heat)

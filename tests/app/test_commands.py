@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from app.cli import main as cli_main
-from app.commands import EXIT_CANNOT_SERVE
+from app.commands import EXIT_CANNOT_BIND, EXIT_CANNOT_SERVE
 from app.engine import cuda_problem
 from tests.app.helpers import free_port, png
 
@@ -97,6 +98,52 @@ def test_serve_rejects_bad_settings(tmp_path: Path, capsys) -> None:
     assert "model file not found" in capsys.readouterr().err
 
 
+def test_a_settings_error_is_one_line_and_never_shows_a_key(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    key = "k3y-0123456789abcdef-SECRET-xyz"  # 31 characters
+    monkeypatch.setenv("NINSERVE_API_KEYS", key)
+    monkeypatch.setenv("NINSERVE_MAX_QUEUE", "8")  # below max_batch_size: a model-level check fails
+    assert cli_main(["serve", "--model", str(tiny_model)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "ninserve serve: invalid settings: max_queue must be at least max_batch_size, "
+        "or batches can never fill\n"
+    )
+    assert "input_value" not in err and key[:6] not in err
+
+
+def test_the_uvicorn_factory_fails_on_bad_settings_in_one_line(tiny_model: Path) -> None:
+    key = "k3y-0123456789abcdef-SECRET-xyz"
+    env = os.environ | {
+        "NINSERVE_API_KEYS": key,
+        "NINSERVE_MAX_QUEUE": "8",
+        "NINSERVE_PORT": "x",
+        "NINSERVE_MODEL_PATH": str(tiny_model),
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-c", "from app.main import app_from_env; app_from_env()"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == EXIT_CANNOT_SERVE
+    assert done.stderr.startswith("ninserve: invalid settings: port: Input should be a valid integer")
+    assert done.stderr.count("\n") == 1 and key[:6] not in done.stderr
+
+
+def test_a_taken_port_fails_in_one_line_before_anything_starts(tiny_model: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = os.environ | {"NINSERVE_RESULT_STORE": "memory", "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", "app.cli", "serve", "--model", str(tiny_model), "--port", str(port)]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == EXIT_CANNOT_BIND != 0
+    assert done.stderr == (
+        f"ninserve serve: port {port} on 127.0.0.1 is taken; "
+        "choose another with PORT= (make serve) or NINSERVE_PORT / --port\n"
+    )
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 @pytest.mark.parametrize(
     ("make_args", "env", "flags"),
@@ -143,3 +190,41 @@ def test_model_that_cannot_load_stops_the_server(tmp_path: Path) -> None:
     assert result.returncode == EXIT_CANNOT_SERVE
     assert "ninserve serve: model failed to load: ModelLoadError: cannot load" in result.stderr
     assert "Application shutdown complete" in result.stderr  # stopped cleanly, not killed
+
+
+def test_a_model_that_cannot_load_stops_every_worker(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    result = serve("--model", str(junk), "--device", "cpu", "--workers", "2", "--log-level", "warning")
+    assert result.returncode == EXIT_CANNOT_SERVE
+    assert "model failed to load: ModelLoadError: cannot load" in result.stderr  # each worker's log
+    assert result.stderr.rstrip().endswith(
+        "ninserve serve: a worker could not load the model (the reason is logged above)"
+    )
+
+
+def test_two_workers_serve_on_one_port_and_stop_cleanly(tiny_model: Path) -> None:
+    port = free_port()
+    env = os.environ | {"NINSERVE_RESULT_STORE": "memory", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "app.cli", "serve", "--model", str(tiny_model), "--device", "cpu"]
+    command += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "two workers did not become ready"
+            time.sleep(0.1)
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert f"http://127.0.0.1:{port}/" in output  # the banner, printed once the port was bound

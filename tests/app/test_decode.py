@@ -8,9 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
-from app.decode import BACKGROUND, decode_image, decode_rgb, preview_pixels
+from app.decode import BACKGROUND, decode_image, decode_rgb, preview_pixels, strip_jpeg_metadata
 from app.errors import EmptyImage, ImageTooLarge, InvalidImage, UnsupportedMediaType
 from tests.app.helpers import encode, pattern
 
@@ -176,14 +176,47 @@ def test_a_small_clean_upload_is_kept_as_its_own_preview() -> None:
     np.testing.assert_array_equal(remade, reduced)  # kept: the JPEG still decodes at 1/4 scale
     for reason, upload, options in [
         ("over keep_bytes", data, {"keep_bytes": len(data) - 1}),
-        ("over 2 x preview_size", encode(_photo(1100, 300), "JPEG"), {"keep_bytes": 1 << 20}),
-        ("EXIF", encode(_photo(640, 480), "JPEG", exif=Image.Exif()), {"keep_bytes": 1 << 20}),
+        ("over 2 x preview_size", encode(_photo(1100, 300), "PNG"), {"keep_bytes": 1 << 20}),
+        ("JPEG over 4 x preview_size", encode(_photo(2100, 40), "JPEG"), {"keep_bytes": 1 << 20}),
         ("PNG text", encode(_photo(300, 200), "PNG", pnginfo=_text_chunk()), {"keep_bytes": 1 << 20}),
     ]:
         preview = decode_image(upload, 32, max_pixels=LIMIT, preview_size=512, **options).preview
         assert isinstance(preview, bytes) and preview != upload, reason
         with Image.open(io.BytesIO(preview)) as remade_preview:
             assert remade_preview.format == "JPEG" and "exif" not in remade_preview.info, reason
+
+
+def test_a_small_jpeg_is_kept_without_its_metadata_and_decodes_to_the_same_pixels() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    exif[0x010F] = "PhoneMaker"
+    exif.get_ifd(0x8825)[2] = (48.0, 51.0, 30.0)  # GPS latitude
+    photo = Image.fromarray(_photo(1600, 1200))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=80, exif=exif, comment=b"taken at home", icc_profile=b"icc" * 40)
+    data = buffer.getvalue() + b"trailer: not an image"
+    decoded = decode_image(data, 32, max_pixels=LIMIT, preview_size=512, keep_bytes=1 << 20)
+    kept = decoded.preview
+    assert isinstance(kept, bytes) and len(kept) < len(data)
+    assert b"PhoneMaker" not in kept and b"taken at home" not in kept and b"trailer" not in kept
+    with Image.open(io.BytesIO(kept)) as img:
+        assert dict(img.getexif()) == {0x0112: 6} and "comment" not in img.info
+        assert img.info.get("icc_profile") == b"icc" * 40  # colour, not metadata: kept
+    with Image.open(io.BytesIO(data)) as original:  # the same pixels, shown the same way up
+        upright = np.asarray(ImageOps.exif_transpose(original).convert("RGB"))
+    np.testing.assert_array_equal(preview_pixels(kept), upright)
+    assert preview_pixels(kept, 512).shape == (800, 600, 3)  # upright, at 1/2: the smallest DCT scale >= 512
+    # the model input is what it is without a preview (decoded at the model's DCT scale)
+    alone = decode_image(data, 32, max_pixels=LIMIT, preview_size=32).pixels
+    np.testing.assert_array_equal(decoded.pixels, alone)
+
+
+def test_strip_jpeg_metadata_refuses_what_it_cannot_walk() -> None:
+    data = encode(_photo(200, 150), "JPEG")
+    assert strip_jpeg_metadata(data) == data  # nothing to cut
+    assert strip_jpeg_metadata(data[:-2]) is None  # no end marker
+    assert strip_jpeg_metadata(b"\xff\xd8\xff\xe1\xff\xff" + data[2:]) is None  # a segment past the end
+    assert strip_jpeg_metadata(b"\x89PNG" + data) is None
 
 
 def _text_chunk() -> PngImagePlugin.PngInfo:

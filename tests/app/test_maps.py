@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.maps import COLORMAPS, colormap_lut, grid_png, map_png, render_map, upsample, value_range
+from app.maps import (
+    COLORMAPS,
+    class_posterior,
+    colormap_lut,
+    grid_png,
+    legend_words,
+    map_png,
+    render_map,
+    upsample,
+    value_range,
+    weighted_posterior,
+)
 
 LABELS = ("a", "b", "c", "d", "e")
+SAMPLES = Path(__file__).resolve().parents[2] / "app" / "web" / "samples"
 
 
 def maps(k: int = 5, h: int = 8) -> np.ndarray:
@@ -50,7 +63,8 @@ def test_render_map_normalisation_and_overlay() -> None:
     assert own.shape == (32, 32, 3)
     assert own.max() == 255 and own.min() == 0  # stretched to its own range
     assert shared.max() < 255  # map 0 is not the global maximum
-    np.testing.assert_array_equal(render_map(m, 0, size=32, colormap="gray"), shared)  # the default
+    weighted = render_map(m, 0, size=32, colormap="gray", normalize="weighted")
+    np.testing.assert_array_equal(render_map(m, 0, size=32, colormap="gray"), weighted)  # the default
     preview = np.full((16, 16, 3), 200, np.uint8)
     over = render_map(m, 0, size=32, colormap="gray", normalize="map", preview=preview)
     np.testing.assert_allclose(over.astype(float), 0.5 * 200 + 0.5 * own, atol=1)
@@ -66,10 +80,11 @@ def test_a_weak_class_is_not_painted_like_a_strong_one_by_default() -> None:
     m = np.stack([strong, weak]).astype(np.float32)
 
     def red_share(pixels: np.ndarray) -> float:  # jet's orange-to-dark-red end
-        return float(((pixels[..., 0] > 150) & (pixels[..., 2] < 80)).mean())
+        return float(((pixels[..., 0] > 120) & (pixels[..., 2] < 80)).mean())
 
-    assert red_share(render_map(m, 0, size=64)) > 0.05
-    assert red_share(render_map(m, 1, size=64)) == 0.0  # default: one scale, the weak map stays cool
+    for normalize in ("weighted", "posterior", "global"):  # the weak map stays cool
+        assert red_share(render_map(m, 0, size=64, normalize=normalize)) > 0.05
+        assert red_share(render_map(m, 1, size=64, normalize=normalize)) == 0.0
     assert red_share(render_map(m, 1, size=64, normalize="map")) > 0.05  # opt-in: its own range
     assert value_range(m, 1, "global") == (float(m.min()), float(m.max()))
     assert value_range(m, 1, "map") == (float(weak.min()), float(weak.max()))
@@ -118,7 +133,10 @@ def test_legend_adds_title_and_colour_bar() -> None:
 
 def test_flat_map_does_not_divide_by_zero() -> None:
     flat = np.zeros((2, 8, 8), np.float32)
-    assert (render_map(flat, 1, size=16, colormap="gray") == 0).all()
+    for normalize in ("global", "map"):
+        assert (render_map(flat, 1, size=16, colormap="gray", normalize=normalize) == 0).all()
+    assert (render_map(flat, 1, size=16, colormap="gray", normalize="posterior") == 128).all()  # 0.5 each
+    assert (render_map(flat, 1, size=16, colormap="gray") == 64).all()  # weighted: score 0.5 x 0.5
 
 
 def test_map_png_and_grid_png_decode() -> None:
@@ -129,3 +147,85 @@ def test_map_png_and_grid_png_decode() -> None:
     assert grid.width > 64 * 3 and grid.height > 64 * 2  # 5 classes: 4 columns x 2 rows + captions
     captions = np.asarray(grid.convert("L"))[64 + 4 : 64 + 4 + 14, 4 : 4 + 64]
     assert captions.min() < 100  # some dark caption text under the first cell
+
+
+def test_posterior_is_a_distribution_over_classes_at_each_location() -> None:
+    m = maps() * 40.0  # large logits: the softmax must not overflow
+    p = class_posterior(m)
+    assert p.shape == m.shape and p.dtype == np.float32
+    assert (p >= 0).all() and (p <= 1).all()
+    np.testing.assert_allclose(p.sum(axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(p.argmax(axis=0), m.argmax(axis=0))
+    np.testing.assert_allclose(class_posterior(m + 7.0), p, rtol=1e-5, atol=1e-7)  # only differences count
+    assert value_range(m, 2, "posterior") == (0.0, 1.0)
+
+
+def test_posterior_colours_are_probabilities_on_one_fixed_scale() -> None:
+    """Where every class is high, `global` paints every map red; the posterior shows the one class
+    that wins there, and the tiles of one location sum to one (at most one can be above half)."""
+    y, x = np.mgrid[0:8, 0:8].astype(np.float32)
+    everyone = 10.0 * np.exp(-((x - 2) ** 2 + (y - 2) ** 2) / 3)  # a spot where all classes are high
+    strong = everyone + 3.0 * np.exp(-((x - 5) ** 2 + (y - 5) ** 2) / 4)
+    weak = everyone + 0.5
+    m = np.stack([strong, weak, everyone]).astype(np.float32)
+    gray = [
+        render_map(m, i, size=8, colormap="gray", normalize="posterior")[..., 0].astype(int) for i in range(3)
+    ]
+    # gray: level = round(255 * probability); three levels that sum to 255 within rounding
+    assert np.abs(sum(gray) - 255).max() <= 2
+    logit_peaks = [render_map(m, i, size=8, colormap="gray", normalize="global").max() for i in range(3)]
+    assert min(logit_peaks) > 200  # the shared logit scale: every map has a bright spot
+    assert gray[0].max() > 128 > max(gray[1].max(), gray[2].max())
+
+
+def test_legend_words_say_what_the_colours_are() -> None:
+    assert legend_words("posterior", 0.0, 1.0) == (
+        "0",
+        "1",
+        ("probability of this class at this location", "probability of this class here", "probability"),
+    )
+    assert legend_words("global", -1.5, 12.25)[:2] == ("-1.50", "12.25")
+    assert "logit" in legend_words("global", -1.5, 12.25)[2][0]
+    assert legend_words("map", None, None, grid=True)[:2] == ("low", "high")
+    assert (
+        legend_words("posterior", 0.0, 1.0, grid=True)[2][0] == "probability of each class at this location"
+    )
+
+
+def test_weighted_is_the_score_times_the_posterior_and_never_above_the_score() -> None:
+    m = maps() * 3.0
+    logits = m.mean(axis=(1, 2))
+    scores = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    w = weighted_posterior(m)
+    np.testing.assert_allclose(w, class_posterior(m) * scores[:, None, None], rtol=1e-5, atol=1e-8)
+    assert (w.reshape(5, -1).max(axis=1) <= scores + 1e-6).all()
+    assert (w.sum(axis=0) <= 1 + 1e-6).all()
+    assert value_range(m, 0, "weighted") == (0.0, 1.0)
+
+
+def test_on_the_shipped_airplane_sample_the_default_does_not_paint_a_weak_class_reddest() -> None:
+    """The real model on app/web/samples/cifar10-airplane.jpg (airplane ~97 %): with the shared logit
+    scale the deer map (~1 %) holds the highest value of all maps, and the plain posterior paints
+    deer's patch as red as airplane's (the local logits are large: nearly one-hot). The default,
+    weighted by the score, keeps deer below its score while airplane reaches red."""
+    ort = pytest.importorskip("onnxruntime")
+    from app.config import DEFAULT_MODEL_PATH
+    from app.decode import decode_rgb
+
+    session = ort.InferenceSession(str(DEFAULT_MODEL_PATH), providers=["CPUExecutionProvider"])
+    photo = (SAMPLES / "cifar10-airplane.jpg").read_bytes()
+    scores, m = session.run(["scores", "confidence_maps"], {"image": decode_rgb(photo, 32)[None]})
+    scores, m = scores[0], m[0]
+    airplane, deer = 0, 4
+    assert scores.argmax() == airplane and scores[airplane] > 0.9 and scores[deer] < 0.05
+
+    def peaks(normalize: str) -> np.ndarray:  # each class's highest colour level (gray: 0..255)
+        return np.array(
+            [render_map(m, i, size=64, colormap="gray", normalize=normalize).max() for i in range(10)]
+        )
+
+    assert peaks("global").argmax() == deer  # the misleading case
+    assert peaks("posterior")[deer] >= peaks("posterior")[airplane] - 2  # a tie at the top colour
+    weighted = peaks("weighted")
+    assert weighted.argmax() == airplane and weighted[airplane] > 200
+    assert (weighted[scores < 0.05] <= 255 * 0.05).all()  # a weak class stays at the cool end

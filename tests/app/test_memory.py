@@ -13,8 +13,10 @@ from app import memory
 from app.decode import decode_image
 from app.errors import ImageTooLarge, InvalidImage
 from app.maps import grid_png, map_png
-from app.memory import MiB, decode_cost, plan_for, plan_memory, render_cost
+from app.memory import STORE_WRITE_BACKLOG, MiB, decode_cost, plan_for, plan_memory, render_cost
 from tests.app.helpers import encode, pattern
+
+FIXED = memory.DECODE_FIXED
 
 
 def test_the_default_plan_fits_the_shipped_limit_and_one_image_at_max_resolution(make_settings) -> None:
@@ -32,7 +34,7 @@ def test_the_default_plan_fits_the_shipped_limit_and_one_image_at_max_resolution
 
 def test_redis_keeps_results_out_of_the_process(make_settings) -> None:
     plan = plan_for(make_settings(result_store="redis://localhost:6379/0"))
-    assert plan.store == 0
+    assert plan.store == STORE_WRITE_BACKLOG == 16 * MiB  # only what waits to be written
     assert make_settings(result_store="redis://localhost:6379/0").store_max_bytes == 256 * MiB
 
 
@@ -73,15 +75,15 @@ def test_decode_cost_from_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         memory, "open_image", lambda data, limit: opened.append(data) or real_open(data, limit)
     )
-    assert decode_cost(rgb, 32, 10**8) == 64 * 64 * memory.LIGHT_BYTES_PER_PIXEL
+    assert decode_cost(rgb, 32, 10**8) == FIXED + 64 * 64 * memory.LIGHT_BYTES_PER_PIXEL
     assert opened == []  # an 8-bit RGB PNG is priced from its IHDR chunk alone
     one_bit = png_header_only(6300, 6300, "1")
     assert len(one_bit) < 8000
-    assert decode_cost(one_bit, 32, 40_000_000) == 6300 * 6300 * memory.LIGHT_BYTES_PER_PIXEL
+    assert decode_cost(one_bit, 32, 40_000_000) == FIXED + 6300 * 6300 * memory.LIGHT_BYTES_PER_PIXEL
     rgba = png_header_only(1000, 1000, "RGBA")
-    assert decode_cost(rgba, 32, 10**8) == 1000 * 1000 * memory.HEAVY_BYTES_PER_PIXEL
+    assert decode_cost(rgba, 32, 10**8) == FIXED + 1000 * 1000 * memory.HEAVY_BYTES_PER_PIXEL
     grey16 = encode(Image.new("I;16", (100, 50)), "PNG")
-    assert decode_cost(grey16, 32, 10**8) == 100 * 50 * memory.HEAVY_BYTES_PER_PIXEL
+    assert decode_cost(grey16, 32, 10**8) == FIXED + 100 * 50 * memory.HEAVY_BYTES_PER_PIXEL
 
 
 def test_a_large_jpeg_is_priced_at_the_scale_libjpeg_decodes_it() -> None:
@@ -89,8 +91,8 @@ def test_a_large_jpeg_is_priced_at_the_scale_libjpeg_decodes_it() -> None:
     Image.new("RGB", (4000, 3000), (10, 20, 30)).save(buffer, "JPEG")
     data = buffer.getvalue()
     # Resolution 32 needs 96 px: decoded at 1/8 -> 500x375; resolution 256 needs 768: 1/2.
-    assert decode_cost(data, 32, 10**8) == 500 * 375 * memory.LIGHT_BYTES_PER_PIXEL
-    assert decode_cost(data, 256, 10**8) == 2000 * 1500 * memory.LIGHT_BYTES_PER_PIXEL
+    assert decode_cost(data, 32, 10**8) == FIXED + 500 * 375 * memory.LIGHT_BYTES_PER_PIXEL
+    assert decode_cost(data, 256, 10**8) == FIXED + 2000 * 1500 * memory.LIGHT_BYTES_PER_PIXEL
 
 
 def test_decode_cost_refuses_what_decode_would_refuse() -> None:

@@ -88,12 +88,13 @@ def test_the_deadline_is_checked_before_decode_and_before_queueing(
             with pytest.raises(DeadlineExceeded, match="before decoding"):
                 await classify(rt, png(1), deadline=time.monotonic() - 0.001)
             assert decodes == [] and submitted == []
-            # A decode that outlives the deadline: the image is not queued for ORT.
+            # A decode that ends after the deadline: the image is not queued for ORT.
             real_decode = admission_module.decode_image
 
             def slow_decode(*args, **kwargs):
+                decoded = real_decode(*args, **kwargs)
                 time.sleep(0.1)
-                return real_decode(*args, **kwargs)
+                return decoded
 
             monkeypatch.setattr(admission_module, "decode_image", slow_decode)
             with pytest.raises(DeadlineExceeded, match="before queueing"):

@@ -96,6 +96,16 @@ def test_failures_and_an_unreachable_server(server_url: str, tmp_path: Path, cap
     assert "--out must end in .csv or .json" in capsys.readouterr().err
 
 
+def test_a_url_without_its_scheme_is_named_as_such(server_url: str, tmp_path: Path, capsys) -> None:
+    image = tmp_path / "cat.png"
+    image.write_bytes(png(1))
+    bare = server_url.removeprefix("http://")  # e.g. 127.0.0.1:8000, with the server running
+    assert cli_main(["predict", str(image), "--url", bare]) == 2
+    err = capsys.readouterr().err
+    assert f"the URL {bare} lacks http://" in err and "make serve" not in err
+    assert err.count("\n") == 1
+
+
 def test_json_lines(server_url: str, tmp_path: Path, capsys) -> None:
     paths = []
     for seed in (3, 4):

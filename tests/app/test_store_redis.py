@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -38,6 +39,13 @@ pytestmark = pytest.mark.skipif(
 @contextmanager
 def redis_server(workdir: Path, port: int | None = None) -> Iterator[str]:
     """A throwaway redis-server on 127.0.0.1, as a cache (no persistence); yields its URL."""
+    with redis_process(workdir, port) as (url, _):
+        yield url
+
+
+@contextmanager
+def redis_process(workdir: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """redis_server, with its process (to stop and resume it)."""
     port = port or free_port()
     assert REDIS_SERVER is not None
     process = subprocess.Popen(
@@ -58,8 +66,9 @@ def redis_server(workdir: Path, port: int | None = None) -> Iterator[str]:
             assert process.poll() is None, "redis-server exited at start"
             assert time.monotonic() < deadline, "redis-server did not answer PING"
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", process
     finally:
+        process.send_signal(signal.SIGCONT)
         process.terminate()
         process.wait(timeout=10)
 
@@ -85,7 +94,8 @@ def redis_db(redis_url: str) -> str:
 
 def stores(url: str, n: int = 1, **overrides) -> Callable[[Callable[..., Awaitable[T]]], T]:
     """Run `test(*stores)` in one event loop (the asyncio client is bound to its loop)."""
-    settings = {"max_items": 100, "max_bytes": 10**8, "ttl_s": 60.0} | overrides
+    # write_wait_s: these tests check what Redis holds right after each put, on a busy machine too.
+    settings = {"max_items": 100, "max_bytes": 10**8, "ttl_s": 60.0, "write_wait_s": 10.0} | overrides
 
     def run(test: Callable[..., Awaitable[T]]) -> T:
         async def main() -> T:
@@ -191,18 +201,88 @@ def test_stores_on_one_redis_share_records_and_budget(redis_db: str) -> None:
     assert seen == ["id2", "id3"]
 
 
-def test_redis_down_put_is_dropped_get_is_unavailable() -> None:
-    @stores(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+def test_redis_down_put_is_kept_in_the_backlog_get_is_unavailable_at_once() -> None:
+    @stores(f"redis://127.0.0.1:{free_port()}/0", write_wait_s=0.1)  # nothing listens there
     async def elapsed(store: RedisResultStore) -> float:
         started = time.monotonic()
-        await store.put(record(1))  # logged and dropped, not raised
-        with pytest.raises(StoreUnavailable):
-            await store.get("id1")
-        with pytest.raises(StoreUnavailable):  # inside the retry window: no network round trip
-            await store.get("id1")
+        await store.put(record(1))  # the write fails at once: neither waits nor raises
+        assert not store.available  # the breaker opened
+        got = await store.get("id1")  # not written yet: served from the backlog
+        assert got is not None and got.id == "id1"
+        with pytest.raises(StoreUnavailable):  # breaker open: no network round trip
+            await store.get("id2")
         return time.monotonic() - started
 
     assert elapsed < 2
+
+
+def test_a_full_backlog_drops_its_oldest_results(caplog: pytest.LogCaptureFixture) -> None:
+    @stores(f"redis://127.0.0.1:{free_port()}/0", backlog_bytes=int(record(0).nbytes * 2.5))
+    async def kept(store: RedisResultStore) -> list[str]:
+        for i in range(5):
+            await store.put(record(i))
+        assert store.backlog.nbytes <= store.backlog.max_bytes
+        return [f"id{i}" for i in range(5) if store.backlog.get(f"id{i}") is not None]
+
+    assert kept == ["id3", "id4"]
+    assert "write backlog full" in caplog.text
+
+
+def test_a_write_redis_refuses_is_dropped_without_opening_the_breaker(
+    redis_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    @stores(redis_db)
+    async def check(store: RedisResultStore) -> None:
+        admin = Redis.from_url(redis_db)
+        await admin.set("{ninserve}:exp", "not a sorted set")  # the script then fails: WRONGTYPE
+        try:
+            await store.put(record(1))
+        finally:
+            await admin.delete("{ninserve}:exp")
+            await admin.aclose()
+        assert store.available and len(store.backlog) == 0  # Redis answered: nothing to wait for
+        assert await store.get("id1") is None
+        await store.put(record(2))  # and the next one is written
+        assert await store.get("id2") is not None
+
+    check  # noqa: B018
+    assert "result store refused 1 results" in caplog.text
+
+
+def test_a_stalled_redis_holds_no_request(redis_db: str, tmp_path: Path) -> None:
+    """The issue's probe: Redis SIGSTOPped. Puts return at once, fetches answer 503 within the
+    timeout (at once after the first), and what was put meanwhile is written when Redis resumes."""
+    with redis_process(tmp_path) as (url, process):
+
+        @stores(url, n=2, write_wait_s=0.1)
+        async def check(store: RedisResultStore, other: RedisResultStore) -> None:
+            await store.put(record(0))
+            assert await other.get("id0") is not None  # written before the put returned
+            process.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            for i in range(1, 41):
+                await store.put(record(i))
+            assert time.monotonic() - started < 0.5  # was 4 s for each put
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.get("id0")  # in Redis only: unavailable, within the 0.5 s timeout
+            assert time.monotonic() - started < 1.5
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await other.get("id0")
+            with pytest.raises(StoreUnavailable):
+                await store.get("id0")  # the breaker is open: at once
+            assert time.monotonic() - started < 1.0
+            assert (await store.get("id40")) is not None  # from the backlog
+            process.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 5
+            while (len(store.backlog) or not other.available) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert len(store.backlog) == 0  # the probe saw Redis back; the backlog was written
+            assert other.available
+            assert (await other.get("id40")) is not None
+
+        check  # noqa: B018
 
 
 def test_open_store_selects_redis_by_url(make_settings: Callable[..., Settings], redis_url: str) -> None:
@@ -257,7 +337,9 @@ def test_redis_outage_503_on_fetch_classification_keeps_working(
             assert client.get(f"/v1/predictions/{before['id']}/maps/0.png").status_code == 200
 
         result = classify(client)  # Redis is gone: still a 200
-        response = client.get(f"/v1/predictions/{result['id']}/maps/0.png")
+        # made here and not written yet: served from this replica's backlog
+        assert client.get(f"/v1/predictions/{result['id']}/maps/0.png").status_code == 200
+        response = client.get(f"/v1/predictions/{before['id']}/maps/0.png")  # only in Redis
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"] == "1"
@@ -268,3 +350,28 @@ def test_redis_outage_503_on_fetch_classification_keeps_working(
             time.sleep(1.1)  # the retry window after the last failure
             result = classify(client)
             assert client.get(f"/v1/predictions/{result['id']}/maps/0.png").status_code == 200
+
+
+def test_classification_does_not_wait_for_a_stalled_redis(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The issue's probe over HTTP: Redis SIGSTOPped during classification (which does not need
+    it) took 4.0 s per request; fetches of what only Redis holds get a prompt 503."""
+    with redis_process(tmp_path) as (url, process):
+        settings = make_settings(result_store=url)
+        with live_server(settings) as base, httpx.Client(base_url=base, timeout=30) as client:
+            before = classify(client)
+            process.send_signal(signal.SIGSTOP)
+            took = []
+            for _ in range(12):
+                started = time.monotonic()
+                during = classify(client)
+                took.append(time.monotonic() - started)
+                time.sleep(0.1)
+            assert max(took) < 1.0, took
+            started = time.monotonic()
+            response = client.get(f"/v1/predictions/{before['id']}")
+            assert response.status_code == 503 and response.headers["retry-after"] == "1"
+            assert time.monotonic() - started < 1.5
+            assert client.get(f"/v1/predictions/{during['id']}").status_code == 200  # the backlog
+            process.send_signal(signal.SIGCONT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from app.config import DEFAULT_MODEL_PATH, Settings
+from app.maps import colormap_lut
 from tests.app.helpers import live_server
 from tests.browser.conftest import PHONE
 
@@ -52,7 +54,7 @@ def test_upload_shows_the_top_class_its_score_and_every_map(open_page) -> None:
     # 451x300 photo: the overlays keep its aspect ratio instead of a stretched square.
     width, height = page.locator(".tile img").first.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert abs(width / height - 451 / 300) < 0.02
-    expect(page.locator("#range")).to_contain_text("in logits")
+    expect(page.locator("#range")).to_contain_text("cat's score times its probability at each location")
     expect(page.locator("#timings")).to_contain_text("compute")
     watched.screenshot("desktop-cat")
     watched.assert_clean()
@@ -70,10 +72,79 @@ def test_a_sample_click_classifies_it(open_page) -> None:
     page.select_option("#colormap", "viridis")
     page.select_option("#normalize", "map")
     expect(page.locator("#range")).to_contain_text("airplane's own")
-    expect(page.locator("#maps-help")).to_contain_text("yellow is where")  # the words follow the colours
+    expect(page.locator("#maps-help")).to_contain_text("yellow is that map's highest")  # words follow colours
     expect(page.locator("#maps-help")).to_contain_text("its own range")
     wait_for_maps(page)
     watched.screenshot("desktop-cifar-ship")
+    watched.assert_clean()
+
+
+TILE_PIXELS = """img => {
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  canvas.getContext("2d").drawImage(img, 0, 0);
+  return canvas.toDataURL("image/png");
+}"""
+
+
+def shown_tile_values(page, requests: list[str]) -> dict[str, np.ndarray]:
+    """The value each tile the page shows paints at each pixel, 0..1 along jet: the overlay's
+    heatmap is recovered from the tile's own pixels (read back from its <img>) and the photo under
+    it (the same URL at alpha 0), then looked up in the colormap."""
+    lut = colormap_lut("jet").astype(int)
+    values = {}
+    for img in page.locator(".tile img").all():
+        label = img.evaluate("img => img.closest('.tile').dataset.label")
+        data_url = img.evaluate(TILE_PIXELS)
+        tile = np.asarray(
+            Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB"), int
+        )
+        url = next(u for u in reversed(requests) if f"/maps/{label}.png?size=224" in u)
+        photo = httpx.get(url + "&alpha=0")
+        backdrop = np.asarray(Image.open(io.BytesIO(photo.content)).convert("RGB"), int)
+        heat = np.clip(2 * tile - backdrop, 0, 255)  # alpha 0.5: tile = (photo + heat) / 2
+        distance = np.abs(heat[:, :, None, :] - lut[None, None]).sum(axis=-1)
+        values[label] = distance.argmin(axis=-1) / 255.0
+    return values
+
+
+def test_a_weak_class_is_never_the_reddest_by_default(open_page, base_url: str) -> None:
+    """The issue's case on the shipped airplane sample (airplane ~97 %): on the logit scale shared
+    by all classes, the deer map (~1 %) holds the reddest spot of the page. By default each tile's
+    colour is the class's score times its probability at each location: the reddest spot is
+    airplane's, every class under 5 % stays at the cool end, and the colours the page shows are the
+    values the server computes (GET .../maps?values=weighted)."""
+    watched = open_page()
+    page = watched.page
+    page.locator("button.sample[data-file='cifar10-airplane.jpg']").click()
+    expect(page.locator("#verdict")).to_contain_text("airplane")
+    wait_for_maps(page)
+    expect(page.locator("#maps-help")).to_contain_text("score times its probability at each location")
+    expect(page.locator("#range")).to_contain_text("airplane's score times its probability at each location")
+    scores = {
+        li.locator(".tile strong").inner_text(): percent(li.locator(".tile-caption span").inner_text())
+        for li in page.locator("#tiles li").all()
+    }
+    shown = shown_tile_values(page, watched.requests)
+    assert max(shown, key=lambda label: shown[label].max()) == "airplane" and scores["airplane"] > 90
+    assert shown["airplane"].max() > 0.8
+    assert all(shown[label].max() <= 0.06 for label in shown if scores[label] < 5)  # weak classes stay cool
+
+    prediction = next(
+        re.search(r"/v1/predictions/([^/]+)/maps/", u) for u in watched.requests if "/maps/" in u
+    )
+    raw = httpx.get(f"{base_url}/v1/predictions/{prediction.group(1)}/maps", params={"values": "weighted"})
+    served = dict(zip(raw.json()["labels"], np.array(raw.json()["values"]), strict=True))
+    for label, values in shown.items():  # the colours are those values (bilinear: peaks a bit lower)
+        assert served[label].max() - 0.1 <= values.max() <= served[label].max() + 0.02, label
+    watched.screenshot("desktop-airplane-weighted")
+
+    page.select_option("#normalize", "global")  # the logit scale: the misleading picture, on request
+    expect(page.locator("#range")).to_contain_text("in logits, on one range shared by all classes")
+    wait_for_maps(page)
+    logit = shown_tile_values(page, watched.requests)
+    assert max(logit, key=lambda label: logit[label].max()) == "deer" and scores["deer"] < 5
     watched.assert_clean()
 
 

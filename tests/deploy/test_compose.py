@@ -3,6 +3,9 @@ API by default, a `gpu` profile with an NVIDIA reservation, Redis as the shared 
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from typing import Any
 
 import pytest
@@ -57,14 +60,46 @@ def host_ports(published: str | int) -> set[int]:
     return set(range(int(low), int(high or low) + 1))
 
 
-def test_scaled_cpu_replicas_and_the_gpu_service_never_share_a_host_port() -> None:
-    """`docker compose --profile gpu up --scale api=N`: the CPU range must not contain the GPU port."""
+def published(env: dict[str, str] | None = None) -> dict[str, set[int]]:
+    """{service: host ports} as docker-compose resolves the file (with the gpu profile)."""
     compose = tool("docker-compose", "apt-get install docker-compose, scripts/ci-deps.sh")
     yaml = pytest.importorskip("yaml")
-    result = run(compose, "--file", str(COMPOSE), "--profile", "gpu", "config")
+    result = subprocess.run(
+        [compose, "--file", str(COMPOSE), "--profile", "gpu", "config"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ | (env or {}),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    cpu = set().union(*(host_ports(p["published"]) for p in services["api"]["ports"]))
-    gpu = set().union(*(host_ports(p["published"]) for p in services["api-gpu"]["ports"]))
-    assert len(cpu) >= 3 and gpu, (cpu, gpu)  # room for --scale api=3 and more
-    assert not cpu & gpu, f"host ports {sorted(cpu & gpu)} are in both services"
+    return {
+        name: set().union(*(host_ports(p["published"]) for p in services[name]["ports"]))
+        for name in ("api", "api-gpu")
+    }
+
+
+def test_one_host_port_per_container_port_by_default_so_podman_compose_starts(
+    services: dict[str, Any],
+) -> None:
+    """podman-compose refuses `8000-8009:8000` ("port ranges have different lengths")."""
+    for name in ("api", "api-gpu"):
+        for mapping in services[name]["ports"]:
+            host, container = re.fullmatch(r"\$\{\w+:-(\d+)\}:(\d+)", mapping).groups()
+            assert "-" not in host and container == "8000", mapping
+    ports = published()
+    assert ports == {"api": {8000}, "api-gpu": {8010}}
+
+
+def test_scaled_cpu_replicas_and_the_gpu_service_never_share_a_host_port() -> None:
+    """`NINSERVE_HOST_PORTS=8000-8002 docker compose --profile gpu up --scale api=3`, as documented."""
+    ports = published({"NINSERVE_HOST_PORTS": "8000-8002"})
+    assert len(ports["api"]) == 3 and ports["api-gpu"]
+    assert not ports["api"] & ports["api-gpu"]
+
+
+def test_podman_compose_publishes_one_port_per_container_port() -> None:
+    """podman-compose --dry-run up: the `podman run` it would issue. podman refuses a host range
+    on one container port ("port ranges have different lengths"), which broke `podman-compose up`."""
+    podman_compose = tool("podman-compose", "apt-get install podman-compose")
+    result = run(podman_compose, "--dry-run", "--file", str(COMPOSE), "up", "-d", "api", "redis")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (api,) = [line for line in result.stdout.splitlines() if "com.docker.compose.service=api " in line]
+    assert re.findall(r" -p (\S+) ", api) == ["8000:8000"]

@@ -1,10 +1,15 @@
 """requirements/*.txt (scripts/lock.py, `make lock`): current with pyproject.toml, complete, hashed,
-one ONNX Runtime for every consumer, and CPU and GPU runtimes never mixed."""
+one ONNX Runtime for every consumer, CPU and GPU runtimes never mixed, and reproducible: made
+again at the recorded cutoff, byte for byte the same."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,7 +21,7 @@ from tests.deploy.conftest import ROOT, load_script
 
 lock = load_script("scripts/lock.py")
 LOCKS = ROOT / "requirements"
-HASHED = ("cpu.txt", "gpu.txt", "dev.txt", "ci.txt")
+HASHED = ("cpu.txt", "gpu.txt", "dev.txt", "ci.txt", "build.txt", "uv.txt", "torch.txt")
 # The environments each lock is installed in: the CPU image and `make serve` (3.11; the slim and
 # Debian bookworm bases), the GPU image (Ubuntu 24.04: 3.12), CI (3.11).
 LINUX_311 = default_environment() | {"python_version": "3.11", "python_full_version": "3.11.4"}
@@ -38,7 +43,7 @@ def pinned(name: str, env: dict[str, str]) -> dict[str, str]:
 
 def test_every_lock_matches_pyproject() -> None:
     locks = sorted(LOCKS.glob("*.txt"))
-    assert {p.name for p in locks} == {*HASHED, "torch.txt"}
+    assert {p.name for p in locks} == set(HASHED)
     problems = [p for p in map(lock.stale, locks) if p]
     assert not problems, f"{problems}: run `make lock` and commit requirements/"
 
@@ -85,7 +90,7 @@ def test_lock_satisfies_what_pyproject_asks(
 
 def test_every_package_is_hashed() -> None:
     for name in HASHED:
-        blocks = re.split(r"\n(?=[A-Za-z0-9])", (LOCKS / name).read_text().split("\n", 3)[3])
+        blocks = re.split(r"\n(?=[A-Za-z0-9])", (LOCKS / name).read_text().split("\n", 4)[4])
         unhashed = [b.split()[0] for b in blocks if b.strip() and "--hash=sha256:" not in b]
         assert not unhashed, f"{name}: no hash for {unhashed}"
 
@@ -117,3 +122,55 @@ def test_installs_use_the_locks() -> None:
     assert "-r requirements/dev.txt" in makefile and "-r requirements/torch.txt" in makefile
     assert re.search(r"^lock:", makefile, re.M) and "scripts/lock.py" in makefile
     assert '--require-hashes -r "$ROOT/requirements/ci.txt"' in (ROOT / "scripts/ci-deps.sh").read_text()
+
+
+def test_every_lock_records_one_cutoff() -> None:
+    cutoffs = {lock.CUTOFF.search((LOCKS / n).read_text()).group(1) for n in HASHED}
+    assert cutoffs == {lock.recorded_cutoff()} and len(cutoffs) == 1
+    (cutoff,) = cutoffs
+    assert lock.parse_cutoff(cutoff) == cutoff  # the canonical form make lock writes
+    assert lock.parse_cutoff("2026-11-23T09:30:00+01:00") == "2026-11-23T08:30:00Z"
+    with pytest.raises(SystemExit, match="time zone"):
+        lock.parse_cutoff("2026-11-23T08:30:00")
+
+
+def test_build_backend_and_pip_are_locked_at_dev_versions() -> None:
+    build, dev = pinned("build.txt", LINUX_311), pinned("dev.txt", LINUX_311)
+    assert {"pip", "setuptools", "wheel"} <= build.keys()
+    assert all(build[n] == dev[n] for n in build.keys() & dev.keys())  # one venv holds both
+    for line in lock.build_requires():
+        req = Requirement(line)
+        assert req.specifier.contains(build[canonicalize_name(req.name)]), line
+    assert pinned("uv.txt", LINUX_311) == {"uv": lock.UV_PIN.split("==")[1]}
+
+
+def reachable(url: str) -> str | None:
+    """None when `url` answers, else why not (for the skip message)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10):  # noqa: S310 (a fixed https URL)
+            return None
+    except OSError as exc:
+        return f"{url}: {exc}"
+
+
+def test_make_lock_reproduces_the_committed_locks_byte_for_byte(tmp_path: Path) -> None:
+    """What `make lock` does with the recorded cutoff, written elsewhere and compared. Needs the
+    pinned uv and PyPI (and torch's CPU wheel in PIP_FIND_LINKS or the PyTorch index)."""
+    uv = Path(sys.executable).parent / "uv"
+    if not uv.is_file() and shutil.which("uv") is None:
+        pytest.skip("uv is not installed: `make lock` installs it (requirements/uv.txt)")
+    version = subprocess.run([str(uv) if uv.is_file() else "uv", "--version"], capture_output=True, text=True)
+    if version.stdout.split()[1:2] != [lock.UV_PIN.split("==")[1]]:
+        pytest.skip(f"uv is {version.stdout.strip()}, the locks are made with {lock.UV_PIN}")
+    links = os.environ.get("PIP_FIND_LINKS", "").split() or [lock.TORCH_CPU_LINKS]
+    for url in ("https://pypi.org/simple/pip/", *(u for u in links if "://" in u)):
+        if why := reachable(url):
+            pytest.skip(f"the index is not reachable, cannot re-resolve ({why})")
+    command = [sys.executable, str(ROOT / "scripts/lock.py"), "--output-dir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "EXCLUDE_NEWER"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    made = sorted(p.name for p in tmp_path.glob("*.txt"))
+    assert made == sorted(HASHED)
+    differ = [n for n in made if (tmp_path / n).read_bytes() != (LOCKS / n).read_bytes()]
+    assert not differ, f"make lock at the recorded cutoff rewrote {differ}: {result.stderr}"

@@ -63,6 +63,29 @@ def test_malformed_bodies_are_400(client: httpx.Client, raw: bytes, detail: str)
     assert detail in problem["detail"]
 
 
+@pytest.mark.parametrize(
+    ("boundary", "raw", "detail"),
+    [
+        (BOUNDARY, b"--b0undaryXX\r\n", "a boundary line does not match the boundary in the Content-Type"),
+        (BOUNDARY, b"--b0undary\rX", "a boundary line does not match the boundary in the Content-Type"),
+        (BOUNDARY, b"--b0undary\r\nBad Header: x\r\n\r\n", "a part's headers are malformed or too large"),
+        (
+            BOUNDARY,
+            b"--b0undary\r\n" + b"X-Big: " + b"a" * 20_000,
+            "a part's headers are malformed or too large",
+        ),
+        ("b" * 5000, b"--" + b"b" * 5000 + b"\r\n", "the Content-Type's boundary is too long"),
+    ],
+    ids=["boundary-cr", "boundary-lf", "header-char", "header-size", "boundary-length"],
+)
+def test_parser_failures_in_our_own_words(
+    client: httpx.Client, boundary: str, raw: bytes, detail: str
+) -> None:
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    problem = assert_problem(client.post("/v1/classify", content=raw, headers=headers), 400, "invalid-upload")
+    assert problem["detail"] == f"malformed multipart body: {detail}"
+
+
 def test_a_text_field_named_file_is_not_an_image(client: httpx.Client) -> None:
     raw = body(part("file", b"not a file", filename=None))
     problem = assert_problem(

@@ -44,6 +44,23 @@ def test_raw_maps(client: httpx.Client, posted: dict) -> None:
     logits = values.mean(axis=(1, 2))
     probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     np.testing.assert_allclose(probs, [posted["scores"][c] for c in CLASSES], rtol=1e-4, atol=1e-6)
+    assert maps.units == "logit"  # the model's own values unless asked otherwise
+
+
+def test_raw_maps_as_posteriors(client: httpx.Client, posted: dict) -> None:
+    logits = np.array(client.get(posted["maps"]["url"]).json()["values"])
+    body = MapsResponse.model_validate_json(
+        client.get(posted["maps"]["url"], params={"values": "posterior"}).content
+    )
+    assert body.units == "probability" and body.shape == [10, 8, 8]
+    posterior = np.array(body.values)
+    expected = np.exp(logits - logits.max(axis=0)) / np.exp(logits - logits.max(axis=0)).sum(axis=0)
+    np.testing.assert_allclose(posterior, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(posterior.sum(axis=0), 1.0, rtol=1e-5)  # a distribution at every location
+    weighted = np.array(client.get(posted["maps"]["url"], params={"values": "weighted"}).json()["values"])
+    scores = np.array([posted["scores"][c] for c in CLASSES])
+    np.testing.assert_allclose(weighted, posterior * scores[:, None, None], rtol=1e-4, atol=1e-7)
+    assert client.get(posted["maps"]["url"], params={"values": "probability"}).status_code == 422
 
 
 def test_label_png_by_name_or_index_with_sizes(client: httpx.Client, posted: dict) -> None:
@@ -67,7 +84,9 @@ def test_overlay_colormap_and_normalize_change_the_picture(client: httpx.Client,
     assert not np.array_equal(pixels(overlay="true"), pixels(overlay="true", alpha=0.9))
     assert not np.array_equal(plain, pixels(colormap="viridis"))
     assert not np.array_equal(plain, pixels(normalize="map"))
-    np.testing.assert_array_equal(plain, pixels(normalize="global"))  # the default
+    assert not np.array_equal(plain, pixels(normalize="global"))
+    assert not np.array_equal(plain, pixels(normalize="posterior"))
+    np.testing.assert_array_equal(plain, pixels(normalize="weighted"))  # the default
     gray = pixels(colormap="gray")
     assert (gray[..., 0] == gray[..., 1]).all()
 
@@ -82,17 +101,27 @@ def test_grid_png(client: httpx.Client, posted: dict) -> None:
 def test_map_headers_say_what_the_colours_mean(client: httpx.Client, posted: dict) -> None:
     url = posted["maps"]["png_url_template"].replace("{label}", "ship")
     values = np.array(client.get(posted["maps"]["url"]).json()["values"])
-    shared = client.get(url)
-    assert shared.headers["X-Map-Normalize"] == "global"
-    assert float(shared.headers["X-Class-Score"]) == pytest.approx(posted["scores"]["ship"], rel=1e-5)
+    default = client.get(url)
+    assert default.headers["X-Map-Normalize"] == "weighted"
+    assert default.headers["X-Map-Units"] == "probability"
+    assert default.headers["X-Map-Range"] == "0,1"  # probabilities: the same ends for every class and image
+    assert float(default.headers["X-Class-Score"]) == pytest.approx(posted["scores"]["ship"], rel=1e-5)
+    shared = client.get(url, params={"normalize": "global"})
+    assert (shared.headers["X-Map-Normalize"], shared.headers["X-Map-Units"]) == ("global", "logit")
     low, high = map(float, shared.headers["X-Map-Range"].split(","))
     assert (low, high) == pytest.approx((values.min(), values.max()), rel=1e-5)
     own = client.get(url, params={"normalize": "map"})
+    assert (own.headers["X-Map-Normalize"], own.headers["X-Map-Units"]) == ("map", "logit")
     low, high = map(float, own.headers["X-Map-Range"].split(","))
     assert (low, high) == pytest.approx((values[8].min(), values[8].max()), rel=1e-5)
     grid = client.get(posted["maps"]["grid_url"])
-    assert grid.headers["X-Map-Range"] == shared.headers["X-Map-Range"]
-    assert "X-Map-Range" not in client.get(posted["maps"]["grid_url"], params={"normalize": "map"}).headers
+    assert (grid.headers["X-Map-Normalize"], grid.headers["X-Map-Range"]) == ("weighted", "0,1")
+    posterior = client.get(url, params={"normalize": "posterior"})
+    assert (posterior.headers["X-Map-Units"], posterior.headers["X-Map-Range"]) == ("probability", "0,1")
+    grid_shared = client.get(posted["maps"]["grid_url"], params={"normalize": "global"})
+    assert grid_shared.headers["X-Map-Range"] == shared.headers["X-Map-Range"]
+    own_grid = client.get(posted["maps"]["grid_url"], params={"normalize": "map"})
+    assert "X-Map-Range" not in own_grid.headers and own_grid.headers["X-Map-Units"] == "logit"
 
 
 def test_legend_makes_the_picture_taller(client: httpx.Client, posted: dict) -> None:

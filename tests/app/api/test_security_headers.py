@@ -67,6 +67,7 @@ def test_cors_for_configured_origins(make_settings) -> None:
         assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
         simple = c.get("/v1/models", headers={"Origin": "https://b.example"})
         assert simple.headers["access-control-allow-origin"] == "https://b.example"
-        assert "retry-after" in simple.headers["access-control-expose-headers"].lower()
+        exposed = simple.headers["access-control-expose-headers"].lower()
+        assert "retry-after" in exposed and "x-map-range" in exposed and "x-map-units" in exposed
         other = c.get("/v1/models", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers

@@ -364,9 +364,9 @@ def test_not_ready_and_failed_load_answer_503(make_settings, monkeypatch: pytest
             f"/v2/models/{MODEL}",
             f"/v2/models/{MODEL}/ready",
         ):
-            assert_v2_error(client.get(path), 503, "warm-up exploded")
+            assert_v2_error(client.get(path), 503, "the model failed to load")
         response = client.post(f"/v2/models/{MODEL}/infer", content=orjson.dumps(infer_doc()))
-        assert_v2_error(response, 503, "warm-up exploded")
+        assert_v2_error(response, 503, "the model failed to load")
         assert response.headers["retry-after"] == "2"
         tc = triton.InferenceServerClient(url.removeprefix("http://"))
         assert not tc.is_server_live() and not tc.is_server_ready()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from app.engine import Engine
-from app.errors import DeadlineExceeded, ModelNotFound, Overloaded
-from app.v2.model import _submit_all, check_model, model_config, model_metadata
+from app.errors import ModelNotFound, Overloaded
+from app.v2.model import check_model, model_config, model_metadata
 
 
 @pytest.fixture(scope="module")
@@ -46,45 +45,6 @@ def test_check_model_name_and_version(engine: Engine) -> None:
     with pytest.raises(ModelNotFound) as info:
         check_model(engine, "tiny", "9" * 5000)
     assert "(5000 characters)" in info.value.detail and len(info.value.detail) < 200
-
-
-class StuckBatcher:
-    """Image 1 fails at once; the others wait forever unless withdrawn (cancelled)."""
-
-    queued, max_queue = 0, 100
-
-    def __init__(self) -> None:
-        self.withdrawn = 0
-
-    async def submit(self, pixels: np.ndarray, *, deadline: float) -> None:
-        if pixels[0, 0, 0] == 1:
-            raise DeadlineExceeded("image 1 waited too long")
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            self.withdrawn += 1
-            raise
-
-
-def test_one_failed_image_withdraws_the_others() -> None:
-    batcher = StuckBatcher()
-    images = [np.full((32, 32, 3), i, np.uint8) for i in range(4)]
-
-    async def main() -> None:
-        with pytest.raises(DeadlineExceeded):
-            await asyncio.wait_for(_submit_all(batcher, images, 0.0), 5)  # type: ignore[arg-type]
-
-    asyncio.run(main())
-    assert batcher.withdrawn == 3
-
-
-def test_a_request_larger_than_the_free_queue_is_refused_before_queueing() -> None:
-    batcher = StuckBatcher()
-    batcher.queued, batcher.max_queue = 98, 100
-    images = [np.zeros((32, 32, 3), np.uint8)] * 3
-    with pytest.raises(Overloaded, match="98 of 100 queued"):
-        asyncio.run(_submit_all(batcher, images, 0.0))  # type: ignore[arg-type]
-    assert batcher.withdrawn == 0
 
 
 def test_bytes_inputs_are_priced_and_admitted_whole_before_any_decode(make_settings, monkeypatch) -> None:
