@@ -250,18 +250,18 @@ class Admission:
         if cost > self.most_one_decode:
             raise ImageTooLarge(
                 f"decoding this image needs about {cost / MiB:.0f} MB, more than the "
-                f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode",
+                f"{self.most_one_decode / MiB:.0f} MB the memory budget gives one decode",
                 cost_bytes=cost,
             )
         return cost
 
     def price_json(self, cost: int) -> int:
-        """A JSON body priced by its structure (app/v2/codec.py: json_cost): 413 for one whose
+        """A JSON body priced by its structure (app/v2/price.py: json_cost): 413 for one whose
         parse the decode budget can never hold, before a byte of it is parsed."""
         if cost > self.most_one_decode:
             raise PayloadTooLarge(
                 f"parsing this JSON body needs about {cost / MiB:.0f} MB, more than the "
-                f"{self.plan.large_decode / MiB:.0f} MB the memory budget gives one decode: "
+                f"{self.most_one_decode / MiB:.0f} MB the memory budget gives one decode: "
                 "send fewer or shorter values, or the tensors as binary data",
                 cost_bytes=cost,
             )
@@ -269,6 +269,7 @@ class Admission:
 
     @property
     def most_one_decode(self) -> int:
+        """The largest price one decode or parse may have: above it, no wait ever makes room."""
         return max(self.plan.large_decode, self.plan.small_decode)
 
     async def decode(

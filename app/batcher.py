@@ -76,7 +76,7 @@ class _Pending:
 class _BufferPool:
     """Reusable [max_batch, H, W, 3] input buffers per shape, so batches are stacked in place."""
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._max_bytes, self._bytes = max_bytes, 0
         self._free: dict[Shape, list[np.ndarray]] = {}
 
@@ -303,8 +303,10 @@ class Batcher:
     def _fail(self, item: _Pending, exc: Exception) -> None:
         self.stats.failed += 1
         logger.error("inference failed for a %s input: %s", item.pixels.shape, exc)
-        if not item.future.done():
-            item.future.set_exception(InferenceFailed(f"inference failed: {exc}"))
+        if not item.future.done():  # ONNX Runtime's text names its kernels and nodes: the log has it
+            item.future.set_exception(
+                InferenceFailed("inference failed on this input; the server log says why")
+            )
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -35,6 +35,9 @@ RETRIES_ON_503 = 3  # an overloaded server says when to come back; after this ma
 Image = str | os.PathLike[str] | bytes | tuple[str, bytes]
 # A prediction: the result dict from classify / classify_batch, or its id.
 Prediction = dict[str, Any] | str
+# What GET .../maps returns and what a map PNG's colours mean (docs/api.md#map-pngs).
+MapValues = Literal["logit", "weighted", "posterior"]
+MapNormalize = Literal["weighted", "posterior", "global", "map"]
 
 
 class ApiError(Exception):
@@ -196,7 +199,7 @@ class Client:
         """GET /v1/predictions/{id}: a stored result (kept for NINSERVE_STORE_TTL_S)."""
         return self._request("GET", f"/v1/predictions/{_id(prediction)}").json()
 
-    def maps(self, prediction: Prediction, *, values: str = "logit") -> np.ndarray:
+    def maps(self, prediction: Prediction, *, values: MapValues = "logit") -> np.ndarray:
         """The confidence maps, float32 [K, h, w]: where in the image each class is seen; the model's
         logits, or `values="weighted"`/`"posterior"` for the probabilities the PNGs colour."""
         params = {"values": values}
@@ -211,7 +214,7 @@ class Client:
         overlay: bool = False,
         size: int = 256,
         colormap: str = "jet",
-        normalize: str = "weighted",
+        normalize: MapNormalize = "weighted",
     ) -> bytes:
         """One class's map (a name or an index) as a heatmap PNG, optionally over the image;
         `normalize` says what a colour means (docs/api.md#map-pngs)."""
@@ -220,7 +223,12 @@ class Client:
         return self._request("GET", path, params=params).content
 
     def grid_png(
-        self, prediction: Prediction, *, overlay: bool = False, size: int = 128, normalize: str = "weighted"
+        self,
+        prediction: Prediction,
+        *,
+        overlay: bool = False,
+        size: int = 128,
+        normalize: MapNormalize = "weighted",
     ) -> bytes:
         """Every class's map in one labelled grid PNG."""
         params = {"overlay": str(overlay).lower(), "size": size, "normalize": normalize}

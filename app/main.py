@@ -10,8 +10,8 @@ protocol (app/server.py), not here: an ASGI app only sees a request once its hea
 A request passes the middleware stack, outermost first: request id (logs.py, only with
 NINSERVE_LOG_FORMAT=json), shutdown guard (api/shutdown.py), metrics (metrics.py), security
 headers, CORS, API keys (api/auth.py), body limits (api/body_limits.py: per body and all bodies
-together); then its route. POST /v1/classify has a raw ASGI fast path
-ahead of the documented route (api/fast_classify.py).
+together); then its route (a HEAD goes as GET: api/head.py). POST /v1/classify has a raw ASGI
+fast path ahead of the documented route (api/fast_classify.py).
 
 Data flow: body (api/body.py) -> admission (admission.py: priced from the image header against
 the memory budget, memory.py; 413 or 503 before any decode) -> decode (decode.py, thread pool or
@@ -35,6 +35,7 @@ from app.api.auth import ApiKeyMiddleware, check_keys, open_paths
 from app.api.body_limits import BodyBudget, BodyLimitMiddleware
 from app.api.cors import install_cors
 from app.api.fast_classify import install_fast_classify
+from app.api.head import install_head
 from app.api.openapi import install_openapi
 from app.api.page import install_page
 from app.api.problems import install_error_handlers
@@ -44,6 +45,7 @@ from app.api.v2_errors import install_v2_error_handlers
 from app.config import Settings, settings_error
 from app.logs import LogFormat, RequestIdMiddleware, formatter
 from app.metrics import install_metrics
+from app.redact import install as install_log_redaction
 from app.runtime import Runtime
 
 __version__ = "0.1.0"
@@ -70,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
+    install_log_redaction()  # credential-like query values never reach a log line
     install_error_handlers(app)
     install_v2_error_handlers(app)  # {"error": ...} bodies under /v2, problem+json elsewhere
     # Middleware, innermost first: body limit, API keys (before any body is read), CORS (answers
@@ -83,7 +86,12 @@ def create_app(settings: Settings) -> FastAPI:
     keys = settings.api_key_list
     check_keys(keys)  # here, not when the first request builds the middleware stack
     if keys:
-        app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=open_paths(settings))
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=keys,
+            open_paths=open_paths(settings),
+            cors=bool(settings.cors_origin_list),
+        )
     if settings.cors_origin_list:
         install_cors(app, settings.cors_origin_list)
     app.add_middleware(SecurityHeadersMiddleware, server_timing=settings.send_server_timing)
@@ -95,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     install_fast_classify(app)
     install_page(app)  # `/`, /static, /docs, /redoc
+    install_head(app)  # last: HEAD wherever GET is served
     install_openapi(app, runtime, open_paths(settings) if keys else None)
     return app
 

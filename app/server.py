@@ -10,7 +10,18 @@ protocol with what it lacks:
   byte (or of connecting): 408 and close otherwise, however steadily bytes trickle in;
 - body deadline: the whole body within body_timeout_s of the end of the headers, else close;
 - header limits: max_header_bytes for the request line and headers, max_headers lines: 431;
-- connection cap: beyond max_connections a new connection gets 503 and is closed at once.
+- connection cap: at max_connections a new connection first takes the place of the oldest idle
+  keep-alive connection (closed as the keep-alive timeout would close it, but with a FIN first);
+  only when none is idle does it get 503 and is closed at once. A connection with a request in
+  progress is never closed for another;
+- Upgrade: no other protocol is served (no websockets, no h2c), so `Connection: Upgrade` is
+  ignored as RFC 9110 7.8 allows: the request, body included, is served as HTTP/1.1. httptools
+  stops at the end of the headers of such a request and uvicorn then dropped its body and parsed
+  the body's bytes as the next request (uvicorn issue 2722: request desync). CONNECT gets 400;
+- Host (RFC 9112 3.2): an HTTP/1.1 request without one, or any request with two, gets 400;
+- graceful stop: at shutdown an idle keep-alive connection is given DRAIN_S for a request that
+  may already be on its way (it is answered, with `Connection: close`), then closed with a FIN
+  first, instead of being closed at once, which reset connections whose next request was in flight.
 
     uvicorn.run(app, **uvicorn_options(settings))              # what `ninserve serve` does
     uvicorn --factory app.main:app_from_env --http app.server:GuardedHttpToolsProtocol
@@ -22,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any, ClassVar
 
 import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from app.config import Settings
 from app.logs import uvicorn_log_config
@@ -54,8 +67,20 @@ class _Rejected(Exception):
         self.status, self.message = status, message
 
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 LINGER_S = 2.0  # how long a refused connection stays half-closed, so its answer can be read
+DRAIN_S = 1.0  # at shutdown, how long an idle keep-alive connection may still start a request
+# Framing headers replayed to the parser after an ignored Upgrade (see _serve_despite_upgrade).
+_FRAMING = (b"content-length", b"transfer-encoding", b"connection")
+
+# Idle keep-alive connections of each server, oldest first (a dict keeps insertion order).
+_IDLE: weakref.WeakKeyDictionary[ServerState, dict[GuardedHttpToolsProtocol, None]]
+_IDLE = weakref.WeakKeyDictionary()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -78,19 +103,66 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = self._header_count = 0
         self._rejected: _Rejected | None = None  # set by a callback that stops the parser
         self._lingering = False  # answered and half-closed: what still arrives is read and dropped
+        self._host_count = 0
+        self._body_skipped = False  # httptools skips the body of an Upgrade request: it is replayed
+        self._draining = False  # shutting down: the next answer closes the connection
+        self._drain: asyncio.TimerHandle | None = None
+        self._idle = _IDLE.setdefault(self.server_state, {})  # this server's idle connections
 
     # --- connection ---
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.guard.max_connections:
+        if len(self.connections) > self.guard.max_connections and not self._evict_idle():
             self._answer_and_close(503, "too many open connections; retry later")
             return
         self._start_headers()  # a connection that never sends a request is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._drain is not None:
+            self._drain.cancel()
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # idle until the next request or the timeout
+            self._idle[self] = None
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls this when bytes arrive, when a response completes and when the connection
+        # is lost: the keep-alive timer runs exactly while the connection is idle.
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+            self._idle.pop(self, None)
+
+    def _evict_idle(self) -> bool:
+        """Close the oldest idle keep-alive connection to make room for this one, if there is one."""
+        if not self._idle:
+            return False
+        oldest = next(iter(self._idle))
+        logger.debug("connection cap reached: closing the idle connection from %s", _peer(oldest.client))
+        oldest._close_idle()
+        return True
+
+    def _close_idle(self) -> None:
+        """Close a connection that has no request in progress: FIN first, then read and drop what
+        still comes (a request that crossed the FIN) until the client closes or LINGER_S pass, so
+        that the client reads an end of stream, not a reset."""
+        self._drain = None
+        self._unset_keepalive_if_required()
+        self.connections.discard(self)  # it no longer counts against the cap
+        if self.transport.is_closing():
+            return
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._disarm()
+        self._reading_headers = False
+        self._lingering = True
+        self.transport.write_eof()
+        self._arm(LINGER_S, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's data_received, plus: a new request starts its header deadline, parser
@@ -99,15 +171,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._lingering:
             return
         self._unset_keepalive_if_required()
+        if self._drain is not None:  # shutting down, and a request arrives: it is served
+            self._drain.cancel()
+            self._drain = None
         if self._deadline is None and not self._reading_headers:
             self._start_headers()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        except httptools.HttpParserUpgrade as upgrade:
+            self._serve_despite_upgrade(data[upgrade.args[0] :])
             return
         except httptools.HttpParserError:
             rejected, self._rejected = self._rejected, None
@@ -134,27 +206,85 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count += 1
         if self._header_count > self.guard.max_headers:
             self._reject(431, f"too many header fields; the limit is {self.guard.max_headers}")
+        if len(name) == 4 and name.lower() == b"host":
+            self._host_count += 1
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
         if size > self.guard.max_header_bytes:
             self._reject(431, self._header_size_message())
+        if self._host_count != 1 and (self._host_count or self.parser.get_http_version() == "1.1"):
+            self._reject(400, "an HTTP/1.1 request needs exactly one Host header (RFC 9112, 3.2)")
+        self._host_count = 0
+        if self.parser.should_upgrade():
+            self._ignore_upgrade()
         self._reading_headers = False
         self._disarm()
         super().on_headers_complete()
+        if self._draining:
+            self.cycle.keep_alive = False
         self._arm(self.guard.body_timeout_s, self._body_timed_out)
 
     def on_message_complete(self) -> None:
+        if self._body_skipped:  # the end httptools reports after an Upgrade's headers: not the end
+            self._body_skipped = False
+            return
         self._disarm()
         super().on_message_complete()
 
     def shutdown(self) -> None:
-        self._disarm()
+        self._draining = True
         if self._lingering:  # already answered: nothing left to wait for
+            self._disarm()
             self.transport.close()
             return
-        super().shutdown()
+        idle = self.timeout_keep_alive_task is not None or (self.cycle is None and not self._header_bytes)
+        if not idle:  # a request in progress: uvicorn lets it finish and then closes
+            super().shutdown()
+            return
+        # Idle: a request may be on its way (a keep-alive client sends its next one at any time).
+        # Closing now would reset it; give it DRAIN_S to arrive, answer it with `Connection: close`.
+        self._unset_keepalive_if_required()
+        self._drain = self.loop.call_later(DRAIN_S, self._close_idle)
+
+    # --- Upgrade: ignored, the request is served as HTTP/1.1 ---
+
+    def _should_upgrade(self) -> bool:
+        return False  # no websockets are served, whatever uvicorn's --ws says
+
+    def _ignore_upgrade(self) -> None:
+        """In on_headers_complete of a request that asks to switch protocols: refuse CONNECT,
+        else take Upgrade out of what the app sees (RFC 9110 7.8: as if it had not been sent);
+        httptools will skip the body and stop parsing (see _serve_despite_upgrade)."""
+        if self.parser.get_method() == b"CONNECT":
+            self._reject(400, "CONNECT is not supported: this server is not a proxy")
+        headers = []
+        for name, value in self.headers:
+            if name == b"upgrade":
+                continue
+            if name == b"connection":
+                tokens = [t.strip() for t in value.split(b",") if t.strip().lower() != b"upgrade"]
+                if not tokens:
+                    continue
+                value = b", ".join(tokens)
+            headers.append((name, value))
+        self.headers[:] = headers  # the list is the scope's
+        self._body_skipped = True
+
+    def _serve_despite_upgrade(self, rest: bytes) -> None:
+        """httptools stopped after the headers of an Upgrade request, without its body. Parse on
+        with a new parser primed with the request's own framing headers (so it reads the body
+        exactly as the first parser would have), its callbacks going to this request's cycle;
+        `rest` (the bytes after the headers) and what follows are parsed by it."""
+        version = self.scope.get("http_version", "1.1").encode()
+        head = [self.scope["method"].encode() + b" / HTTP/" + version + b"\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.headers if name in _FRAMING]
+        self.parser = httptools.HttpRequestParser(_AfterIgnoredUpgrade(self))
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own
+        self.parser.feed_data(b"".join(head) + b"\r\n")
+        if rest:
+            self.data_received(rest)
 
     def _reject(self, status: int, message: str) -> None:
         self._rejected = _Rejected(status, message)
@@ -230,6 +360,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write_eof()
         self.transport.pause_reading()
         self._arm(LINGER_S, self.transport.close)
+
+
+class _AfterIgnoredUpgrade:
+    """Parser callbacks of a connection whose Upgrade was ignored: the replayed head of the
+    current request is dropped (its cycle already runs), everything after it is the protocol's."""
+
+    def __init__(self, protocol: GuardedHttpToolsProtocol) -> None:
+        self.protocol = protocol
+        self.replaying = True
+
+    def on_message_begin(self) -> None:
+        if not self.replaying:
+            self.protocol.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self.replaying:
+            self.protocol.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.replaying:
+            self.protocol.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.replaying:
+            self.replaying = False
+        else:
+            self.protocol.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.protocol.on_message_complete()
 
 
 def _peer(client: tuple[str, int] | None) -> str:

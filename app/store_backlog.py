@@ -75,10 +75,14 @@ class WriteBacklog:
                 entry[1].set_result(None)
 
     async def wait(self) -> None:
-        """Until something is added (at once if anything waits)."""
+        """Until something is added or `wake` is called (at once if anything waits)."""
         self._added.clear()
         if not self._items:
             await self._added.wait()
+
+    def wake(self) -> None:
+        """End the writer's `wait` with nothing added: it has a failed Redis to probe."""
+        self._added.set()
 
     def take_dropped(self) -> int:
         dropped, self._dropped = self._dropped, 0

@@ -280,4 +280,7 @@ class RedisResultStore:
                 exc or type(exc).__name__,
                 self.backlog.max_bytes // MiB,
             )
-        self._start()  # the probe runs in the writer task
+        # The probe runs in the writer task, which may be idle in `wait` (a fetch failed, nothing
+        # to write): without the wake the breaker would stay open until the next put.
+        self.backlog.wake()
+        self._start()

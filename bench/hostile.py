@@ -13,6 +13,9 @@ Phases (docs/reliability.md has the targets and the numbers):
             32x32 PNG every 50 ms: its p50/p99 for 200s, and how fast its 503s came
   maps      the same probe while 8 clients fetch maps.png?size=512&overlay=true
   overload  32x32 PNGs from 64 closed-loop clients (peak goodput), then from 512 (8x): 200s/s
+  idle      1,000 keep-alive connections (the default connection cap) that each send a GET
+            /healthz every 3 s and idle in between, while a new client (a fresh connection per
+            request) sends a 32x32 PNG every 50 ms: the new clients' statuses and latency
   formats   4 clients post, in turn, a 6300x6300 lossless WebP, a progressive CMYK JPEG and a
             progressive 4:4:4 JPEG of that size (decoders that hold far more than an RGB image)
             beside the probe: peak RSS, their statuses, the probe's p50/p99
@@ -196,24 +199,27 @@ async def closed_loop(port: int, clients: int, seconds: float, make) -> list[Out
     return outcomes
 
 
-async def probe(port: int, seconds: float) -> list[Outcome]:
+async def probe(port: int, seconds: float, fresh: bool = False) -> list[Outcome]:
     """The cheap neighbour, in a process of its own: the crowd's client loop must not delay it."""
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        measured = await loop.run_in_executor(pool, _probe_process, port, seconds)
+        measured = await loop.run_in_executor(pool, _probe_process, port, seconds, fresh)
     return [Outcome(status, secs) for status, secs in measured]
 
 
-def _probe_process(port: int, seconds: float) -> list[tuple[int, float]]:
-    return [(o.status, o.seconds) for o in asyncio.run(_probe(port, seconds))]
+def _probe_process(port: int, seconds: float, fresh: bool = False) -> list[tuple[int, float]]:
+    return [(o.status, o.seconds) for o in asyncio.run(_probe(port, seconds, fresh=fresh))]
 
 
-async def _probe(port: int, seconds: float, delay: float = 0.05) -> list[Outcome]:
-    """One 32x32 PNG every `delay` s on its own connection."""
+async def _probe(port: int, seconds: float, delay: float = 0.05, fresh: bool = False) -> list[Outcome]:
+    """One 32x32 PNG every `delay` s on its own connection (`fresh`: a new one each time, so the
+    time includes connecting)."""
     body, conn, outcomes = small_png(7), Connection(port), []
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop:
         outcomes.append(await conn.request("POST", "/v1/classify", body))
+        if fresh:
+            await conn.close()
         await asyncio.sleep(delay)
     await conn.close()
     return outcomes
@@ -423,6 +429,36 @@ async def phase_overload(server: Server, seconds: float, peak_clients: int, fact
     return out
 
 
+async def phase_idle(
+    server: Server, seconds: float, crowd: int = 1000, every_s: float = 3.0
+) -> dict[str, object]:
+    """`crowd` keep-alive connections hold the connection cap: each sends GET /healthz, idles
+    `every_s` (under the 5 s keep-alive timeout) and sends again; one closed or refused connects
+    again 0.2 s later. New clients arrive meanwhile: do they get in, and how fast?"""
+    stop = time.perf_counter() + seconds + 1.5
+    tally: Counter[int] = Counter()
+
+    async def holder(i: int) -> None:
+        conn = Connection(server.port)
+        await asyncio.sleep(i * 0.001)  # open the crowd over ~1 s, as clients would arrive
+        while time.perf_counter() < stop:
+            status = (await conn.request("GET", "/healthz", timeout=10)).status
+            tally[status] += 1
+            await asyncio.sleep(every_s if status == 200 else 0.2)  # refused: take the place back
+        await conn.close()
+
+    crowd_task = asyncio.ensure_future(asyncio.gather(*(holder(i) for i in range(crowd))))
+    await asyncio.sleep(1.5)  # the crowd is connected and idle
+    probed = await probe(server.port, seconds, fresh=True)
+    await crowd_task
+    return {
+        "crowd": crowd,
+        "new_clients_32x32": latency_summary(probed),
+        "crowd_requests": dict(sorted(tally.items())),  # 0: the connection was closed under it
+        "rss_peak_mb": round(server.peak_mb),
+    }
+
+
 async def phase_crowd(
     server: Server, seconds: float, clients: int, requests: list[tuple[str, str, bytes, str]], label: str
 ) -> dict[str, object]:
@@ -455,6 +491,8 @@ async def run_phases(
             results[phase] = await phase_maps(server, seconds)
         elif phase == "overload":
             results[phase] = await phase_overload(server, seconds, 64, 8)
+        elif phase == "idle":
+            results[phase] = await phase_idle(server, seconds)
         elif phase == "formats":
             bombs = [("POST", "/v1/classify", data, ctype) for ctype, data in format_bombs()]
             results[phase] = await phase_crowd(server, seconds, 4, bombs, "format_bombs")

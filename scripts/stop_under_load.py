@@ -79,6 +79,10 @@ class Replica:
         except OSError:
             return False
 
+    def exited(self) -> bool:
+        """Whether a local server has already ended (a taken port, a model that cannot load)."""
+        return self.image is None and self.proc.poll() is not None
+
     def sigterm(self) -> None:
         if self.image is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -204,12 +208,16 @@ def run(
     results = []
     for i, prestop in enumerate(prestops):
         ports = [base_port + 2 * i, base_port + 2 * i + 1] if base_port else free_ports(2)
-        replicas = [Replica(port, image, env) for port in ports]
-        try:
+        replicas: list[Replica] = []
+        try:  # started one by one inside the try: a second that fails to start stops the first
+            for port in ports:
+                replicas.append(Replica(port, image, env))
             deadline = time.monotonic() + 120
             while not all(r.ready() for r in replicas):
                 if time.monotonic() > deadline:
                     raise SystemExit("stop_under_load: the replicas did not become ready in 120 s")
+                if any(r.exited() for r in replicas):
+                    raise SystemExit("stop_under_load: a replica exited before it became ready")
                 time.sleep(0.2)
             results.append(asyncio.run(scenario(replicas, prestop, propagation, clients)))
         finally:

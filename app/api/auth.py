@@ -4,8 +4,10 @@ With NINSERVE_API_KEYS (or NINSERVE_API_KEYS_FILE) set, a request without a vali
 with `WWW-Authenticate: Bearer` (RFC 6750), as problem+json on v1 and `{"error": ...}` under
 /v2, before its body is read. Open without a key: liveness and readiness (/healthz, /readyz,
 /v2/health/*: probes carry no secrets), the web page `/` and its `/static/` assets (the page asks
-for a key and sends it with its API calls), CORS preflights (browsers send them without
-credentials), and, per settings, /metrics and the API docs.
+for a key and sends it with its API calls), CORS preflights when CORS is on (browsers send them
+without credentials; CORSMiddleware answers them without routing), and, per settings, /metrics
+and the API docs. Everything else, OPTIONS included, is refused before routing: whether a path
+exists, or which methods it takes, is not told to a client without a key.
 
 Keys are compared with hmac.compare_digest against every configured key (no early exit, so the
 time taken tells nothing about which key or how much of it matched) and are never logged.
@@ -66,11 +68,14 @@ def key_matches(token: bytes, keys: tuple[bytes, ...]) -> bool:
 class ApiKeyMiddleware:
     """401 for requests to protected paths without a valid bearer key."""
 
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...], open_paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: tuple[str, ...], open_paths: frozenset[str], cors: bool = False
+    ) -> None:
         check_keys(keys)
         self.app = app
         self.keys = tuple(k.encode() for k in keys)
         self.open_paths = open_paths
+        self.cors = cors  # CORSMiddleware is installed outside this one and answers preflights
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_open(scope):
@@ -95,6 +100,10 @@ class ApiKeyMiddleware:
         path = scope.get("path", "")
         if path in self.open_paths or path.startswith(OPEN_PREFIXES):
             return True
-        # A CORS preflight: browsers never attach credentials to it; CORSMiddleware answers it.
+        # A CORS preflight: browsers never attach credentials to it; CORSMiddleware answers it,
+        # before routing, when it sees what Starlette calls a preflight (Origin and the method).
+        # Without CORS, an OPTIONS request would reach the router: 405 for a real route, 404 else.
+        if not self.cors or scope["method"] != "OPTIONS":
+            return False
         headers = dict(scope["headers"])
-        return scope["method"] == "OPTIONS" and b"access-control-request-method" in headers
+        return b"origin" in headers and b"access-control-request-method" in headers

@@ -18,7 +18,7 @@ from app.api.problems import note_error
 from app.api.v2_errors import error_response_for
 from app.errors import NinServeError, Overloaded, PayloadTooLarge
 
-MAX_LENGTH_DIGITS = 18  # a longer Content-Length counts as 10**18 bytes: int() refuses over 4,300 digits
+MAX_LENGTH_DIGITS = 18  # a longer value counts as 10**18 bytes: int() refuses over 4,300 digits
 MAX_DECLARED_LENGTH = 10**MAX_LENGTH_DIGITS
 
 
@@ -90,6 +90,8 @@ class BodyLimitMiddleware:
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit():
+            if len(value) > MAX_LENGTH_DIGITS:  # leading zeros are allowed (RFC 9110 8.6): 0…010 is 10
+                value = value.lstrip(b"0") or b"0"
             return int(value) if len(value) <= MAX_LENGTH_DIGITS else MAX_DECLARED_LENGTH
     return None
 

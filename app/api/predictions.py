@@ -83,7 +83,7 @@ def map_headers(
     normalize: Normalize, value_range: tuple[float, float] | None, score: float | None
 ) -> dict[str, str]:
     """What the colours mean, for clients that draw their own legend: `X-Map-Range: low,high` are
-    the values at the colormap's ends, in `X-Map-Units` (probability for `posterior`, else logit)."""
+    the values at the colormap's ends, in `X-Map-Units` (app/maps.py UNITS: probability or logit)."""
     headers = {"X-Map-Normalize": normalize, "X-Map-Units": UNITS[normalize]}
     if value_range is not None:
         headers["X-Map-Range"] = f"{value_range[0]:.6g},{value_range[1]:.6g}"

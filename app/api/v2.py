@@ -32,15 +32,9 @@ from app.engine import INPUT_NAME
 from app.errors import ModelNotFound, NotReady
 from app.repository.served import Served
 from app.runtime import Runtime
-from app.v2.codec import (
-    InferRequest,
-    JsonPrice,
-    encode_infer_response,
-    json_cost,
-    json_header_length,
-    parse_infer_request,
-)
+from app.v2.codec import InferRequest, encode_infer_response, json_header_length, parse_infer_request
 from app.v2.model import infer, model_config, model_metadata
+from app.v2.price import JsonPrice, json_cost
 
 router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
 
@@ -190,12 +184,15 @@ async def _infer(request: Request, rt: Runtime, served: Served, name: str, versi
     encoding = request.headers.get("content-encoding")
     header_length = request.headers.get("inference-header-content-length")
     admission = rt.admission
-    body = await _priced_body(request, admission, header_length, compressed=bool(encoding))
-    if encoding:
-        body = await rt.in_pool(decompress, body, encoding, rt.settings.max_body_bytes)
     # Priced from the raw bytes and admitted like an image decode (413 / the large-decode lane)
     # before it is parsed: small JSON expands ~30x into Python objects.
-    cost = admission.price_json(json_cost(body, header_length, stop_above=admission.most_one_decode))
+    if encoding:
+        body = await request.body()
+        body = await rt.in_pool(decompress, body, encoding, rt.settings.max_body_bytes)
+        cost = admission.price_json(json_cost(body, header_length, stop_above=admission.most_one_decode))
+    else:
+        body, price = await _priced_body(request, admission, header_length)
+        cost = admission.price_json(price.finish(body))
     if len(body) > LARGE_BODY or cost > admission.plan.small_decode:
         parsed = await admission.run_priced(cost, deadline, _parse, body, header_length)
     else:
@@ -203,7 +200,7 @@ async def _infer(request: Request, rt: Runtime, served: Served, name: str, versi
     # Looked up again once the body is in: the version swapped in meanwhile is the one to hold.
     with rt.models.resolve(name, version).use() as served:
         note_model(request.scope, served.name, served.version)
-        outputs = await infer(rt, parsed, served)
+        outputs = await infer(rt, parsed, served, deadline=deadline)
     info = served.info
     payload, json_length = encode_infer_response(info.name, info.version, parsed.id, outputs)
     if json_length is None:
@@ -212,18 +209,17 @@ async def _infer(request: Request, rt: Runtime, served: Served, name: str, versi
 
 
 async def _priced_body(
-    request: Request, admission: Admission, header_length: str | None, *, compressed: bool
-) -> bytes:
-    """The body, priced as JSON while it arrives (a compressed one is priced once inflated): one
-    that can never be parsed within the budget is refused (413) at the chunk that shows it, before
-    the rest is read (16 MB of `[[],...]` after ~3 MB)."""
-    price = None if compressed else JsonPrice(json_header_length(header_length))
+    request: Request, admission: Admission, header_length: str | None
+) -> tuple[bytes, JsonPrice]:
+    """The body and its price, counted as JSON while it arrives: one that can never be parsed
+    within the budget is refused (413) at the chunk that shows it, before the rest is read (16 MB
+    of `[[],...]` after ~3 MB)."""
+    price = JsonPrice(json_header_length(header_length))
     chunks: list[bytes] = []
     async for chunk in request.stream():
         chunks.append(chunk)
-        if price is not None:
-            admission.price_json(price.feed(chunk))
-    return b"".join(chunks)
+        admission.price_json(price.feed(chunk))
+    return b"".join(chunks), price
 
 
 def _parse(body: bytes, header_length: str | None) -> InferRequest:

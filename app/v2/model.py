@@ -97,10 +97,16 @@ def model_config(engine: Engine, settings: Settings) -> dict[str, Any]:
     }
 
 
-async def infer(rt: Runtime, request: InferRequest, served: Served) -> list[OutputTensor]:
+async def infer(
+    rt: Runtime, request: InferRequest, served: Served, *, deadline: float | None = None
+) -> list[OutputTensor]:
     """A parsed request -> the requested outputs of `served` (held by the caller); raises
-    domain errors (app/errors.py)."""
-    deadline = time.monotonic() + rt.settings.request_timeout_s
+    domain errors (app/errors.py).
+
+    `deadline` (time.monotonic): the one set when the request arrived, so that reading and parsing
+    its body count against request_timeout_s; by default, request_timeout_s from now."""
+    if deadline is None:
+        deadline = time.monotonic() + rt.settings.request_timeout_s
     info = served.info
     wanted = _requested(request)
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:

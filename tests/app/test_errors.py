@@ -32,8 +32,13 @@ def test_each_error_has_its_status() -> None:
 
 def test_domain_code_loads_without_the_web_framework() -> None:
     """Training imports the decode policy; neither it nor the core may pull in FastAPI."""
+    core = (
+        "app.errors, app.decode, app.batcher, app.engine, app.maps, app.store, app.store_backlog, "
+        "app.store_redis, app.admission, app.memory, app.pipeline, app.runtime, app.logs, "
+        "app.v2.codec, app.v2.price, app.v2.model, model.data"
+    )
     code = (
-        "import sys, app.errors, app.decode, app.batcher, app.store, app.engine, model.data\n"
+        f"import sys, {core}\n"
         "web = sorted(m for m in sys.modules if m.split('.')[0] in {'fastapi', 'starlette', 'uvicorn'})\n"
         "assert not web, web"
     )

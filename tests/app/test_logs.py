@@ -56,7 +56,11 @@ def serve_and_log(
             responses.append(httpx.get(f"http://127.0.0.1:{port}/healthz", headers=headers, timeout=5))
     finally:
         proc.terminate()
-        output, _ = proc.communicate(timeout=30)
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # never leave a server behind
+            proc.kill()
+            output, _ = proc.communicate()
     return responses, output
 
 

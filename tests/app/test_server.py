@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import uvicorn
 from app.config import Settings
 from app.main import create_app
 from app.server import PROTOCOL_IMPORT, GuardedHttpToolsProtocol, uvicorn_options
+from tests.app.helpers import png
 
 TIMEOUT_S = 1.0  # header and body deadlines in these tests
 SLACK_S = 1.0  # scheduling noise on a shared 2-core machine
@@ -215,3 +217,146 @@ def test_serve_refuses_a_weak_key_without_quoting_it(tiny_model) -> None:
     )
     assert result.returncode == 2 and "printable ASCII" in result.stderr
     assert "guessable" not in result.stderr
+
+
+# --- Upgrade: ignored, the body is read (before: uvicorn issue 2722, a request desync) ---
+
+UPGRADE = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAA\r\n"
+CLASSIFY = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+
+
+def statuses(answer: bytes) -> list[int]:
+    """Status codes of every response in `answer` (a body has no CRLF after it: search, not split)."""
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+
+
+def converse(port: int, packets: list[bytes], answers: int) -> bytes:
+    """Send each packet 0.2 s apart on one connection, then read until `answers` responses are in
+    (or the server closes, or 2 s pass without more)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+        for packet in packets:
+            conn.sendall(packet)
+            time.sleep(0.2)
+        out = b""
+        try:
+            while len(statuses(out)) < answers and (chunk := conn.recv(65536)):
+                out += chunk
+            conn.settimeout(0.5)
+            while chunk := conn.recv(65536):  # anything more is an answer too many
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_a_body_sent_with_upgrade_is_the_body_not_a_new_request(port: int, split: bool) -> None:
+    """The probe of issue 22: the body of a POST with `Connection: Upgrade` was dropped and its
+    bytes, when they came in a later packet, were parsed as a request of their own."""
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = (
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        + UPGRADE
+        + b"Content-Length: %d\r\n\r\n" % len(smuggled)
+    )
+    answer = converse(port, [head, smuggled] if split else [head + smuggled], 1)
+    assert statuses(answer) == [400], answer  # one answer: the body is not an image
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_upgrade_request_is_served_as_http11_and_the_connection_goes_on(port: int, chunked: bool) -> None:
+    body = png()
+    if chunked:
+        framing, payload = b"Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        framing, payload = b"Content-Length: %d\r\n" % len(body), body
+    head = CLASSIFY + UPGRADE + framing + b"\r\n"
+    after = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = converse(port, [head, payload[:50], payload[50:] + after], 2)
+    assert statuses(answer) == [200, 200], answer
+    assert b'"label"' in answer and b"101 Switching" not in answer
+
+
+def test_connect_is_refused(port: int) -> None:
+    answer = exchange(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"not a proxy" in answer
+
+
+# --- Host (RFC 9112 3.2) ---
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+    ],
+    ids=["none", "two", "two on HTTP/1.0"],
+)
+def test_a_request_without_exactly_one_host_gets_400(port: int, head: bytes) -> None:
+    answer = exchange(port, head)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"exactly one Host" in answer
+
+
+def test_http10_may_omit_host(port: int) -> None:
+    assert exchange(port, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+
+
+# --- the connection cap: idle keep-alive connections make room ---
+
+
+def open_idle(port: int) -> socket.socket:
+    """A keep-alive connection that has had one answer and now waits."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+    return conn
+
+
+def closed_by_server(conn: socket.socket) -> bool:
+    conn.settimeout(0.5)
+    try:
+        return conn.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+def test_at_the_cap_the_oldest_idle_connection_makes_room(make_settings) -> None:
+    """Before, idle keep-alive connections at the cap made every new client get 503 until they
+    timed out. A connection with a request in progress is never closed for a newcomer."""
+    settings = make_settings(max_connections=3, keep_alive_timeout_s=30.0, header_timeout_s=30.0)
+    close = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with guarded_server(settings) as p:
+        busy = socket.create_connection(("127.0.0.1", p), timeout=10)
+        busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers still coming
+        idle = [open_idle(p)]
+        time.sleep(0.05)
+        idle.append(open_idle(p))
+        try:
+            for served in range(2):  # each newcomer is served in the place of the oldest idle one
+                time.sleep(0.2)
+                assert exchange(p, close).startswith(b"HTTP/1.1 200 ")
+                assert closed_by_server(idle[served])
+                if served == 0:
+                    assert not closed_by_server(idle[1])
+                    idle.append(open_idle(p))  # at the cap again: busy, idle[1], idle[2]
+            # the busy connection was never the one to go: it finishes its request
+            busy.sendall(b"\r\n")
+            assert busy.recv(65536).startswith(b"HTTP/1.1 200 ")
+        finally:
+            for conn in [busy, *idle]:
+                conn.close()
+
+
+def test_at_the_cap_without_idle_connections_a_newcomer_gets_503(make_settings) -> None:
+    with guarded_server(make_settings(max_connections=2, header_timeout_s=30.0)) as p:
+        held = [socket.create_connection(("127.0.0.1", p), timeout=10) for _ in range(2)]
+        try:
+            for conn in held:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\n")  # each mid-request
+            time.sleep(0.2)
+            assert exchange(p, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 503 ")
+        finally:
+            for conn in held:
+                conn.close()

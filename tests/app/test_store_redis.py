@@ -285,6 +285,28 @@ def test_a_stalled_redis_holds_no_request(redis_db: str, tmp_path: Path) -> None
         check  # noqa: B018
 
 
+def test_a_failed_fetch_alone_closes_the_breaker_once_redis_answers(tmp_path: Path) -> None:
+    """A replica that only serves fetches: its writer is idle (nothing to write) when a fetch
+    opens the breaker, and must still probe Redis and close it without waiting for a put."""
+    with redis_process(tmp_path) as (url, process):
+
+        @stores(url, write_wait_s=0.1)
+        async def check(store: RedisResultStore) -> None:
+            await store.put(record(0))  # starts the writer, which then idles: nothing to write
+            process.send_signal(signal.SIGSTOP)
+            with pytest.raises(StoreUnavailable):
+                await store.get("id0")
+            assert not store.available
+            process.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 10
+            while not store.available and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert store.available  # stayed open for good before the writer was woken
+            assert (await store.get("id0")) is not None
+
+        check  # noqa: B018
+
+
 def test_open_store_selects_redis_by_url(make_settings: Callable[..., Settings], redis_url: str) -> None:
     async def main() -> None:
         store = open_store(make_settings(result_store=redis_url))

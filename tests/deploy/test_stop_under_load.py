@@ -34,3 +34,10 @@ def test_a_prestop_longer_than_the_propagation_loses_nothing(results: dict[float
     assert run["lost"] == 0, run
     assert run["answered_200"] > results[0.0]["refused"]  # the load ran all along
     assert run["sigterm_after_s"] >= PROPAGATION_S + 1.0
+
+
+def test_a_replica_that_cannot_start_ends_the_run(tmp_path) -> None:
+    """Not two minutes of waiting for readiness: the exit is seen, and the other replica stopped."""
+    env = {"NINSERVE_MODEL_PATH": str(tmp_path / "missing.onnx")}
+    with pytest.raises(SystemExit, match="exited before it became ready"):
+        stop.run(None, [0.0], PROPAGATION_S, 1, None, env)

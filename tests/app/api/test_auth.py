@@ -91,11 +91,32 @@ def test_the_page_and_its_assets_need_no_key(anonymous: httpx.Client, path: str)
     assert anonymous.get(path).status_code != 401  # 404 until the page is served, never 401
 
 
-def test_cors_preflights_pass_without_a_key(anonymous: httpx.Client) -> None:
-    preflight = anonymous.options(
-        "/v1/classify", headers={"Origin": "https://a.example", "Access-Control-Request-Method": "POST"}
-    )
-    assert preflight.status_code != 401
+PREFLIGHT = {"Origin": "https://a.example", "Access-Control-Request-Method": "POST"}
+
+
+@pytest.mark.parametrize("path", ["/v1/classify", "/v1/models", "/v1/nothing-here", "/v2/nothing"])
+@pytest.mark.parametrize("headers", [PREFLIGHT, {"Access-Control-Request-Method": "POST"}])
+def test_without_cors_an_options_probe_tells_nothing_about_routes(
+    anonymous: httpx.Client, path: str, headers: dict[str, str]
+) -> None:
+    """Before, a preflight passed the key check and reached the router: 405 for a real route,
+    404 for none. Without CORS nothing answers preflights, so they need a key like any request."""
+    response = anonymous.options(path, headers=headers)
+    assert response.status_code == 401 and "www-authenticate" in response.headers
+
+
+@pytest.mark.parametrize("path", ["/v1/classify", "/v1/nothing-here"])
+def test_with_cors_preflights_pass_without_a_key_and_are_answered_before_routing(
+    make_settings, path: str
+) -> None:
+    settings = make_settings(api_keys=KEY, cors_origins="https://a.example")
+    with live_server(settings) as url, httpx.Client(base_url=url) as c:
+        preflight = c.options(path, headers=PREFLIGHT)
+        assert preflight.status_code == 200  # CORSMiddleware's answer: the same for any path
+        assert preflight.headers["access-control-allow-origin"] == "https://a.example"
+        # Not a preflight (no Origin): CORSMiddleware lets it through, so the key check applies.
+        probe = c.options(path, headers={"Access-Control-Request-Method": "POST"})
+        assert probe.status_code == 401
 
 
 def test_metrics_and_docs_keys_are_settings(make_settings) -> None:

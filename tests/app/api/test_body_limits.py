@@ -119,3 +119,19 @@ def test_a_content_length_of_thousands_of_digits_is_a_413(path: str, kind: str) 
     start, body = sent[0], sent[1]["body"]
     assert start["status"] == 413 and (b"content-type", kind.encode()) in start["headers"]
     assert b"more than 1000000000000000000 bytes; the limit is 1024" in body and len(body) < 400
+
+
+def test_a_content_length_with_leading_zeros_is_read_as_its_value(server_url: str) -> None:
+    """30 digits, 28 of them leading zeros: before, counted as 10**18 bytes and refused with 413."""
+    body = png()
+    parts = urlsplit(server_url)
+    head = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nConnection: close\r\n"
+        f"Content-Length: {len(body):030d}\r\n\r\n"
+    )
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(head.encode() + body)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"label"' in answer, answer[:300]

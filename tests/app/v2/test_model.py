@@ -4,12 +4,13 @@ images are submitted (the live protocol is tested in tests/app/api/test_v2.py)."
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
 from app.engine import Engine
-from app.errors import Overloaded
+from app.errors import DeadlineExceeded, Overloaded
 from app.v2.model import model_config, model_metadata
 
 
@@ -69,6 +70,9 @@ def test_bytes_inputs_are_priced_and_admitted_whole_before_any_decode(make_setti
             rt.admission.admitted = 0
             outputs = await infer(rt, request(png(1), png(2)), rt.model())
             assert outputs[0].data.shape[0] == 2
+            assert rt.admission.admitted == 0
+            with pytest.raises(DeadlineExceeded):  # the request's own deadline, spent parsing
+                await infer(rt, request(png(1)), rt.model(), deadline=time.monotonic() - 0.001)
             assert rt.admission.admitted == 0
         finally:
             await rt.stop()
