@@ -16,6 +16,10 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # `ninserve serve`'s default host and port
 
@@ -42,10 +46,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1; NINSERVE_HOST)")
     p.add_argument("--port", type=int, help="TCP port (default 8000; NINSERVE_PORT)")
     p.add_argument("--model", type=Path, dest="model_path", help="ONNX artifact (NINSERVE_MODEL_PATH)")
+    p.add_argument(
+        "--repository",
+        type=Path,
+        dest="model_repository",
+        help="DIR/<model>/<version>/model.onnx (NINSERVE_MODEL_REPOSITORY; docs/repository.md)",
+    )
+    p.add_argument("--model-name", help="the default model's name (NINSERVE_MODEL_NAME)")
     p.add_argument("--workers", type=int, help="processes (default 1; NINSERVE_WORKERS)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], help="execution provider (NINSERVE_DEVICE)")
     p.add_argument(
-        "--precision", choices=["fp32", "int8"], help="bundled artifact to serve (NINSERVE_PRECISION)"
+        "--precision",
+        choices=["auto", "fp32", "int8"],
+        help="variant to serve where a model has both (default auto: int8 on CPU; NINSERVE_PRECISION)",
     )
     p.add_argument(
         "--log-level",
@@ -77,7 +90,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_predict)
 
 
-SERVE_FLAGS = ("host", "port", "model_path", "workers", "device", "precision", "log_level")
+SERVE_FLAGS = (
+    "host",
+    "port",
+    "model_path",
+    "model_repository",
+    "model_name",
+    "workers",
+    "device",
+    "precision",
+    "log_level",
+)
 # The process cannot serve (the requested device is unusable, or the model cannot load): exit with
 # this so that a restart policy or a rollout sees the failure instead of an unhealthy process.
 EXIT_CANNOT_SERVE = 3  # uvicorn's STARTUP_FAILURE: its worker supervisor does not restart such a worker
@@ -108,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ninserve serve: {bind_error(settings.host, settings.port, exc)}", file=sys.stderr)
         return EXIT_CANNOT_BIND
-    print(serve_banner(settings.host, settings.port, settings.model_path), file=sys.stderr, flush=True)
+    print(serve_banner(settings.host, settings.port, serving(settings)), file=sys.stderr, flush=True)
 
     import uvicorn
 
@@ -170,13 +193,23 @@ def bind_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
-def serve_banner(host: str, port: int, model: Path) -> str:
+def serving(settings: Settings) -> str:
+    """What the server will serve, in a few words, for the banner."""
+    if settings.model_repository is not None:
+        return f"the models in {settings.model_repository}"
+    if settings.model_path is not None:
+        return settings.model_path.name
+    return f"{settings.model_name or 'nin-cifar10'} (bundled, precision {settings.precision})"
+
+
+def serve_banner(host: str, port: int, model: Path | str) -> str:
     """Where to look once the server is up: the page, the API docs and the API itself."""
+    model = model.name if isinstance(model, Path) else model
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # reachable from this machine
     base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
     return "\n".join(
         [
-            f"ninserve: starting {model.name} on {host}:{port}; once ready:",
+            f"ninserve: starting {model} on {host}:{port}; once ready:",
             f"  page      {base}/",
             f"  API docs  {base}/docs",
             f"  API       {base}/v1/classify  {base}/v1/models  {base}/v2 (KServe V2)",

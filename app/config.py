@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.memory import default_store_bytes, plan_for
+from app.repository.layout import name_problem
 
 # The artifact the model side exports; relative to the repository / installed package root.
 ARTIFACTS = Path(__file__).resolve().parent.parent / "model" / "artifacts"
@@ -48,9 +49,26 @@ class Settings(BaseSettings):
     # providers on every request (~2 % of the event loop's time in bench/profile.py).
     opentelemetry: bool = False
 
-    # --- model / ONNX Runtime ---
-    precision: Literal["fp32", "int8"] = "fp32"  # picks the bundled artifact when model_path is unset
-    model_path: Path = DEFAULT_MODEL_PATH
+    # --- models (app/repository/, docs/repository.md) ---
+    # DIR/<model>/<version>/model.onnx, Triton's layout. Unset: the bundled artifacts, or model_path.
+    model_repository: Path | None = None
+    model_path: Path | None = None  # one ONNX file served as a one-model repository
+    # The default model (/v1/classify); with one model (the bundled one, model_path) its name too,
+    # e.g. a KServe InferenceService's name. Unset: nin-cifar10, the file's stem, or the
+    # repository's first model by name.
+    model_name: str | None = None
+    # auto: int8 on the CPU (0.08 pt below fp32 and faster through the server, docs/repository.md),
+    # fp32 on CUDA; used where a version has both variants and its config.json pins none.
+    precision: Literal["auto", "fp32", "int8"] = "auto"
+    # Rescan the repository this often and load, reload or unload what changed; 0: never (load
+    # and unload through POST /v2/repository/models/{name}/load and /unload).
+    repository_poll_s: float = Field(0.0, ge=0, le=86_400)
+    # Part of memory_budget_mb held for loaded model versions (each estimated from its file before
+    # it loads: fp32 NiN ~55 MB, int8 ~20 MB); a load that would not fit is refused. 64 MB holds
+    # the int8 NiN and two more versions beside it (a swap), or one fp32 NiN.
+    model_memory_mb: int = Field(64, ge=8)
+
+    # --- ONNX Runtime ---
     device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: CUDA EP when the runtime has it
     cuda_device_id: int = Field(0, ge=0)
     intra_op_threads: int = Field(0, ge=0)  # 0: ONNX Runtime's default (one per physical core)
@@ -189,19 +207,26 @@ class Settings(BaseSettings):
         plan_for(self)  # raises ValueError with what to change
         return self
 
-    @model_validator(mode="before")
-    @classmethod
-    def _artifact_for_precision(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("precision") == "int8" and data.get("model_path") is None:
-            return {**data, "model_path": INT8_MODEL_PATH}
-        return data
-
     @field_validator("model_path")
     @classmethod
-    def _model_exists(cls, path: Path) -> Path:
-        if not path.is_file():
+    def _model_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
             raise ValueError(f"model file not found: {path} (export one or set NINSERVE_MODEL_PATH)")
         return path
+
+    @field_validator("model_repository")
+    @classmethod
+    def _repository_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_dir():
+            raise ValueError(f"model repository not found: {path} (a folder of <model>/<version>/model.onnx)")
+        return path
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, name: str | None) -> str | None:
+        if name is not None and (problem := name_problem(name)) is not None:
+            raise ValueError(f"model_name {name[:80]!r}: {problem}")
+        return name
 
     @field_validator("result_store")
     @classmethod
@@ -216,6 +241,8 @@ class Settings(BaseSettings):
             raise ValueError("max_resolution must be a multiple of 4 (the net downsamples by 4)")
         if self.max_batch_size > self.max_queue:
             raise ValueError("max_queue must be at least max_batch_size, or batches can never fill")
+        if self.model_path is not None and self.model_repository is not None:
+            raise ValueError("set model_repository or model_path, not both")
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ValueError("max_body_bytes_in_flight must hold at least one body of max_body_bytes")
         return self

@@ -67,8 +67,12 @@ class InvalidTensor(NinServeError):  # a V2 inference request whose JSON or tens
     status, slug = 400, "invalid-tensor"
 
 
-class ModelNotFound(NinServeError):  # V2: a model name or version this server does not serve
+class ModelNotFound(NinServeError):  # a model name or version this server does not serve
     status, slug = 404, "model-not-found"
+
+
+class ModelLoadFailed(NinServeError):  # a repository load request none of whose versions loaded
+    status, slug = 400, "load-failed"
 
 
 class PredictionNotFound(NinServeError):  # unknown or expired id

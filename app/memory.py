@@ -7,7 +7,9 @@
 The budget is the RSS the process should stay within (the shipped containers allow 1 GiB, so the
 default 800 MB leaves ~220 MB for allocator fragmentation and what is not modelled). It is split:
 
-    runtime reserve  interpreter, libraries, model, ORT session, warm-up arena (163 MB measured)
+    runtime reserve  interpreter, libraries, ONNX Runtime itself (~100 MB measured without a model)
+    models           loaded model versions: session, weights and the arena each keeps for a full
+                     batch of native-size images (model_memory_mb; model_cost below)
     result store     the memory store's byte bound (0 with Redis: the results live there)
     ORT runs         up to 35 % of the rest, no more than one image at max_resolution or a
                      full batch of native-size images needs (65,536 pixels, 128 MB by default):
@@ -43,7 +45,13 @@ from PIL import Image
 from app.decode import REDUCING_GAP, jpeg_first_scan, open_image
 
 MiB = 1024 * 1024
-RUNTIME_RESERVE = 192 * MiB  # 163 MB measured after start and warm-up (fp32 NiN, 2 ORT threads)
+# 163 MB measured after start and warm-up with one fp32 NiN (2 ORT threads), ~63 MB of it the model:
+# the process's part, and the models' own share (model_memory_mb, 64 MB by default), add up to 192.
+RUNTIME_RESERVE = 128 * MiB
+# One loaded version, measured as the RSS growth of loading and warming up one more session (batch
+# 1 and 32 at 32x32, arena `shrink`): fp32 NiN (3.9 MB file) 54 MB, int8 (1.0 MB) 13 MB. Estimated
+# from the file, before loading: fixed + per file byte, scaled with the batch the arena keeps.
+MODEL_FIXED, MODEL_BYTES_PER_FILE_BYTE, MODEL_COST_BATCH = 8 * MiB, 12, 32
 RUN_SHARE, DECODE_SHARE = 0.35, 0.45  # of what is left after reserve and store; rendering: the rest
 SMALL_DECODE = 16 * MiB  # decodes up to this run in the shared pool: a 1080p photo costs ~12 MB
 DEFAULT_STORE_SHARE = 0.08  # the memory store's default byte bound: 64 MB of an 800 MB budget
@@ -77,6 +85,7 @@ if TYPE_CHECKING:
 class MemoryPlan:
     budget: int  # bytes of RSS the process should stay within
     reserve: int
+    models: int  # what loaded model versions may hold together (app/repository/registry.py)
     store: int
     run_pixels: int  # input pixels one ORT run may hold (batches are split to fit)
     run_bytes: int  # what the ORT runs may hold, all concurrent runs together
@@ -87,6 +96,7 @@ class MemoryPlan:
     def describe(self) -> str:
         parts = (
             ("reserve", self.reserve),
+            ("models", self.models),
             ("store", self.store),
             ("ORT runs", self.run_bytes),
             ("large decodes", self.large_decode),
@@ -110,15 +120,17 @@ def plan_memory(
     decode_threads: int,
     ort_bytes_per_pixel: int,
     run_pixels: int = 0,
+    model_bytes: int = 64 * MiB,
 ) -> MemoryPlan:
     """Split the budget; raises ValueError when it cannot hold one image at `max_resolution`."""
     budget = budget_mb * MiB
-    work = budget - RUNTIME_RESERVE - store_bytes
+    work = budget - RUNTIME_RESERVE - model_bytes - store_bytes
     min_pixels = max_resolution * max_resolution
     if work <= 0:
         raise ValueError(
             f"memory_budget_mb={budget_mb} leaves nothing for work after the runtime "
-            f"({RUNTIME_RESERVE // MiB} MB) and the result store ({store_bytes // MiB} MB)"
+            f"({RUNTIME_RESERVE // MiB} MB), the models ({model_bytes // MiB} MB) and the result store "
+            f"({store_bytes // MiB} MB)"
         )
     if not run_pixels:
         run_pixels = int(work * RUN_SHARE) // (ort_bytes_per_pixel * concurrent_batches)
@@ -142,6 +154,7 @@ def plan_memory(
     return MemoryPlan(
         budget=budget,
         reserve=RUNTIME_RESERVE,
+        models=model_bytes,
         store=store_bytes,
         run_pixels=run_pixels,
         run_bytes=run_bytes,
@@ -178,7 +191,14 @@ def plan_for(settings: Settings, native_size: int = 32) -> MemoryPlan:
         decode_threads=settings.decode_threads,
         ort_bytes_per_pixel=settings.ort_bytes_per_pixel,
         run_pixels=settings.max_run_pixels,
+        model_bytes=settings.model_memory_mb * MiB,
     )
+
+
+def model_cost(file_bytes: int, max_batch_size: int) -> int:
+    """Bytes one loaded version will hold, estimated from its artifact's size before loading it."""
+    scale = max(1.0, max_batch_size / MODEL_COST_BATCH)
+    return MODEL_FIXED + int(file_bytes * MODEL_BYTES_PER_FILE_BYTE * scale)
 
 
 def decode_cost(data: bytes, size: int, max_pixels: int) -> int:

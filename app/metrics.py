@@ -15,6 +15,7 @@ observe batches and queue waits; a collector reads queue depth and model info at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
@@ -30,10 +31,11 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.admission import Admission
-from app.api.problems import ERROR_SLUG, note_error
+from app.api.problems import ERROR_SLUG, MODEL_KEY, note_error
 from app.batcher import Batcher
 from app.engine import Engine
 from app.errors import NinServeError
+from app.repository.served import Served
 from app.runtime import Runtime
 
 # The routes that run the model; their requests count as inference successes and failures.
@@ -41,6 +43,10 @@ INFERENCE_ROUTES = frozenset(
     {
         "/v1/classify",
         "/v1/classify/batch",
+        "/v1/models/{model_name}/classify",
+        "/v1/models/{model_name}/classify/batch",
+        "/v1/models/{model_name}/versions/{model_version}/classify",
+        "/v1/models/{model_name}/versions/{model_version}/classify/batch",
         "/v2/models/{model_name}/infer",
         "/v2/models/{model_name}/versions/{model_version}/infer",
     }
@@ -65,7 +71,8 @@ LATENCY_BUCKETS = (
     5,
     10,
 )
-MODEL_LABELS = ("model", "version")
+MODEL_LABELS = ("model", "version")  # Triton's label names
+NO_MODEL = ("", "")
 
 
 def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
@@ -84,18 +91,22 @@ class Metrics:
             "ninserve_http_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=r
         )
         self.success = Counter(
-            "nv_inference_request_success", "Inference requests answered 2xx", ["endpoint"], registry=r
+            "nv_inference_request_success",
+            "Inference requests answered 2xx",
+            ["endpoint", *MODEL_LABELS],
+            registry=r,
         )
         self.failure = Counter(
             "nv_inference_request_failure",
-            "Inference requests that failed, by error slug (docs/api.md#errors)",
-            ["endpoint", "reason"],
+            "Inference requests that failed, by error slug (docs/api.md#errors); model and version "
+            "are empty when the request named none that is loaded",
+            ["endpoint", "reason", *MODEL_LABELS],
             registry=r,
         )
         self.duration = Histogram(
             "nv_inference_request_duration_seconds",
             "Inference request duration, first byte in to last byte out",
-            ["endpoint"],
+            ["endpoint", *MODEL_LABELS],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -125,6 +136,7 @@ class Metrics:
             registry=r,
         )
         r.register(_RuntimeCollector(runtime))
+        self._inference: dict[tuple[str, str, str], tuple[Histogram, Counter]] = {}
 
     def attach(self, engine: Engine, batcher: Batcher) -> None:
         """Observe the batcher (Runtime.on_ready calls this before it starts); keeps other hooks."""
@@ -149,16 +161,42 @@ class Metrics:
         batcher.on_batch, batcher.on_queue_wait = on_batch, on_queue_wait
 
     def observe_request(
-        self, endpoint: str, method: str, status: int, reason: str | None, seconds: float
+        self,
+        endpoint: str,
+        method: str,
+        status: int,
+        reason: str | None,
+        seconds: float,
+        model: tuple[str, str] = NO_MODEL,
     ) -> None:
         self.http_requests.labels(endpoint, method, str(status)).inc()
         if endpoint not in INFERENCE_ROUTES:
             return
-        self.duration.labels(endpoint).observe(seconds)
+        # The children of a (route, model, version) are looked up once: labels() with three
+        # values costs a few microseconds a request.
+        key = (endpoint, *model)
+        if (children := self._inference.get(key)) is None:
+            children = self._inference[key] = (
+                self.duration.labels(endpoint, *model),
+                self.success.labels(endpoint, *model),
+            )
+        duration, success = children
+        duration.observe(seconds)
         if status < 400:
-            self.success.labels(endpoint).inc()
+            success.inc()
         else:
-            self.failure.labels(endpoint, reason or f"http-{status}").inc()
+            self.failure.labels(endpoint, reason or f"http-{status}", *model).inc()
+
+    def forget(self, served: Served) -> None:
+        """Drop an unloaded version's series (Triton does too): versions come and go for good."""
+        labels = (served.name, served.version)
+        for metric in (self.count, self.exec_count, self.batch_size, self.queue, self.compute):
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
+        # The request counters keep their totals (they count what was answered), only the
+        # cached children go.
+        for key in [k for k in self._inference if k[1:] == labels]:
+            del self._inference[key]
 
     def exposition(self) -> bytes:
         return generate_latest(_WithoutCreated(self.registry))
@@ -186,37 +224,43 @@ class _RuntimeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         rt = self._rt
         yield GaugeMetricFamily(
-            "ninserve_model_ready", "1 once the model is loaded and warm", rt.state == "ready"
+            "ninserve_model_ready", "1 once the default model is loaded and warm", rt.state == "ready"
         )
-        engine, batcher = rt.engine, rt.batcher
-        if engine is None or batcher is None:
-            return
-        model = [engine.info.name, engine.info.version]
+        loaded = rt.models.loaded()
         info = GaugeMetricFamily(
             "ninserve_model_info",
-            "The served model (value 1)",
-            labels=[*MODEL_LABELS, "provider", "device"],
+            "The loaded model versions (value 1)",
+            labels=[*MODEL_LABELS, "precision", "provider", "device"],
         )
-        info.add_metric([*model, engine.provider, engine.device], 1)
-        yield info
         pending = GaugeMetricFamily(
             "nv_inference_pending_request_count", "Images queued for a batch right now", labels=MODEL_LABELS
         )
-        pending.add_metric(model, batcher.queued)
-        yield pending
         dropped = CounterMetricFamily(
             "ninserve_batcher_dropped",
             "Images the batcher did not run: expired (deadline), rejected (queue full), failed (engine)",
             labels=[*MODEL_LABELS, "reason"],
         )
-        stats = batcher.stats
-        for reason, value in (
-            ("expired", stats.expired),
-            ("rejected", stats.rejected),
-            ("failed", stats.failed),
-        ):
-            dropped.add_metric([*model, reason], value)
-        yield dropped
+        memory = GaugeMetricFamily(
+            "ninserve_model_memory_bytes",
+            "Memory charged to loaded model versions, of the model_memory_mb the plan holds for them",
+            labels=["kind"],
+        )
+        memory.add_metric(["used"], rt.models.used_bytes)
+        memory.add_metric(["limit"], rt.models.plan.models)
+        for served in loaded:
+            model = [served.name, served.version]
+            engine, stats = served.engine, served.batcher.stats
+            info.add_metric([*model, served.precision, engine.provider, engine.device], 1)
+            pending.add_metric(model, served.batcher.queued)
+            for reason, value in (
+                ("expired", stats.expired),
+                ("rejected", stats.rejected),
+                ("failed", stats.failed),
+            ):
+                dropped.add_metric([*model, reason], value)
+        yield from (info, pending, dropped, memory)
+        if rt.state != "ready":
+            return
         yield from _admission_metrics(rt.admission)
 
 
@@ -271,9 +315,12 @@ class MetricsMiddleware:
             status, reason = 500, "internal-error"
             raise
         finally:
-            reason = reason or scope.get("state", {}).get(ERROR_SLUG)
+            state = scope.get("state", {})
+            reason = reason or state.get(ERROR_SLUG)
             seconds = time.perf_counter() - started
-            self.metrics.observe_request(self._endpoint(scope), scope["method"], status, reason, seconds)
+            model = state.get(MODEL_KEY, NO_MODEL)
+            endpoint = self._endpoint(scope)
+            self.metrics.observe_request(endpoint, scope["method"], status, reason, seconds, model)
 
     def _endpoint(self, scope: Scope) -> str:
         route = scope.get("route")
@@ -312,6 +359,7 @@ def install_metrics(app: FastAPI, runtime: Runtime, routers: Sequence[APIRouter]
     metrics = Metrics(runtime)
     app.state.metrics = metrics
     runtime.on_ready.append(metrics.attach)
+    runtime.models.on_unload.append(metrics.forget)
     for kind, handler in list(app.exception_handlers.items()):
         app.add_exception_handler(kind, _noting(handler))
     routes = [route for router in routers for route in router.routes]

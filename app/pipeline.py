@@ -22,6 +22,7 @@ from app.batcher import BatchResult
 from app.decode import DecodedImage
 from app.engine import ModelInfo
 from app.errors import InvalidParameter, NinServeError, Overloaded
+from app.repository.served import Served
 from app.runtime import Runtime
 from app.store import StoredPrediction
 
@@ -87,6 +88,7 @@ async def run_images(
     preview_size: int,
     keep_bytes: int = ...,
     whole: Literal[True],
+    model: Served | None = ...,
 ) -> list[Ran]: ...
 @overload
 async def run_images(
@@ -98,6 +100,7 @@ async def run_images(
     preview_size: int,
     keep_bytes: int = ...,
     whole: Literal[False] = ...,
+    model: Served | None = ...,
 ) -> list[Ran | NinServeError]: ...
 async def run_images(
     rt: Runtime,
@@ -108,6 +111,7 @@ async def run_images(
     preview_size: int,
     keep_bytes: int = 0,
     whole: bool = False,
+    model: Served | None = None,
 ) -> list[Ran] | list[Ran | NinServeError]:
     """Admit -> decode -> deadline -> submit, in request order; raises domain errors (app/errors.py).
 
@@ -115,9 +119,10 @@ async def run_images(
     any decode; pixels (V2 UINT8) skip the decode. An error in `images` (a part that could not be
     read) passes through. `whole` (V2): any error fails the request (the other images withdrawn)
     and a queue without room for every image refuses it; otherwise (v1) each image succeeds or
-    fails on its own, in place. A refused admission always fails the request.
+    fails on its own, in place. A refused admission always fails the request. `model`: the
+    version to run on, held by the caller (`with served:`); else the default model's.
     """
-    _, batcher = rt.ready()
+    batcher = (model or rt.model()).batcher
     admission = rt.admission
     limit = rt.settings.max_image_pixels
     costs: list[int | None | NinServeError] = []
@@ -206,14 +211,16 @@ async def classify(
     inline_maps: bool = False,
     resolution: int | None = None,
     deadline: float | None = None,
+    model: Served | None = None,
 ) -> Classified:
     """Image bytes -> stored result and response body; raises domain errors (app/errors.py)."""
     timings = Timings()
     if deadline is None:
         deadline = time.monotonic() + rt.settings.request_timeout_s
-    engine, _ = rt.ready()
+    served = model or rt.model()
+    info = served.info
     settings = rt.settings
-    size = resolve_resolution(resolution, engine.info.native_size, settings.max_resolution)
+    size = resolve_resolution(resolution, info.native_size, settings.max_resolution)
     (ran,) = await run_images(
         rt,
         (data,),
@@ -221,10 +228,11 @@ async def classify(
         deadline=deadline,
         preview_size=settings.preview_size,
         keep_bytes=settings.preview_keep_bytes,
+        model=served,
     )
     if isinstance(ran, NinServeError):
         raise ran
-    return await _classified(rt, engine.info, ran, size, timings, top_k=top_k, inline_maps=inline_maps)
+    return await _classified(rt, info, ran, size, timings, top_k=top_k, inline_maps=inline_maps)
 
 
 async def classify_batch(
@@ -235,14 +243,16 @@ async def classify_batch(
     inline_maps: bool = False,
     resolution: int | None = None,
     deadline: float,
+    model: Served | None = None,
 ) -> list[Classified | NinServeError]:
     """Several images, each classified or failed on its own (a refused admission fails them all),
     submitted at once so they share ONNX Runtime batches."""
     started = time.perf_counter()
-    engine, _ = rt.ready()
+    served = model or rt.model()
+    info = served.info
     settings = rt.settings
     try:
-        size = resolve_resolution(resolution, engine.info.native_size, settings.max_resolution)
+        size = resolve_resolution(resolution, info.native_size, settings.max_resolution)
     except NinServeError as exc:
         return [image if isinstance(image, NinServeError) else exc for image in images]
     ran = await run_images(
@@ -252,11 +262,12 @@ async def classify_batch(
         deadline=deadline,
         preview_size=settings.preview_size,
         keep_bytes=settings.preview_keep_bytes,
+        model=served,
     )
 
     async def one(item: Ran) -> Classified:
         timings = Timings(start=started)
-        return await _classified(rt, engine.info, item, size, timings, top_k=top_k, inline_maps=inline_maps)
+        return await _classified(rt, info, item, size, timings, top_k=top_k, inline_maps=inline_maps)
 
     work = [item if isinstance(item, NinServeError) else _settled(one(item)) for item in ran]
     done = iter(await asyncio.gather(*(w for w in work if not isinstance(w, NinServeError))))

@@ -1,8 +1,9 @@
 """The serving process's moving parts and their life cycle: thread pool, result store, memory plan
-(app/memory.py), admission with its lanes and refusal pacer (app/admission.py), engine, batcher.
-The app starts answering at once (/healthz); the model loads and warms up in the
-background and /readyz turns 200 when it is done. A model that fails to load makes /healthz 503
-too, so an orchestrator restarts the process instead of leaving it half alive.
+(app/memory.py), admission with its lanes and refusal pacer (app/admission.py), and the model
+registry (app/repository/): which models and versions serve, each with its engine and batcher.
+The app starts answering at once (/healthz); the models load and warm up in the background and
+/readyz turns 200 when the default model serves. A default model that fails to load makes
+/healthz 503 too, so an orchestrator restarts the process instead of leaving it half alive.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Literal, ParamSpec, TypeVar
 
 from app.admission import Admission, RefusalPacer
 from app.batcher import Batcher
-from app.config import Settings
+from app.config import DEFAULT_MODEL_PATH, INT8_MODEL_PATH, Settings
 from app.engine import Engine
 from app.errors import NotReady
 from app.memory import MemoryPlan, plan_for, return_large_frees_to_the_os
+from app.repository import layout
+from app.repository.registry import Registry, Scanner
+from app.repository.served import Served
 from app.store import MemoryResultStore, ResultStore
 
 logger = logging.getLogger("ninserve")
@@ -26,6 +30,7 @@ logger = logging.getLogger("ninserve")
 P = ParamSpec("P")
 T = TypeVar("T")
 State = Literal["starting", "loading", "ready", "failed", "stopped"]
+BUILTIN_NAME = "nin-cifar10"
 
 
 class Runtime:
@@ -33,18 +38,21 @@ class Runtime:
         self.settings = settings
         self.state: State = "starting"
         self.error: str | None = None
-        self.engine: Engine | None = None
-        self.batcher: Batcher | None = None
         self._store: ResultStore | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._admission: Admission | None = None
         self.plan: MemoryPlan = plan_for(settings)  # re-planned with the model's native size on load
+        scanner, default_name = repository_for(settings)
+        self.models = Registry(settings, self.plan, scanner, default_name)
         self._loading: asyncio.Task[None] | None = None
-        # Called with the engine and the not yet started batcher, so no batch runs unobserved
-        # (app/metrics.py hooks in here); a hook that raises fails the load like any other error.
-        self.on_ready: list[Callable[[Engine, Batcher], None]] = []
-        # Called with the error when the model cannot load: `ninserve serve` stops and exits non-zero.
+        self._polling: asyncio.Task[None] | None = None
+        # Called with the error when the default model cannot load: `ninserve serve` exits non-zero.
         self.on_failure: list[Callable[[str], None]] = []
+
+    @property
+    def on_ready(self) -> list[Callable[[Engine, Batcher], None]]:
+        """Hooks called with every version's engine and not yet started batcher (app/metrics.py)."""
+        return self.models.on_load
 
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="ninserve-io")
@@ -73,58 +81,38 @@ class Runtime:
         self._loading = asyncio.create_task(self._load(), name="ninserve-load")
 
     async def _load(self) -> None:
-        s = self.settings
-        try:
-            engine = await asyncio.to_thread(
-                Engine,
-                s.model_path,
-                device=s.device,
-                device_id=s.cuda_device_id,
-                intra_op_threads=s.intra_op_threads,
-                arena=s.ort_arena,
-                shrink_above_images=s.max_batch_size,
-            )
-            plan = plan_for(s, engine.info.native_size)
-            # On CUDA every new batch shape triggers a cuDNN algorithm search: do them all now,
-            # not on a client's request. On CPU the smallest and largest batch are enough.
-            sizes = (
-                range(1, s.max_batch_size + 1) if engine.device == "cuda" else sorted({1, s.max_batch_size})
-            )
-            await asyncio.to_thread(engine.warmup, tuple(sizes))
-            batcher = Batcher(
-                engine.run,
-                max_batch_size=s.max_batch_size,
-                max_wait_s=s.max_batch_wait_s,
-                max_queue=s.max_queue,
-                concurrency=s.concurrent_batches,
-                max_pixels=plan.run_pixels,
-                default_timeout_s=s.request_timeout_s,
-            )
-            for hook in self.on_ready:
-                hook(engine, batcher)
-            await batcher.start()
-        except Exception as exc:
-            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
-            logger.critical("model failed to load: %s", self.error)
+        await self.models.start()
+        if (error := self.models.default_error()) is not None:
+            self.state, self.error = "failed", error
+            logger.critical("model failed to load: %s (model %s)", error, self.models.default_name)
             for on_failure in self.on_failure:
-                on_failure(self.error)
+                on_failure(error)
             return
-        self.engine, self.batcher, self.plan, self.state = engine, batcher, plan, "ready"
-        if self._admission is not None:
-            self._admission.plan = plan
-        logger.info("ready: %s on %s", engine.info.version, engine.provider)
+        self.state = "ready"
+        engine, _ = self.ready()
+        logger.info("ready: %s version %s on %s", engine.info.name, engine.info.version, engine.provider)
+        if self.settings.repository_poll_s > 0:
+            self._polling = asyncio.create_task(self._poll(), name="ninserve-repository-poll")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.repository_poll_s)
+            try:
+                await self.models.poll()
+            except Exception:  # a bad pass must not end polling; the index shows what failed
+                logger.exception("repository poll failed")
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        """For tests and embedders: wait until the model is loaded (or failed)."""
+        """For tests and embedders: wait until the models are loaded (or failed)."""
         if self._loading is not None:
             await asyncio.wait_for(asyncio.shield(self._loading), timeout)
 
     async def stop(self) -> None:
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-            await asyncio.gather(self._loading, return_exceptions=True)
-        if self.batcher is not None:
-            await self.batcher.stop()
+        for task in (self._loading, self._polling):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.models.stop()
         if self._store is not None:
             await self._store.close()
         if self._admission is not None:
@@ -133,12 +121,37 @@ class Runtime:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self.state = "stopped"
 
+    def model(self, name: str | None = None, version: str | None = None) -> Served:
+        """The version a request runs on (the default model's latest when unnamed)."""
+        if self.state != "ready" and name is None:
+            self.ready()
+        return self.models.resolve(name, version)
+
     def ready(self) -> tuple[Engine, Batcher]:
-        if self.state != "ready" or self.engine is None or self.batcher is None:
+        """The default model's engine and batcher; NotReady while it is not serving."""
+        if self.state != "ready":
             # The load error names files and library internals: it goes to the log, not to clients.
             why = "the model failed to load" if self.state == "failed" else f"the model is {self.state}"
             raise NotReady(f"not ready: {why}")
-        return self.engine, self.batcher
+        served = self.models.resolve()
+        return served.engine, served.batcher
+
+    @property
+    def engine(self) -> Engine | None:
+        """The default model's serving engine, if any."""
+        served = self._default()
+        return served.engine if served is not None else None
+
+    @property
+    def batcher(self) -> Batcher | None:
+        served = self._default()
+        return served.batcher if served is not None else None
+
+    def _default(self) -> Served | None:
+        try:
+            return self.models.resolve()
+        except Exception:
+            return None
 
     @property
     def store(self) -> ResultStore:
@@ -158,6 +171,23 @@ class Runtime:
             raise NotReady("not ready: the server is not started")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+
+def repository_for(settings: Settings) -> tuple[Scanner, str]:
+    """How to read the repository these settings name, and the default model's name."""
+    if settings.model_repository is not None:
+        root = settings.model_repository
+
+        def scan() -> layout.Scan:
+            return layout.scan(root)
+
+        found = layout.scan(root).models
+        return scan, settings.model_name or (min(found) if found else BUILTIN_NAME)
+    if settings.model_path is not None:
+        path, name = settings.model_path, settings.model_name or settings.model_path.stem
+        return (lambda: layout.single_file(name, path)), name
+    name = settings.model_name or BUILTIN_NAME
+    return (lambda: layout.builtin(name, DEFAULT_MODEL_PATH, INT8_MODEL_PATH)), name
 
 
 def open_store(settings: Settings) -> ResultStore:

@@ -82,6 +82,9 @@ class MapsResponse(BaseModel):
 class ModelInfoResponse(BaseModel):
     name: str
     version: str
+    default: bool = Field(description="the model /v1/classify uses (NINSERVE_MODEL_NAME)")
+    latest: bool = Field(description="the version /v1/models/{name}/classify uses (its highest loaded)")
+    precision: str = Field(description="the variant loaded: fp32 or int8 (NINSERVE_PRECISION)")
     classes: list[str]
     native_size: int
     dataset: str | None

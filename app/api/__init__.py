@@ -1,10 +1,11 @@
-"""HTTP surface: one APIRouter per module (v1 classify, predictions, models, health, V2, metrics)."""
+"""HTTP surface: one APIRouter per module (v1 classify, predictions, models, health, V2, the V2
+repository extension, metrics)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api import health, metrics, models, predictions, v1, v2
+from app.api import health, metrics, models, predictions, repository, v1, v2
 
 ROUTERS: tuple[APIRouter, ...] = (
     v1.router,
@@ -12,5 +13,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     models.router,
     health.router,
     v2.router,
+    repository.router,
     metrics.router,
 )

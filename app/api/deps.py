@@ -39,6 +39,8 @@ async def get_record(
 
 
 RecordDep = Annotated[StoredPrediction, Depends(get_record)]
+ModelName = Annotated[str, Path(description="a loaded model (GET /v1/models lists them)")]
+ModelVersion = Annotated[str, Path(description="one of its loaded versions")]
 
 MAX_TOP_K = 100_000
 TopK = Annotated[

@@ -1,4 +1,4 @@
-"""GET /v1/models: what is being served and on which execution provider."""
+"""GET /v1/models: every loaded model version, with its facts and execution provider."""
 
 from __future__ import annotations
 
@@ -10,15 +10,30 @@ from app.schemas import ModelInfoResponse, ModelList
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(reject_unknown_query)])
 
 
-@router.get("/models", response_model=ModelList, responses=problems(503), summary="The served model")
+@router.get(
+    "/models",
+    response_model=ModelList,
+    responses=problems(503),
+    summary="The loaded models and versions (the default model first, latest versions first)",
+)
 async def list_models(rt: RuntimeDep) -> ModelList:
-    engine, _ = rt.ready()
-    info = engine.info
-    return ModelList(
-        models=[
+    rt.ready()  # 503 until the default model serves
+    registry = rt.models
+    # The default model first, each model's latest version (what unversioned requests get) first.
+    default = registry.default_name
+    loaded = sorted(
+        registry.loaded(), key=lambda s: (s.name != default, s.name, registry.resolve(s.name) is not s)
+    )
+    models = []
+    for served in loaded:
+        info, engine = served.info, served.engine
+        models.append(
             ModelInfoResponse(
                 name=info.name,
                 version=info.version,
+                default=info.name == registry.default_name,
+                latest=registry.resolve(info.name) is served,
+                precision=served.precision,
                 classes=list(info.classes),
                 native_size=info.native_size,
                 dataset=info.metadata.get("dataset"),
@@ -29,5 +44,5 @@ async def list_models(rt: RuntimeDep) -> ModelList:
                 outputs=info.outputs,
                 metadata=info.metadata,
             )
-        ]
-    )
+        )
+    return ModelList(models=models)

@@ -25,12 +25,18 @@ logger = logging.getLogger("ninserve")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 ERROR_SLUG = "ninserve.error"  # key in the ASGI scope's request state: see note_error
+MODEL_KEY = "ninserve.model"  # ... and see note_model
 INSTANCE_LIMIT = 128  # characters of the request path sent as `instance`: real paths are under 100
 
 
 def note_error(scope: MutableMapping[str, Any], slug: str) -> None:
     """Remember which error answered this request: app/metrics.py counts failures by this slug."""
     scope.setdefault("state", {})[ERROR_SLUG] = slug
+
+
+def note_model(scope: MutableMapping[str, Any], name: str, version: str) -> None:
+    """Remember which model version answered this request: the per-model request metrics."""
+    scope.setdefault("state", {})[MODEL_KEY] = (name, version)
 
 
 def problem(status: int, detail: str, *, slug: str | None = None, **extensions: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""POST /v1/classify and /v1/classify/batch."""
+"""POST /v1/classify and /v1/classify/batch (the default model), and the same for any loaded
+model and version: /v1/models/{name}[/versions/{version}]/classify[/batch]."""
 
 from __future__ import annotations
 
@@ -10,10 +11,21 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from app.api.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, naming_file, read_image, read_images
-from app.api.deps import MapsMode, Resolution, RuntimeDep, TopK, json_response, problems, reject_unknown_query
-from app.api.problems import error_problem
+from app.api.deps import (
+    MapsMode,
+    ModelName,
+    ModelVersion,
+    Resolution,
+    RuntimeDep,
+    TopK,
+    json_response,
+    problems,
+    reject_unknown_query,
+)
+from app.api.problems import error_problem, note_model
 from app.errors import NinServeError
 from app.pipeline import classify, classify_batch
+from app.repository.served import Served
 from app.runtime import Runtime
 from app.schemas import BatchResponse, ClassifyResponse
 
@@ -34,15 +46,67 @@ async def classify_one(
     return await classify_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
 
 
-async def classify_response(
-    request: Request, rt: Runtime, *, top_k: int, maps: str, resolution: int | None
+@router.post(
+    "/models/{model_name}/classify",
+    response_model=ClassifyResponse,
+    responses=problems(400, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": UPLOAD_DOC},
+    summary="Classify one image with a named model (its highest loaded version)",
+)
+async def classify_with(
+    request: Request,
+    rt: RuntimeDep,
+    model_name: ModelName,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
 ) -> Response:
-    rt.ready()  # 503 before reading a large body we could not use
+    return await classify_response(
+        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
+    )
+
+
+@router.post(
+    "/models/{model_name}/versions/{model_version}/classify",
+    response_model=ClassifyResponse,
+    responses=problems(400, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": UPLOAD_DOC},
+    summary="Classify one image with one version of a named model",
+)
+async def classify_with_version(
+    request: Request,
+    rt: RuntimeDep,
+    model_name: ModelName,
+    model_version: ModelVersion,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
+) -> Response:
+    return await classify_response(
+        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
+    )
+
+
+async def classify_response(
+    request: Request,
+    rt: Runtime,
+    *,
+    top_k: int,
+    maps: str,
+    resolution: int | None,
+    model: tuple[str | None, str | None] = (None, None),
+) -> Response:
+    rt.model(*model)  # 404 or 503 before reading a large body we could not use
     filename, data = await read_image(request)
-    try:
-        out = await classify(rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution)
-    except NinServeError as exc:
-        raise naming_file(exc, filename) from None
+    # Looked up again: a version swapped out while the body arrived is not the one to hold.
+    with rt.model(*model).use() as served:
+        note_model(request.scope, served.name, served.version)
+        try:
+            out = await classify(
+                rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution, model=served
+            )
+        except NinServeError as exc:
+            raise naming_file(exc, filename) from None
     # Built only where it will be sent: the security-header middleware drops it otherwise.
     timing = {"Server-Timing": out.timings.header()} if rt.settings.send_server_timing else None
     return json_response(out.body, headers=timing)
@@ -58,16 +122,84 @@ async def classify_response(
 async def classify_many(
     request: Request, rt: RuntimeDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
 ) -> Response:
+    return await classify_many_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
+
+
+@router.post(
+    "/models/{model_name}/classify/batch",
+    response_model=BatchResponse,
+    responses=problems(400, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
+    summary="Classify several images with a named model (its highest loaded version)",
+)
+async def classify_many_with(
+    request: Request,
+    rt: RuntimeDep,
+    model_name: ModelName,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
+) -> Response:
+    return await classify_many_response(
+        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
+    )
+
+
+@router.post(
+    "/models/{model_name}/versions/{model_version}/classify/batch",
+    response_model=BatchResponse,
+    responses=problems(400, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
+    summary="Classify several images with one version of a named model",
+)
+async def classify_many_with_version(
+    request: Request,
+    rt: RuntimeDep,
+    model_name: ModelName,
+    model_version: ModelVersion,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
+) -> Response:
+    return await classify_many_response(
+        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
+    )
+
+
+async def classify_many_response(
+    request: Request,
+    rt: Runtime,
+    *,
+    top_k: int,
+    maps: str,
+    resolution: int | None,
+    model: tuple[str | None, str | None] = (None, None),
+) -> Response:
     started = time.perf_counter()
     deadline = time.monotonic() + rt.settings.request_timeout_s
-    rt.ready()  # 503 before reading a large body we could not use
+    rt.model(*model)  # 404 or 503 before reading a large body we could not use
     items = await read_images(request, rt.settings.max_batch_files)
+    with rt.model(*model).use() as served:
+        note_model(request.scope, served.name, served.version)
+        return await _classify_items(rt, served, items, started, deadline, top_k, maps, resolution)
+
+
+async def _classify_items(
+    rt: Runtime,
+    served: Served,
+    items: list[tuple[str | None, bytes | Exception]],
+    started: float,
+    deadline: float,
+    top_k: int,
+    maps: str,
+    resolution: int | None,
+) -> Response:
     # The whole batch is priced from its headers and admitted at once, before any decode: an
     # item that can never fit gets its own 413, and a server without room refuses the request.
     images = [data for _, data in items]
     inline = maps == "inline"
     outcomes = await classify_batch(
-        rt, images, top_k=top_k, inline_maps=inline, resolution=resolution, deadline=deadline
+        rt, images, top_k=top_k, inline_maps=inline, resolution=resolution, deadline=deadline, model=served
     )
     results: list[dict[str, Any]] = []
     for index, ((filename, _), out) in enumerate(zip(items, outcomes, strict=True)):

@@ -8,8 +8,9 @@
     POST /v2/models/{name}[/versions/{v}]/infer
 
 Wire format: app/v2/codec.py; the model's inputs, outputs and flow: app/v2/model.py; errors are
-`{"error": "..."}` bodies (app/api/v2_errors.py). Each route exists with and without
-`/versions/{v}`; a version other than the served one is a 404.
+`{"error": "..."}` bodies (app/api/v2_errors.py). Every loaded model answers under its name; each
+route exists with and without `/versions/{v}` (without: the highest loaded version); an unknown
+model or version is a 404 naming what is served. The repository extension is app/api/repository.py.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ from starlette.responses import Response
 from app.admission import Admission
 from app.api.body import decompress
 from app.api.deps import RuntimeDep, json_response
+from app.api.problems import note_model
 from app.echo import ECHO_LIMIT, shown
-from app.engine import INPUT_NAME, Engine
+from app.engine import INPUT_NAME
 from app.errors import ModelNotFound, NotReady
+from app.repository.served import Served
 from app.runtime import Runtime
 from app.v2.codec import InferRequest, encode_infer_response, json_header_length, parse_infer_request
-from app.v2.model import check_model, infer, model_config, model_metadata
+from app.v2.model import infer, model_config, model_metadata
 from app.v2.price import JsonPrice, json_cost
 
 router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
 
-EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "model_repository")
 BINARY = "application/octet-stream"
 LARGE_BODY = 32 * 1024  # bytes: bodies this large (or compressed) are parsed off the event loop
 
@@ -59,16 +62,12 @@ _INFER_BODY = {
 }
 
 
-async def _model(rt: RuntimeDep, model_name: str) -> Engine:
-    engine, _ = rt.ready()  # 503 before anything else: the name is not known until the model loads
-    check_model(engine, _echoable(model_name))
-    return engine
+async def _model(rt: RuntimeDep, model_name: str) -> Served:
+    return rt.models.resolve(_echoable(model_name))  # 503 while the models load, 404 if unknown
 
 
-async def _model_at(rt: RuntimeDep, model_name: str, model_version: str) -> Engine:
-    engine, _ = rt.ready()
-    check_model(engine, _echoable(model_name), _echoable(model_version))
-    return engine
+async def _model_at(rt: RuntimeDep, model_name: str, model_version: str) -> Served:
+    return rt.models.resolve(_echoable(model_name), _echoable(model_version))
 
 
 def _echoable(value: str) -> str:
@@ -78,8 +77,8 @@ def _echoable(value: str) -> str:
     return value
 
 
-Model = Annotated[Engine, Depends(_model)]
-ModelAt = Annotated[Engine, Depends(_model_at)]
+Model = Annotated[Served, Depends(_model)]
+ModelAt = Annotated[Served, Depends(_model_at)]
 VERSIONED = "/models/{model_name}/versions/{model_version}"
 
 
@@ -118,13 +117,13 @@ async def ready(rt: RuntimeDep) -> Response:
 
 
 @router.get("/models/{model_name}", summary="Model metadata", responses=_ERRORS)
-async def metadata(engine: Model) -> Response:
-    return json_response(_dumps(model_metadata(engine)))
+async def metadata(served: Model, rt: RuntimeDep) -> Response:
+    return json_response(_dumps(model_metadata(served, rt.models.versions_of(served.name))))
 
 
 @router.get(VERSIONED, summary="Model metadata, one version", responses=_ERRORS)
-async def metadata_at(engine: ModelAt) -> Response:
-    return json_response(_dumps(model_metadata(engine)))
+async def metadata_at(served: ModelAt, rt: RuntimeDep) -> Response:
+    return json_response(_dumps(model_metadata(served, rt.models.versions_of(served.name))))
 
 
 @router.get(
@@ -133,8 +132,8 @@ async def metadata_at(engine: ModelAt) -> Response:
     response_model=ModelReadyResponse,
     responses=_ERRORS,
 )
-async def model_ready(engine: Model) -> Response:
-    return json_response(_dumps({"name": engine.info.name, "ready": True}))
+async def model_ready(served: Model) -> Response:
+    return json_response(_dumps({"name": served.name, "ready": True}))
 
 
 @router.get(
@@ -143,18 +142,18 @@ async def model_ready(engine: Model) -> Response:
     response_model=ModelReadyResponse,
     responses=_ERRORS,
 )
-async def model_ready_at(engine: ModelAt) -> Response:
-    return json_response(_dumps({"name": engine.info.name, "ready": True}))
+async def model_ready_at(served: ModelAt) -> Response:
+    return json_response(_dumps({"name": served.name, "ready": True}))
 
 
 @router.get("/models/{model_name}/config", summary="Triton model configuration", responses=_ERRORS)
-async def config(engine: Model, rt: RuntimeDep) -> Response:
-    return json_response(_dumps(model_config(engine, rt.settings)))
+async def config(served: Model, rt: RuntimeDep) -> Response:
+    return json_response(_dumps(model_config(served.engine, rt.settings)))
 
 
 @router.get(VERSIONED + "/config", summary="Triton model configuration, one version", responses=_ERRORS)
-async def config_at(engine: ModelAt, rt: RuntimeDep) -> Response:
-    return json_response(_dumps(model_config(engine, rt.settings)))
+async def config_at(served: ModelAt, rt: RuntimeDep) -> Response:
+    return json_response(_dumps(model_config(served.engine, rt.settings)))
 
 
 @router.post(
@@ -163,8 +162,8 @@ async def config_at(engine: ModelAt, rt: RuntimeDep) -> Response:
     responses=_ERRORS,
     openapi_extra={"requestBody": _INFER_BODY},
 )
-async def infer_latest(request: Request, rt: RuntimeDep, engine: Model) -> Response:
-    return await _infer(request, rt, engine)
+async def infer_latest(request: Request, rt: RuntimeDep, served: Model, model_name: str) -> Response:
+    return await _infer(request, rt, served, model_name, None)
 
 
 @router.post(
@@ -173,11 +172,14 @@ async def infer_latest(request: Request, rt: RuntimeDep, engine: Model) -> Respo
     responses=_ERRORS,
     openapi_extra={"requestBody": _INFER_BODY},
 )
-async def infer_at(request: Request, rt: RuntimeDep, engine: ModelAt) -> Response:
-    return await _infer(request, rt, engine)
+async def infer_at(
+    request: Request, rt: RuntimeDep, served: ModelAt, model_name: str, model_version: str
+) -> Response:
+    return await _infer(request, rt, served, model_name, model_version)
 
 
-async def _infer(request: Request, rt: Runtime, engine: Engine) -> Response:
+async def _infer(request: Request, rt: Runtime, served: Served, name: str, version: str | None) -> Response:
+    note_model(request.scope, served.name, served.version)  # a bad body counts against its model
     deadline = time.monotonic() + rt.settings.request_timeout_s
     encoding = request.headers.get("content-encoding")
     header_length = request.headers.get("inference-header-content-length")
@@ -195,8 +197,11 @@ async def _infer(request: Request, rt: Runtime, engine: Engine) -> Response:
         parsed = await admission.run_priced(cost, deadline, _parse, body, header_length)
     else:
         parsed = _parse(body, header_length)
-    outputs = await infer(rt, parsed, deadline=deadline)
-    info = engine.info
+    # Looked up again once the body is in: the version swapped in meanwhile is the one to hold.
+    with rt.models.resolve(name, version).use() as served:
+        note_model(request.scope, served.name, served.version)
+        outputs = await infer(rt, parsed, served, deadline=deadline)
+    info = served.info
     payload, json_length = encode_infer_response(info.name, info.version, parsed.id, outputs)
     if json_length is None:
         return json_response(payload)

@@ -1,7 +1,7 @@
 """The served model through the V2 protocol: its metadata and config, and one infer request run
 through the same decode policy, micro-batcher and limits as v1 (app/pipeline.py `run_images`).
 
-    outputs = await infer(runtime, parse_infer_request(body, header_length))
+    outputs = await infer(runtime, parse_infer_request(body, header_length), served)
 
 The model's own input is `image` UINT8 [N, H, W, 3]; an `image` of datatype BYTES ([N] or
 [N, 1], as Triton clients send images) holds encoded files instead, decoded and resized by
@@ -19,9 +19,10 @@ import numpy as np
 
 from app.config import Settings
 from app.echo import shown
-from app.engine import INPUT_NAME, MAPS, SCORES, Engine, ModelInfo
-from app.errors import InvalidTensor, ModelNotFound
+from app.engine import INPUT_NAME, MAPS, SCORES, Engine
+from app.errors import InvalidTensor
 from app.pipeline import resolve_resolution, run_images
+from app.repository.served import Served
 from app.runtime import Runtime
 from app.v2.codec import BYTES, InferRequest, InputTensor, OutputTensor, RequestedOutput, classification
 
@@ -40,18 +41,6 @@ _V2_DATATYPES = {  # ONNX Runtime type -> V2 datatype, for the metadata
 }
 
 
-def check_model(engine: Engine, name: str, version: str | None = None) -> ModelInfo:
-    """The served model's info, or ModelNotFound for another name or version."""
-    info = engine.info
-    if name != info.name:
-        raise ModelNotFound(f"unknown model {shown(name)}; this server serves {info.name!r}")
-    if version is not None and version != info.version:
-        raise ModelNotFound(
-            f"model {shown(name)} has no version {shown(version)}; it is at version {info.version!r}"
-        )
-    return info
-
-
 def _tensors(described: list[dict[str, Any]], names: tuple[str, ...]) -> list[dict[str, Any]]:
     """ONNX Runtime's descriptions -> V2 tensor metadata; named dimensions are dynamic (-1)."""
     by_name = {d["name"]: d for d in described}
@@ -65,11 +54,12 @@ def _tensors(described: list[dict[str, Any]], names: tuple[str, ...]) -> list[di
     ]
 
 
-def model_metadata(engine: Engine) -> dict[str, Any]:
-    info = engine.info
+def model_metadata(served: Served | Engine, versions: list[str] | None = None) -> dict[str, Any]:
+    """`versions`: every loaded version of the model (default: this one)."""
+    info = served.info
     return {
         "name": info.name,
-        "versions": [info.version],
+        "versions": versions or [info.version],
         "platform": PLATFORM,
         "inputs": _tensors(info.inputs, (INPUT_NAME,)),
         "outputs": _tensors(info.outputs, OUTPUTS),
@@ -107,15 +97,17 @@ def model_config(engine: Engine, settings: Settings) -> dict[str, Any]:
     }
 
 
-async def infer(rt: Runtime, request: InferRequest, *, deadline: float | None = None) -> list[OutputTensor]:
-    """A parsed request -> the requested outputs; raises domain errors (app/errors.py).
+async def infer(
+    rt: Runtime, request: InferRequest, served: Served, *, deadline: float | None = None
+) -> list[OutputTensor]:
+    """A parsed request -> the requested outputs of `served` (held by the caller); raises
+    domain errors (app/errors.py).
 
     `deadline` (time.monotonic): the one set when the request arrived, so that reading and parsing
     its body count against request_timeout_s; by default, request_timeout_s from now."""
     if deadline is None:
         deadline = time.monotonic() + rt.settings.request_timeout_s
-    engine, _ = rt.ready()
-    info = engine.info
+    info = served.info
     wanted = _requested(request)
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
         names = ", ".join(shown(t.name) for t in request.inputs[:4])
@@ -137,7 +129,7 @@ async def infer(rt: Runtime, request: InferRequest, *, deadline: float | None = 
             f"not {image.datatype}"
         )
     # Every image is priced from its header and the request admitted whole, before any decode.
-    ran = await run_images(rt, images, size, deadline=deadline, preview_size=size, whole=True)
+    ran = await run_images(rt, images, size, deadline=deadline, preview_size=size, whole=True, model=served)
     results = [r.result for r in ran]
     scores = np.stack([r.scores for r in results])  # [N, K]
     with_maps = any(o.name == MAPS for o in wanted)

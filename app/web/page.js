@@ -11,19 +11,40 @@ const state = {
   answered: false, // whether the image shown has a result
   run: 0, // bumps on each classification: late answers of an older one are dropped
   originalUrl: null, // blob: URL of the image shown
+  models: [], // GET /v1/models: every loaded version, the default model first
+  model: null, // the one picked; null: the server's default (/v1/classify)
 };
 
-// ---- model facts ----
+// ---- model facts and the model picker (shown when the server has more than one version) ----
+
+function showModel(model) {
+  $("model-version").textContent = model.version;
+  $("model-provider").textContent = `${model.device} (${model.execution_provider})`;
+  $("model-accuracy").textContent =
+    model.val_top1 == null ? "unknown" : `${(100 * model.val_top1).toFixed(2)} %`;
+}
+
+function classifyPath() {
+  const m = state.model;
+  if (!m) return "/v1/classify";
+  return `/v1/models/${encodeURIComponent(m.name)}/versions/${encodeURIComponent(m.version)}/classify`;
+}
 
 async function loadModel() {
   try {
     const body = await (await api("/v1/models")).json();
+    state.models = body.models;
     const model = body.models[0];
     $("model-name").textContent = model.name;
-    $("model-version").textContent = model.version;
-    $("model-provider").textContent = `${model.device} (${model.execution_provider})`;
-    $("model-accuracy").textContent =
-      model.val_top1 == null ? "unknown" : `${(100 * model.val_top1).toFixed(2)} %`;
+    showModel(model);
+    if (body.models.length > 1) {
+      const pick = $("model-pick");
+      pick.replaceChildren(
+        ...body.models.map((m, i) => new Option(`${m.name} ${m.version}`, String(i)))
+      );
+      pick.hidden = false;
+      $("model-name").hidden = true;
+    }
     if ($("message").textContent.includes("busy")) clearMessage(); // it was starting up
   } catch (err) {
     $("model-name").textContent = "unavailable";
@@ -104,7 +125,7 @@ async function classify(blob, name) {
   form.append("file", blob, name || "image");
   let prediction;
   try {
-    const response = await api(`/v1/classify?top_k=${TOP_K}&resolution=${resolution()}`, {
+    const response = await api(`${classifyPath()}?top_k=${TOP_K}&resolution=${resolution()}`, {
       method: "POST",
       body: form,
     });
@@ -246,6 +267,12 @@ function wire() {
     }
   });
   $("resolution").addEventListener("change", () => {
+    if (state.image) classify(state.image.blob, state.image.name);
+  });
+  $("model-pick").addEventListener("change", (event) => {
+    const index = Number(event.target.value);
+    state.model = index === 0 ? null : state.models[index]; // the first is the server's default
+    showModel(state.models[index]);
     if (state.image) classify(state.image.blob, state.image.name);
   });
   const loadLargeSoon = debounce(loadLarge, 150);

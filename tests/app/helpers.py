@@ -24,14 +24,16 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
 
-def build_tiny_model(path: Path, *, version: str = "tiny-0001", classes: list[str] = CLASSES) -> Path:
+def build_tiny_model(
+    path: Path, *, version: str = "tiny-0001", classes: list[str] = CLASSES, seed: int = 0
+) -> Path:
     """The artifact contract in six ops: uint8 NHWC -> normalise -> 4x4 avg-pool -> 1x1 conv (maps)
-    -> mean over h, w -> softmax. Weights are fixed, so results are deterministic."""
+    -> mean over h, w -> softmax. Weights are fixed by `seed`, so results are deterministic."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     k = len(classes)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     weight = rng.normal(0.0, 2.0, size=(k, 3, 1, 1)).astype(np.float32)
     bias = rng.normal(0.0, 0.5, size=(k,)).astype(np.float32)
     inits = [

@@ -17,7 +17,8 @@ from tests.app.test_memory import png_header_only
 
 PLAN = MemoryPlan(
     budget=800 * MiB,
-    reserve=192 * MiB,
+    reserve=128 * MiB,
+    models=64 * MiB,
     store=64 * MiB,
     run_pixels=65536,
     run_bytes=128 * MiB,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.config import DEFAULT_MODEL_PATH, INT8_MODEL_PATH, Settings
+from app.config import Settings
 
 
 def test_defaults_bind_loopback(tiny_model: Path) -> None:
@@ -55,14 +55,21 @@ def test_redis_urls_are_accepted(tiny_model: Path) -> None:
     )
 
 
-def test_precision_picks_the_bundled_artifact_unless_a_path_is_given(
-    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+def test_models_default_to_the_bundled_repository_at_precision_auto(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("NINSERVE_PRECISION", "int8")
-    assert Settings().model_path == INT8_MODEL_PATH
-    assert Settings(model_path=tiny_model).model_path == tiny_model
-    monkeypatch.delenv("NINSERVE_PRECISION")
-    assert Settings().model_path == DEFAULT_MODEL_PATH
+    s = Settings()
+    assert (s.model_repository, s.model_path, s.model_name, s.precision) == (None, None, None, "auto")
+    assert s.repository_poll_s == 0  # hot reload is asked for, never implied
+    monkeypatch.setenv("NINSERVE_MODEL_NAME", "ninserve")  # what KServe passes: the service's name
+    assert Settings(model_path=tiny_model).model_name == "ninserve"
+    with pytest.raises(ValidationError, match="not both"):
+        Settings(model_path=tiny_model, model_repository=tmp_path)
+    with pytest.raises(ValidationError, match="model repository not found"):
+        Settings(model_repository=tmp_path / "nope")
+    for bad in ("../up", "a/b", ".hidden", "x" * 65):
+        with pytest.raises(ValidationError, match="model_name"):
+            Settings(model_name=bad)
 
 
 def test_connection_and_access_defaults(make_settings) -> None:

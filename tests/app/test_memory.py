@@ -24,7 +24,7 @@ def test_the_default_plan_fits_the_shipped_limit_and_one_image_at_max_resolution
     plan = plan_for(settings)
     assert settings.memory_budget_mb == 800
     assert settings.store_max_bytes == 64 * MiB  # derived from the budget for the memory store
-    parts = plan.reserve + plan.store + plan.run_bytes + plan.large_decode + plan.render
+    parts = plan.reserve + plan.models + plan.store + plan.run_bytes + plan.large_decode + plan.render
     assert parts + plan.small_decode * settings.decode_threads <= plan.budget <= 1024 * MiB * 0.8
     assert plan.run_pixels == 256 * 256  # one image at resolution 256 per ORT run
     assert plan.run_bytes == plan.run_pixels * settings.ort_bytes_per_pixel

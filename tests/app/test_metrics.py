@@ -73,13 +73,15 @@ def test_counters_and_histograms_after_known_traffic(metered: httpx.Client) -> N
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("nv_inference_request_success_total", endpoint=V1) == 1
-    assert delta("nv_inference_request_success_total", endpoint=V2) == 1
-    assert delta("nv_inference_request_failure_total", endpoint=V1, reason="invalid-image") == 1
-    assert delta("nv_inference_request_failure_total", endpoint=V2, reason="invalid-tensor") == 1
-    assert delta("nv_inference_request_failure_total", endpoint=V2, reason="payload-too-large") == 1
-    assert delta("nv_inference_request_duration_seconds_count", endpoint=V1) == 2
-    assert delta("nv_inference_request_duration_seconds_count", endpoint=V2) == 3
+    none = {"model": "", "version": ""}  # refused before a model was looked up
+    assert delta("nv_inference_request_success_total", endpoint=V1, **MODEL) == 1
+    assert delta("nv_inference_request_success_total", endpoint=V2, **MODEL) == 1
+    assert delta("nv_inference_request_failure_total", endpoint=V1, reason="invalid-image", **MODEL) == 1
+    assert delta("nv_inference_request_failure_total", endpoint=V2, reason="invalid-tensor", **MODEL) == 1
+    assert delta("nv_inference_request_failure_total", endpoint=V2, reason="payload-too-large", **none) == 1
+    assert delta("nv_inference_request_duration_seconds_count", endpoint=V1, **MODEL) == 2
+    assert delta("nv_inference_request_duration_seconds_count", endpoint=V2, **MODEL) == 2
+    assert delta("nv_inference_request_duration_seconds_count", endpoint=V2, **none) == 1
     # 1 + 4 images; the four of one V2 request were queued together, so they shared one batch
     assert delta("nv_inference_count_total", **MODEL) == 5
     assert delta("nv_inference_exec_count_total", **MODEL) == 2
@@ -95,7 +97,8 @@ def test_counters_and_histograms_after_known_traffic(metered: httpx.Client) -> N
     assert value(after, "nv_inference_pending_request_count", **MODEL) == 0
     assert value(after, "ninserve_model_ready") == 1
     info = [labels for (name, labels) in after if name == "ninserve_model_info"]
-    assert info == [frozenset((MODEL | {"provider": "CPUExecutionProvider", "device": "cpu"}).items())]
+    facts = {"precision": "fp32", "provider": "CPUExecutionProvider", "device": "cpu"}
+    assert info == [frozenset((MODEL | facts).items())]
     assert value(after, "ninserve_batcher_dropped_total", reason="rejected", **MODEL) == 0
 
 
@@ -171,5 +174,7 @@ def test_an_unhandled_error_counts_as_an_internal_error(make_settings) -> None:
 
     asyncio.run(call())
     text = metrics.exposition().decode()
-    assert f'nv_inference_request_failure_total{{endpoint="{V1}",reason="internal-error"}} 1.0' in text
+    labels = f'endpoint="{V1}",model="",reason="internal-error",version=""'
+    failure = f"nv_inference_request_failure_total{{{labels}}}"
+    assert f"{failure} 1.0" in text
     assert f'ninserve_http_requests_total{{endpoint="{V1}",method="POST",status="500"}} 1.0' in text

@@ -66,7 +66,10 @@ class CountingAdmission:
 
 def runtime(batcher: StuckBatcher) -> Any:
     settings = SimpleNamespace(max_image_pixels=10**8)
-    return SimpleNamespace(ready=lambda: (None, batcher), admission=CountingAdmission(), settings=settings)
+    served = SimpleNamespace(batcher=batcher)  # the version a request holds (app/repository/)
+    return SimpleNamespace(
+        ready=lambda: (None, batcher), model=lambda: served, admission=CountingAdmission(), settings=settings
+    )
 
 
 def pixels(*values: int) -> list[np.ndarray]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from app.engine import Engine
-from app.errors import DeadlineExceeded, ModelNotFound, Overloaded
-from app.v2.model import check_model, model_config, model_metadata
+from app.errors import DeadlineExceeded, Overloaded
+from app.v2.model import model_config, model_metadata
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +34,6 @@ def test_metadata_comes_from_the_artifact(engine: Engine, make_settings) -> None
     assert config["max_batch_size"] == 16
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2500
     assert config["output"][1] == {"name": "confidence_maps", "data_type": "TYPE_FP32", "dims": [10, -1, -1]}
-
-
-def test_check_model_name_and_version(engine: Engine) -> None:
-    assert check_model(engine, "tiny").version == "tiny-0001"
-    assert check_model(engine, "tiny", "tiny-0001").name == "tiny"
-    with pytest.raises(ModelNotFound, match="unknown model"):
-        check_model(engine, "Tiny")
-    with pytest.raises(ModelNotFound, match="no version '2'"):
-        check_model(engine, "tiny", "2")
-    with pytest.raises(ModelNotFound) as info:
-        check_model(engine, "tiny", "9" * 5000)
-    assert "(5000 characters)" in info.value.detail and len(info.value.detail) < 200
 
 
 def test_bytes_inputs_are_priced_and_admitted_whole_before_any_decode(make_settings, monkeypatch) -> None:
@@ -75,16 +63,16 @@ def test_bytes_inputs_are_priced_and_admitted_whole_before_any_decode(make_setti
         await rt.wait_ready(30)
         try:
             with pytest.raises(ImageTooLarge):  # one image over the decode budget fails the request
-                await infer(rt, request(png(1), png_header_only(4000, 4000, "RGBA")))
+                await infer(rt, request(png(1), png_header_only(4000, 4000, "RGBA")), rt.model())
             rt.admission.admitted = rt.admission.max_images - 1
             with pytest.raises(Overloaded):  # two images, room for one: refused whole
-                await infer(rt, request(png(1), png(2)))
+                await infer(rt, request(png(1), png(2)), rt.model())
             rt.admission.admitted = 0
-            outputs = await infer(rt, request(png(1), png(2)))
+            outputs = await infer(rt, request(png(1), png(2)), rt.model())
             assert outputs[0].data.shape[0] == 2
             assert rt.admission.admitted == 0
             with pytest.raises(DeadlineExceeded):  # the request's own deadline, spent parsing
-                await infer(rt, request(png(1)), deadline=time.monotonic() - 0.001)
+                await infer(rt, request(png(1)), rt.model(), deadline=time.monotonic() - 0.001)
             assert rt.admission.admitted == 0
         finally:
             await rt.stop()

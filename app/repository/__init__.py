@@ -1,0 +1,11 @@
+"""The model repository: which NiNs and versions this process serves, and their life cycle.
+
+    layout.py    DIR/<model>/<version>/model.onnx (Triton's layout) -> what is there, what is skipped
+    policy.py    version policy (latest N / specific / all) and precision (auto / fp32 / int8)
+    loading.py   one version: ONNX Runtime session, NiN contract check, warm-up, its batcher
+    served.py    a loaded version as the request path holds it (in-flight count, drain, close)
+    registry.py  name -> versions the request path reads; load, swap, unload, poll, the index
+
+docs/repository.md describes the layout, the policy, the life cycle and the memory accounting.
+Nothing here imports the web framework: app/api/ maps its errors to HTTP.
+"""
