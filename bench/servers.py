@@ -83,17 +83,20 @@ def _freeze_versions(venv: Path, names: list[str]) -> dict[str, str]:
     return out
 
 
-def _ninserve(name: str, opts: Options, model: Path, port: int) -> ServerSpec:
+def _ninserve(name: str, opts: Options, model: Path | None, port: int) -> ServerSpec:
+    """ninserve on one pinned fp32 artifact, or (`model` None) as shipped: the bundled repository
+    with `precision=auto`, which serves the int8 variant on the CPU."""
     python = ROOT / ".venv" / "bin" / "python"
     argv = [str(python), "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--model", str(model), "--device", "cpu", "--log-level", "warning"]
+    argv += ["--model", str(model), "--precision", "fp32"] if model else ["--precision", "auto"]
+    argv += ["--device", "cpu", "--log-level", "warning"]
     env = {
         "NINSERVE_INTRA_OP_THREADS": str(opts.threads),
         "NINSERVE_MAX_BATCH_SIZE": str(opts.max_batch),
         "NINSERVE_MAX_BATCH_WAIT_MS": str(opts.max_wait_ms),
     }
     why = None
-    if not model.is_file():
+    if model and not model.is_file():
         why = f"artifact not found: {model}"
     else:
         probe = subprocess.run([*argv[:4], "--help"], cwd=ROOT, capture_output=True, text=True)
@@ -123,8 +126,8 @@ def build(name: str, opts: Options, port: int | None = None) -> ServerSpec:
     """The spec for one server by name (see ALL_SERVERS); `port` overrides ninserve's default."""
     if name == "ninserve":
         return _ninserve(name, opts, opts.model, port or 8100)
-    if name == "ninserve-int8":
-        return _ninserve(name, opts, opts.int8_model, port or 8120)
+    if name == "ninserve-int8":  # as shipped: precision=auto picks the int8 variant on the CPU
+        return _ninserve(name, opts, None, port or 8120)
     if name not in PEER_PACKAGES:
         raise ValueError(f"unknown server {name!r}; one of {', '.join(ALL_SERVERS)}")
     venv = opts.scratch / "venvs" / name

@@ -65,13 +65,30 @@ def test_raw_limit_is_the_best_batch() -> None:
 
 
 def test_targets_are_checked_against_the_same_run() -> None:
-    lines = report.targets(_result())
-    assert "- PASS png32 c=8: ninserve 460 req/s = 0.92 × raw ORT fp32 500/s" in "\n".join(lines)
-    # 1.53 x the best peer, but a worse p99 (30 > 29 ms): the target needs both.
-    assert any(line.startswith("- FAIL png32 c=8: ninserve ÷ best peer (fastapi) = 1.53") for line in lines)
-    assert any(line.startswith("- FAIL png32 c=64: ninserve 440 req/s = 0.88") for line in lines)
-    assert any(line.startswith("- PASS png32 c=64: ninserve ÷ best peer (fastapi) = 1.76") for line in lines)
-    assert any(line.startswith("- PASS png32 c=1: ninserve p50 3.00") for line in lines)
+    result = _result()
+    shipped = [_point("png32", 64, 700, 80, 120)]
+    result["servers"]["ninserve-int8"] = {"status": "ok", "points": shipped}
+    lines = report.targets(result)
+    # fp32 against the best peer: >= 1.0 x at c=1, >= 1.2 x at c = 8 and 64.
+    assert any(
+        line.startswith("- PASS png32 c=1: ninserve fp32 300 req/s ÷ best peer (fastapi, 300) = 1.00")
+        for line in lines
+    )
+    assert any(
+        line.startswith("- PASS png32 c=8: ninserve fp32 460 req/s ÷ best peer (fastapi, 300) = 1.53")
+        for line in lines
+    )
+    assert any(
+        line.startswith("- PASS png32 c=64: ninserve fp32 440 req/s ÷ best peer (fastapi, 250) = 1.76")
+        for line in lines
+    )
+    # As shipped (int8) against the best fp32 peer at PNG c=64: 700 / 250 = 2.8.
+    assert (
+        "- PASS png32 c=64: ninserve as shipped (int8) 700 req/s ÷ best fp32 peer (fastapi) = 2.80"
+        in "\n".join(lines)
+    )
+    result["servers"]["fastapi"]["points"][1]["rps"] = 400  # 460 / 400 = 1.15 < 1.2
+    assert any(line.startswith("- FAIL png32 c=8:") for line in report.targets(result))
 
 
 def test_markdown_lists_every_server() -> None:
