@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.memory import default_store_bytes, plan_for
+from app.core.memory import default_store_bytes, plan_for
 from app.repository.layout import name_problem
 
 # The artifact the model side exports; relative to the repository / installed package root.
@@ -34,6 +34,7 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         protected_namespaces=(),
+        populate_by_name=True,
         hide_input_in_errors=True,
     )
 
@@ -92,11 +93,20 @@ class Settings(BaseSettings):
     max_body_bytes_in_flight: int = Field(128 * MiB, ge=1024)
     # width*height, checked from the header before decoding (413); Pillow refuses > 2 x 89.5M itself
     max_image_pixels: int = Field(40_000_000, ge=1, le=178_956_970)
-    max_batch_files: int = Field(32, ge=1, le=1024)  # files in one /v1/classify/batch request (413)
+    # files in one /v1/classify/batch request (413)
+    # NINSERVE_MAX_BATCH_FILES, the old name (before NINSERVE_MAX_REQUEST_IMAGES), is still read: deprecated.
+    max_request_images: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        validation_alias=AliasChoices(
+            "max_request_images", "NINSERVE_MAX_REQUEST_IMAGES", "NINSERVE_MAX_BATCH_FILES"
+        ),
+    )
     max_resolution: int = Field(256, ge=32, le=2048)  # largest `resolution` a client may ask for
 
     # --- result store ---
-    result_store: str = "memory"  # memory | redis://host:port/db (app/store_redis.py)
+    result_store: str = "memory"  # memory | redis://host:port/db (app/core/store_redis.py)
     store_max_items: int = Field(2048, ge=1)  # memory store: LRU bound by count ...
     # ... and by bytes (JSON + maps + preview). Unset with the memory store: 8 % of memory_budget_mb
     # (_store_bytes_from_budget below); 256 MiB bounds the Redis store, all replicas together.
@@ -104,7 +114,7 @@ class Settings(BaseSettings):
     store_ttl_s: float = Field(3600.0, gt=0)  # a result older than this is gone (404)
     # Long side of the stored preview of the input (its own aspect ratio) under map overlays: 512,
     # the largest overlay the page and the grid's cells ask for, is sharp; larger overlays are
-    # upsampled from it. A photo's preview is its upload or a ~40 KB JPEG (app/decode.py).
+    # upsampled from it. A photo's preview is its upload or a ~40 KB JPEG (app/core/decode.py).
     preview_size: int = Field(512, ge=32, le=2048)
 
     # --- overlay previews ---
@@ -115,7 +125,7 @@ class Settings(BaseSettings):
     # 256 KiB covers web-sized photos; the store's byte budget bounds the total. 0: always reduce.
     preview_keep_bytes: int = Field(256 * 1024, ge=0, le=16 * MiB)
 
-    # --- connections and HTTP parsing (app/server.py; docs/security.md) ---
+    # --- connections and HTTP parsing (app/http/server.py; docs/security.md) ---
     # A client gets this long from its first byte (or from connecting) to the end of the request
     # headers. One packet carries a real client's headers; 10 s covers slow mobile round trips,
     # while a slowloris client trickling one header line every 2 s is cut off (Go's
@@ -136,10 +146,11 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     max_headers: int = Field(100, ge=8, le=10_000)  # header lines (431 beyond); Apache's LimitRequestFields
     # SIGTERM: requests in flight get this long to finish; those still running then get 503 with
-    # Retry-After (app/api/shutdown.py). Kubernetes waits 30 s before SIGKILL by default.
+    # Retry-After (app/http/middleware/shutdown.py). Kubernetes waits 30 s before SIGKILL by default.
     graceful_shutdown_s: float = Field(10.0, ge=0, le=3600)
 
-    # --- access control and response headers (app/api/auth.py, app/api/security_headers.py) ---
+    # --- access control and response headers (app/http/middleware/auth.py,
+    # app/http/middleware/security_headers.py) ---
     # Bearer API keys, comma-separated; empty: no key needed (the server binds to loopback by
     # default). SecretStr keeps them out of reprs and logs.
     api_keys: SecretStr = SecretStr("")
@@ -158,12 +169,12 @@ class Settings(BaseSettings):
     @field_validator("api_keys_file")
     @classmethod
     def _keys_file_exists(cls, path: Path | None) -> Path | None:
-        # Key format is checked in app/api/auth.py: an error raised here would quote the keys.
+        # Key format is checked in app/http/middleware/auth.py: an error raised here would quote the keys.
         if path is not None and not path.is_file():
             raise ValueError(f"api_keys_file not found: {path}")
         return path
 
-    # --- memory budget and admission (app/memory.py, app/admission.py, docs/reliability.md) ---
+    # --- memory budget and admission (app/core/memory.py, app/core/admission.py, docs/reliability.md) ---
     # RSS the process should stay within. The shipped compose file and Kubernetes manifests allow
     # 1 GiB: 800 MB leaves ~220 MB for allocator fragmentation and what the plan does not model.
     # Split between runtime, result store, ORT runs, decoding and rendering; checked at start.

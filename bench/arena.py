@@ -1,4 +1,4 @@
-"""ONNX Runtime's CPU arena policies (app/engine.py `arena`), measured on the shipped model:
+"""ONNX Runtime's CPU arena policies (app/core/engine.py `arena`), measured on the shipped model:
 time per run for the 32x32 hot path and at resolution 256, and what RSS the process keeps.
 
     .venv/bin/python -m bench.arena [--rounds 5] [--model model/artifacts/nin-cifar10.onnx]
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import DEFAULT_MODEL_PATH
-from app.engine import Engine
+from app.core.engine import Engine
 
 POLICIES = ("keep", "off", "shrink")
 CASES = ((1, 32, 200), (32, 32, 20), (1, 256, 4), (4, 128, 4))  # (images, side, runs per round)

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.decode_memory --side 2000            # every case at 2000x2000
     .venv/bin/python -m bench.decode_memory --side 6300 --cases webp-lossless,jpeg-progressive-cmyk
 
-Each case is generated here, then decoded by app/decode.decode_image in a fresh child process
+Each case is generated here, then decoded by app/core/decode.decode_image in a fresh child process
 (as the server decodes it: model input at 32 px, a 512-px preview). The peak is measured twice:
 the child's resident set (VmHWM, reset through /proc/self/clear_refs, minus VmRSS before the
 decode), which sees what libjpeg, libwebp, libtiff and zlib allocate outside Python, and
@@ -117,8 +117,8 @@ CASES: dict[str, Callable[[int], bytes]] = {
 def measure(data: bytes, size: int = 32, preview_size: int = 512) -> dict[str, float]:
     """Decode `data` once to warm up, then again with the peaks reset: RSS and tracemalloc peak
     above what was resident before the decode. Run it in a fresh process (`measure_all`)."""
-    from app.decode import decode_image
-    from app.memory import return_large_frees_to_the_os
+    from app.core.decode import decode_image
+    from app.core.memory import return_large_frees_to_the_os
 
     return_large_frees_to_the_os()  # as the server does at start
     options = {"max_pixels": 10**9, "preview_size": preview_size}
@@ -154,7 +154,7 @@ def measure_all(inputs: dict[str, bytes], size: int = 32) -> dict[str, dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.memory import decode_cost
+    from app.core.memory import decode_cost
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=2000)

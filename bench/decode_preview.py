@@ -2,7 +2,7 @@
 
     python -m bench.decode_preview [--calls 300] [--rounds 7]
 
-Times `app.decode.decode_image` as the server calls it (model input 32x32, the preview settings
+Times `app.core.decode.decode_image` as the server calls it (model input 32x32, the preview settings
 at their defaults) on `bench/images.py`'s 32x32 PNG and 640x480 JPEG, in this process, one
 thread: the median over rounds of the mean per call, and the stored preview's size. Run it from
 two checkouts (PYTHONPATH=<checkout>) to compare a change to the preview policy.
@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from app.config import Settings
-from app.decode import decode_image
+from app.core.decode import decode_image
 from bench.images import make
 
 MAX_PIXELS = 40_000_000

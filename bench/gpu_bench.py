@@ -181,7 +181,7 @@ def serve_and_load(model: Path, args: argparse.Namespace, workers: int, port: in
         "NINSERVE_MAX_BATCH_WAIT_MS": "2",
         "NINSERVE_DECODE_THREADS": str(args.decode_threads),
     }
-    cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "app.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--model", str(model), "--device", "cpu" if args.cpu else "cuda", "--workers", str(workers)]
     cmd += ["--log-level", "warning"]
     log = (args.out / f"server-{model.stem}-w{workers}.log").open("wb")

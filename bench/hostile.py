@@ -256,7 +256,7 @@ class Server:
 
     def start(self) -> None:
         env = os.environ | self.env | {"PYTHONPATH": str(self.app_dir)}
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--host", HOST, "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "app.cli.main", "serve", "--host", HOST, "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, cwd=self.app_dir, env=env, stdout=subprocess.DEVNULL)
         threading.Thread(target=self._sample, daemon=True).start()
         deadline = time.monotonic() + 90

@@ -5,7 +5,7 @@
 Runs the shipped model (ONNX Runtime, CPU) at 32x32 on a random sample of the training images
 and counts the misleading cases: the top class scores at least 0.8, and on the shared logit scale
 (`normalize=global`) the map with the highest value belongs to a class scored under 0.05. For
-those it prints, per bounded scale of app/maps.py, how often some class under 0.05 reaches the
+those it prints, per bounded scale of app/core/maps.py, how often some class under 0.05 reaches the
 top class's highest colour or comes within 0.02 of it. docs/api.md quotes the result.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 
 from app.config import DEFAULT_MODEL_PATH
-from app.decode import decode_rgb
-from app.maps import map_values
+from app.core.decode import decode_rgb
+from app.core.maps import map_values
 
 TOP, WEAK, TIE = 0.8, 0.05, 0.02
 CHUNK = 256

@@ -21,7 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import Settings
-from app.server import ConnectionLimits, GuardedHttpToolsProtocol
+from app.http.server import ConnectionLimits, GuardedHttpToolsProtocol
 
 REQUEST = (
     b"GET /v1/models?top_k=3 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\n"
@@ -92,7 +92,7 @@ def load_old(checkout: Path) -> type:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old", type=Path, help="another checkout whose app/server.py is compared")
+    parser.add_argument("--old", type=Path, help="another checkout whose app/http/server.py is compared")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=20000)
     args = parser.parse_args(argv)

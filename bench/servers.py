@@ -87,7 +87,7 @@ def _ninserve(name: str, opts: Options, model: Path | None, port: int) -> Server
     """ninserve on one pinned fp32 artifact, or (`model` None) as shipped: the bundled repository
     with `precision=auto`, which serves the int8 variant on the CPU."""
     python = ROOT / ".venv" / "bin" / "python"
-    argv = [str(python), "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [str(python), "-m", "app.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--model", str(model), "--precision", "fp32"] if model else ["--precision", "auto"]
     argv += ["--device", "cpu", "--log-level", "warning"]
     env = {

@@ -1,7 +1,7 @@
 """`ninserve train`, `ninserve export`, `ninserve quantize` and `ninserve eval`.
 
 Imports of torch and the training code happen inside the handlers, so `ninserve serve` works in
-an install without the `train` extra; app/cli.py turns a missing extra into a one-line message.
+an install without the `train` extra; app/cli/main.py turns a missing extra into a one-line message.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from app.commands import DefaultsHelp
+from app.cli.commands import DefaultsHelp
 from model.config import TrainConfig
 
 DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "nin-cifar10.onnx"

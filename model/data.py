@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from app.decode import decode_rgb  # the server's decode and resize policy, so train == serve
+from app.core.decode import decode_rgb  # the server's decode and resize policy, so train == serve
 from model.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}

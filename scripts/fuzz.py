@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing (atheris) of the code that reads client bytes: image decoding, multipart
 bodies and the KServe V2 codec (with Content-Encoding). A finding is any exception other than
-the domain errors (app/errors.py) that the HTTP layer turns into a 4xx, and any 5xx-class one.
+the domain errors (app/core/errors.py) that the HTTP layer turns into a 4xx, and any 5xx-class one.
 
     python scripts/fuzz.py decode --runs 20000            # one target, N inputs
     python scripts/fuzz.py all --runs 2000                # each target in turn (tests do this)
@@ -28,11 +28,11 @@ from starlette.requests import Request
 with atheris.instrument_imports(include=["app", "PIL"]):  # coverage feedback from our code and Pillow's
     from PIL import Image
 
-    import app.api.body
-    import app.api.multipart
-    import app.decode
-    import app.v2.codec
-    from app.errors import NinServeError
+    import app.core.decode
+    import app.http.body
+    import app.http.multipart
+    import app.http.v2.codec
+    from app.core.errors import NinServeError
 
 MAX_PIXELS = 1_000_000  # small, so bombs are refused fast instead of decoded
 BOUNDARY = b"fuzzboundary"
@@ -45,7 +45,7 @@ def _expected(exc: BaseException) -> bool:
 
 def fuzz_decode(data: bytes) -> None:
     try:
-        app.decode.decode_image(data, 32, max_pixels=MAX_PIXELS, preview_size=32)
+        app.core.decode.decode_image(data, 32, max_pixels=MAX_PIXELS, preview_size=32)
     except Exception as exc:
         if not _expected(exc):
             raise
@@ -69,7 +69,7 @@ def fuzz_multipart(data: bytes) -> None:
 
     scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-type", content_type)]}
     try:
-        asyncio.run(app.api.multipart.read_parts(Request(scope, receive), max_files=4))
+        asyncio.run(app.http.multipart.read_parts(Request(scope, receive), max_files=4))
     except Exception as exc:
         if not _expected(exc):
             raise
@@ -86,8 +86,8 @@ def fuzz_codec(data: bytes) -> None:
         raw = int.from_bytes(length_bytes, "little")
         length = length_bytes.decode("latin-1") if mode & 8 else str(raw)
     try:
-        inflated = app.api.body.decompress(body, encoding, 1 << 20)
-        app.v2.codec.parse_infer_request(inflated, length)
+        inflated = app.http.body.decompress(body, encoding, 1 << 20)
+        app.http.v2.codec.parse_infer_request(inflated, length)
     except Exception as exc:
         if not _expected(exc):
             raise

@@ -58,7 +58,7 @@ class Replica:
             command = [
                 sys.executable,
                 "-c",
-                "import sys; from app.cli import main; sys.exit(main())",
+                "import sys; from app.cli.main import main; sys.exit(main())",
                 "serve",
             ]
             child_env = os.environ | settings | {"NINSERVE_PORT": str(port), "NINSERVE_DEVICE": "cpu"}

@@ -7,5 +7,5 @@
     registry.py  name -> versions the request path reads; load, swap, unload, poll, the index
 
 docs/repository.md describes the layout, the policy, the life cycle and the memory accounting.
-Nothing here imports the web framework: app/api/ maps its errors to HTTP.
+Nothing here imports the web framework: app/http/ maps its errors to HTTP.
 """

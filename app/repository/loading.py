@@ -18,9 +18,9 @@ import threading
 
 import numpy as np
 
-from app.batcher import Batcher
 from app.config import Settings
-from app.engine import Engine, ModelLoadError
+from app.core.batcher import Batcher
+from app.core.engine import Engine, ModelLoadError
 from app.repository.layout import ModelSource, VersionSource
 from app.repository.policy import pick_precision
 from app.repository.served import Served

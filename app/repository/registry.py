@@ -26,12 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from app.batcher import Batcher
 from app.config import Settings
-from app.echo import shown
-from app.engine import Engine, cuda_problem
-from app.errors import ModelNotFound, NotReady
-from app.memory import MemoryPlan, MiB, model_cost
+from app.core.batcher import Batcher
+from app.core.echo import shown
+from app.core.engine import Engine, cuda_problem
+from app.core.errors import ModelNotFound, NotReady
+from app.core.memory import MemoryPlan, MiB, model_cost
 from app.repository.layout import ModelSource, Scan, Skipped, VersionSource, name_problem
 from app.repository.loading import load_version, variant
 from app.repository.served import Served
@@ -71,7 +71,7 @@ class Registry:
         self._run_gate = threading.BoundedSemaphore(settings.concurrent_batches)
         self._device = "cpu"
         self.started = False  # the first load has been tried
-        # Called with each new version's engine and its not yet started batcher (app/metrics.py).
+        # Called with each new version's engine and its not yet started batcher (app/http/metrics.py).
         self.on_load: list[Callable[[Engine, Batcher], None]] = []
         self.on_unload: list[Callable[[Served], None]] = []
 

@@ -13,8 +13,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from app.batcher import Batcher
-from app.engine import Engine, ModelInfo
+from app.core.batcher import Batcher
+from app.core.engine import Engine, ModelInfo
 
 logger = logging.getLogger("ninserve")
 

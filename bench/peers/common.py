@@ -1,7 +1,7 @@
 """What every peer server shares: the ONNX Runtime session options, the preprocessing and the
 result shape. Each peer imports this file, so the servers differ only in the framework around it.
 
-It mirrors ninserve's policy (app/decode.py, app/engine.py) on purpose rather than importing it:
+It mirrors ninserve's policy (app/core/decode.py, app/core/engine.py) on purpose rather than importing it:
 the peers run in their own venvs without ninserve installed, and a peer must not get ninserve's
 code paths for free. Preprocessing: Pillow decode -> first frame -> EXIF transpose -> RGB (alpha
 over white) -> bicubic resize (reducing_gap 3) to 32x32 unless already 32x32 -> uint8 HWC; a large

@@ -36,7 +36,7 @@ def make_settings(tiny_model: Path) -> Callable[..., Settings]:
 @pytest.fixture(scope="session")
 def server_url(make_settings: Callable[..., Settings]) -> Iterator[str]:
     """Shared by tests that do not need special limits; batches up to 16, waits up to 20 ms."""
-    with live_server(make_settings(max_batch_size=16, max_batch_wait_ms=20.0, max_batch_files=8)) as url:
+    with live_server(make_settings(max_batch_size=16, max_batch_wait_ms=20.0, max_request_images=8)) as url:
         yield url
 
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from app.config import Settings
-from app.main import create_app
+from app.http.main import create_app
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]

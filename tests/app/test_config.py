@@ -93,3 +93,16 @@ def test_every_setting_is_documented_once_in_the_api_docs() -> None:
     table = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
     rows = [name.lower() for name in re.findall(r"^\| `NINSERVE_([A-Z0-9_]+)` \|", table, re.MULTILINE)]
     assert sorted(rows) == sorted(Settings.model_fields)
+
+
+def test_max_request_images_reads_its_old_env_name_too(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployments that set NINSERVE_MAX_BATCH_FILES keep working; the new name wins when both are set."""
+    monkeypatch.setenv("NINSERVE_MAX_BATCH_FILES", "7")
+    assert Settings(model_path=tiny_model).max_request_images == 7
+    monkeypatch.setenv("NINSERVE_MAX_REQUEST_IMAGES", "9")
+    assert Settings(model_path=tiny_model).max_request_images == 9
+    assert (
+        Settings(model_path=tiny_model, max_request_images=3).max_request_images == 3
+    )  # explicit values win

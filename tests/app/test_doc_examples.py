@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.config import DEFAULT_MODEL_PATH, Settings
+from app.config import Settings
 from tests.app.helpers import live_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_each_doc_quotes_outputs_that_are_checked() -> None:
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    settings = Settings(model_path=DEFAULT_MODEL_PATH, device="cpu", intra_op_threads=1)
+    settings = Settings(device="cpu", intra_op_threads=1)  # as `make serve` starts it: precision auto
     with live_server(settings) as url:
         yield url
 

@@ -19,9 +19,9 @@ import orjson
 import pytest
 from PIL import Image
 
-from app.admission import Admission
-from app.decode import MAX_JPEG_SCANS, decode_image, jpeg_scans
-from app.errors import (
+from app.core.admission import Admission
+from app.core.decode import MAX_JPEG_SCANS, decode_image, jpeg_scans
+from app.core.errors import (
     DeadlineExceeded,
     ImageTooComplex,
     ImageTooLarge,
@@ -29,12 +29,12 @@ from app.errors import (
     MetadataTooLarge,
     PayloadTooLarge,
 )
-from app.memory import MiB, decode_cost
-from app.v2.codec import parse_infer_request
-from app.v2.price import json_cost
+from app.core.memory import MiB, decode_cost
+from app.http.v2.codec import parse_infer_request
+from app.http.v2.price import json_cost
 from bench import decode_memory
 from bench.decode_memory import CASES, encode, repeat_last_scan
-from tests.app.test_admission import PLAN
+from tests.app.core.test_admission import PLAN
 
 # Formats whose decoders allocate outside Python or copy more than one RGB image (the issue's
 # three, and the other formats and modes the server accepts), measured at 1000x1000 in one child.

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.app.helpers import png
-from tests.app.test_server import guarded_server
+from tests.app.http.test_server import guarded_server
 
 B = b"hostileboundary"
 MP = b"multipart/form-data; boundary=" + B

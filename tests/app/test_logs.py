@@ -39,7 +39,7 @@ def serve_and_log(
     env.pop("NINSERVE_LOG_FORMAT", None)
     if log_format is not None:
         env["NINSERVE_LOG_FORMAT"] = log_format
-    command = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())", "serve"]
+    command = [sys.executable, "-c", "import sys; from app.cli.main import main; sys.exit(main())", "serve"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     responses = []
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.decode import decode_rgb
+from app.core.decode import decode_rgb
 from bench import images
 from bench.peers import common
 

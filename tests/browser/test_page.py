@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app.config import DEFAULT_MODEL_PATH, Settings
-from app.maps import colormap_lut
+from app.core.maps import colormap_lut
 from tests.app.helpers import live_server
 from tests.browser.conftest import PHONE
 

@@ -7,7 +7,7 @@ import shutil
 import onnx
 import pytest
 
-from app.cli import main as cli_main
+from app.cli.main import main as cli_main
 
 
 def metadata(path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from app.decode import decode_rgb
+from app.core.decode import decode_rgb
 from model.data import load_dataset, split_train_val
 from model.errors import DataError
 from tests.model.conftest import (

@@ -89,7 +89,7 @@ def test_warm_restart_builds_on_a_finished_run(tiny_run, tmp_path, synthetic_zip
 
 
 def test_max_images_below_the_validation_split_is_a_clear_error(tmp_path, synthetic_zip, capsys):
-    from app.cli import main as cli_main
+    from app.cli.main import main as cli_main
 
     args = ["train", "--data", str(synthetic_zip), "--run-dir", str(tmp_path), "--max-images", "20"]
     assert cli_main([*args, "--val-size", "30", "--epochs", "1"]) == 1

@@ -1,0 +1,1 @@
+"""The `ninserve` command: serve, predict, and the model commands."""

@@ -1,0 +1,261 @@
+"""The memory budget: how one process's RSS is split between its parts, and what work costs.
+
+    plan = plan_memory(budget_mb=800, store_bytes=64 * MiB, max_resolution=256, ...)
+    plan.run_pixels      # input pixels one ONNX Runtime run may hold
+    decode_cost(data, size, max_pixels)  # bytes a decode will hold, from the header only
+
+The budget is the RSS the process should stay within (the shipped containers allow 1 GiB, so the
+default 800 MB leaves ~220 MB for allocator fragmentation and what is not modelled). It is split:
+
+    runtime reserve  interpreter, libraries, ONNX Runtime itself (~100 MB measured without a model)
+    models           loaded model versions: session, weights and the arena each keeps for a full
+                     batch of native-size images (model_memory_mb; model_cost below)
+    result store     the memory store's byte bound (0 with Redis: the results live there)
+    ORT runs         up to 35 % of the rest, no more than one image at max_resolution or a
+                     full batch of native-size images needs (65,536 pixels, 128 MB by default):
+                     input pixels per run x bytes per pixel x concurrent runs
+    decoding         45 : 20 of what remains with rendering: small decodes in the shared pool
+                     (16 MB each) and the large decode (one at a time, its own thread)
+    rendering        heatmap PNGs, in their own lane
+
+Costs are priced before the work starts, so a request that cannot fit is refused (413) or waits
+for room (503 when the wait is full) before it allocates anything. The per-pixel figures are
+peaks measured with VmHWM (docs/reliability.md): ONNX Runtime holds 1.5-1.8 KB per input pixel
+for the fp32 NiN (its first layers keep 192 float32 channels at the input resolution), 1.3 KB
+for int8. Decoding, measured per format and mode with `bench/decode_memory.py` (RSS, since libjpeg,
+libwebp and zlib allocate outside Python), holds per source pixel: ~5 B for 1-bit, grey, palette
+and RGB files, ~20 B for alpha and 16-bit ones (alpha compositing and 16-bit scaling make
+float/RGBA copies), ~27 B for 32-bit float and integer grey, ~15 B for WebP without alpha and
+~27 B with it (libwebp decodes to RGBA, Pillow copies the frame twice); a progressive or
+multi-scan JPEG keeps libjpeg's coefficients for the whole image, 2 B per sample of every
+component (6 B/px at 4:4:4, 8 B/px for CMYK), whatever scale it is decoded at. Every decode also
+holds ~2 MB whatever its size (codec state, row buffers, the preview).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from app.core.decode import REDUCING_GAP, jpeg_first_scan, open_image
+
+MiB = 1024 * 1024
+# 163 MB measured after start and warm-up with one fp32 NiN (2 ORT threads), ~63 MB of it the model:
+# the process's part, and the models' own share (model_memory_mb, 64 MB by default), add up to 192.
+RUNTIME_RESERVE = 128 * MiB
+# One loaded version, measured as the RSS growth of loading and warming up one more session (batch
+# 1 and 32 at 32x32, arena `shrink`): fp32 NiN (3.9 MB file) 54 MB, int8 (1.0 MB) 13 MB. Estimated
+# from the file, before loading: fixed + per file byte, scaled with the batch the arena keeps.
+MODEL_FIXED, MODEL_BYTES_PER_FILE_BYTE, MODEL_COST_BATCH = 8 * MiB, 12, 32
+RUN_SHARE, DECODE_SHARE = 0.35, 0.45  # of what is left after reserve and store; rendering: the rest
+SMALL_DECODE = 16 * MiB  # decodes up to this run in the shared pool: a 1080p photo costs ~12 MB
+DEFAULT_STORE_SHARE = 0.08  # the memory store's default byte bound: 64 MB of an 800 MB budget
+# With Redis, results wait here while Redis is slow or away (app/core/store_redis.py; oldest dropped
+# beyond): ~2,000 results at resolution 32, ~15 s of a 2-core server's classifications.
+STORE_WRITE_BACKLOG = 16 * MiB
+
+# Bytes one decode holds per source pixel, by Pillow mode (with a margin over the measured peak).
+_LIGHT_MODES = frozenset({"1", "L", "P", "RGB"})  # 5.1-5.3 B/px measured (RGB 4.2)
+_HEAVY_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La", "I;16", "I;16L", "I;16B", "I;16N"})
+_WIDE_MODES = frozenset({"I", "F"})  # 32-bit grey: float64 copies while scaling, 23-27 B/px
+LIGHT_BYTES_PER_PIXEL, OTHER_BYTES_PER_PIXEL, HEAVY_BYTES_PER_PIXEL = 6, 10, 24  # heavy: 19-22 measured
+WIDE_BYTES_PER_PIXEL = 32
+WEBP_BYTES_PER_PIXEL, WEBP_ALPHA_BYTES_PER_PIXEL = 17, 30  # 15.2-15.7 and 26.6 B/px measured
+JPEG_COEFFICIENT_BYTES = 128  # per 8x8 block of each component: libjpeg's whole-image buffer
+DECODE_FIXED = 3 * MiB  # ~2 MB measured in every decode, whatever its size
+# Rendering holds per output pixel: with an overlay 34 B/px measured at 2048 px (the blend in
+# 16-bit fixed point, app/core/maps.py); without overlay 16-17 B/px; a grid keeps the RGB canvas and
+# one cell's temporaries.
+RENDER_OVERLAY_BYTES, RENDER_PLAIN_BYTES, GRID_CANVAS_BYTES = 40, 24, 8
+RENDER_FIXED = 2 * MiB
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    budget: int  # bytes of RSS the process should stay within
+    reserve: int
+    models: int  # what loaded model versions may hold together (app/repository/registry.py)
+    store: int
+    run_pixels: int  # input pixels one ORT run may hold (batches are split to fit)
+    run_bytes: int  # what the ORT runs may hold, all concurrent runs together
+    small_decode: int  # largest decode run in the shared pool; larger ones take the decode gate
+    large_decode: int  # bytes the one large decode in flight may hold
+    render: int  # bytes the renders in flight may hold together
+
+    def describe(self) -> str:
+        parts = (
+            ("reserve", self.reserve),
+            ("models", self.models),
+            ("store", self.store),
+            ("ORT runs", self.run_bytes),
+            ("large decodes", self.large_decode),
+            ("render", self.render),
+        )
+        return ", ".join(f"{name} {value / MiB:.0f} MB" for name, value in parts)
+
+
+def default_store_bytes(budget_mb: int) -> int:
+    return int(budget_mb * MiB * DEFAULT_STORE_SHARE)
+
+
+def plan_memory(
+    *,
+    budget_mb: int,
+    store_bytes: int,
+    max_resolution: int,
+    native_size: int,
+    max_batch_size: int,
+    concurrent_batches: int,
+    decode_threads: int,
+    ort_bytes_per_pixel: int,
+    run_pixels: int = 0,
+    model_bytes: int = 64 * MiB,
+) -> MemoryPlan:
+    """Split the budget; raises ValueError when it cannot hold one image at `max_resolution`."""
+    budget = budget_mb * MiB
+    work = budget - RUNTIME_RESERVE - model_bytes - store_bytes
+    min_pixels = max_resolution * max_resolution
+    if work <= 0:
+        raise ValueError(
+            f"memory_budget_mb={budget_mb} leaves nothing for work after the runtime "
+            f"({RUNTIME_RESERVE // MiB} MB), the models ({model_bytes // MiB} MB) and the result store "
+            f"({store_bytes // MiB} MB)"
+        )
+    if not run_pixels:
+        run_pixels = int(work * RUN_SHARE) // (ort_bytes_per_pixel * concurrent_batches)
+        # No more than the largest batch of native-size images needs: the rest goes to decoding.
+        run_pixels = min(run_pixels, max(max_batch_size * native_size * native_size, min_pixels))
+    if run_pixels < min_pixels:
+        raise ValueError(
+            f"an ONNX Runtime run may hold {run_pixels} pixels, fewer than one image at max_resolution "
+            f"{max_resolution} ({min_pixels}): raise memory_budget_mb ({budget_mb}), lower "
+            "max_resolution, store_max_bytes or concurrent_batches, or set max_run_pixels"
+        )
+    run_bytes = run_pixels * ort_bytes_per_pixel * concurrent_batches
+    rest = work - run_bytes
+    decode = int(rest * DECODE_SHARE / (1 - RUN_SHARE))
+    small_total = SMALL_DECODE * decode_threads
+    if rest <= 0 or decode <= small_total:
+        raise ValueError(
+            f"memory_budget_mb={budget_mb} is too small: ORT runs take {run_bytes // MiB} MB of the "
+            f"{work // MiB} MB left after the runtime and the store, leaving too little for decoding"
+        )
+    return MemoryPlan(
+        budget=budget,
+        reserve=RUNTIME_RESERVE,
+        models=model_bytes,
+        store=store_bytes,
+        run_pixels=run_pixels,
+        run_bytes=run_bytes,
+        small_decode=SMALL_DECODE,
+        large_decode=decode - small_total,
+        render=rest - decode,
+    )
+
+
+def return_large_frees_to_the_os(threshold: int = 4 * MiB) -> bool:
+    """Allocations of `threshold` bytes or more get their own mapping, unmapped when freed.
+
+    glibc raises its mmap threshold as large blocks are freed (up to 32 MB), after which image
+    buffers come from heap arenas that are rarely trimmed: a burst of large decodes left RSS
+    ~200 MB above baseline. A fixed threshold (mallopt M_MMAP_THRESHOLD) returns that memory the
+    moment it is freed; smaller allocations, the whole 32x32 path included, are unaffected.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return False
+
+
+def plan_for(settings: Settings, native_size: int = 32) -> MemoryPlan:
+    """The plan for these settings (the native size comes from the model; 32 until it loads)."""
+    return plan_memory(
+        budget_mb=settings.memory_budget_mb,
+        store_bytes=settings.store_max_bytes if settings.result_store == "memory" else STORE_WRITE_BACKLOG,
+        max_resolution=settings.max_resolution,
+        native_size=native_size,
+        max_batch_size=settings.max_batch_size,
+        concurrent_batches=settings.concurrent_batches,
+        decode_threads=settings.decode_threads,
+        ort_bytes_per_pixel=settings.ort_bytes_per_pixel,
+        run_pixels=settings.max_run_pixels,
+        model_bytes=settings.model_memory_mb * MiB,
+    )
+
+
+def model_cost(file_bytes: int, max_batch_size: int) -> int:
+    """Bytes one loaded version will hold, estimated from its artifact's size before loading it."""
+    scale = max(1.0, max_batch_size / MODEL_COST_BATCH)
+    return MODEL_FIXED + int(file_bytes * MODEL_BYTES_PER_FILE_BYTE * scale)
+
+
+def decode_cost(data: bytes, size: int, max_pixels: int) -> int:
+    """Peak bytes decoding `data` to `size` will hold, from the header alone (no pixel decoded).
+
+    Raises what app/core/decode.open_image raises for a bad or oversized header (or a JPEG with too
+    many scans). An 8-bit RGB PNG is priced from its IHDR chunk without Pillow (the common case,
+    ~0.1 us instead of ~17 us).
+    """
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 26:
+        width, height, depth, color = struct.unpack(">IIBB", data[16:26])
+        if color == 2 and depth == 8 and 0 < width * height <= max_pixels:  # no alpha, no palette
+            return DECODE_FIXED + width * height * LIGHT_BYTES_PER_PIXEL
+    img = open_image(data, max_pixels)
+    try:
+        width, height = img.size
+        if img.format == "WEBP":
+            alpha = img.mode != "RGB"
+            return DECODE_FIXED + width * height * (
+                WEBP_ALPHA_BYTES_PER_PIXEL if alpha else WEBP_BYTES_PER_PIXEL
+            )
+        held = DECODE_FIXED
+        if img.format == "JPEG":
+            if img.info.get("progressive") or jpeg_first_scan(data)[1]:
+                held += jpeg_coefficient_bytes(width, height, img.layer)
+            # Pillow's draft: libjpeg decodes at 1/2, 1/4 or 1/8 scale
+            need = math.ceil(REDUCING_GAP * size)
+            scale = min(width // need, height // need)
+            factor = next((f for f in (8, 4, 2) if scale >= f), 1)
+            width, height = math.ceil(width / factor), math.ceil(height / factor)
+        return held + width * height * _bytes_per_pixel(img)
+    finally:
+        img.close()
+
+
+def jpeg_coefficient_bytes(width: int, height: int, layers: list[tuple[str, int, int, int]]) -> int:
+    """The DCT coefficients libjpeg keeps for a whole progressive or multi-scan image: one
+    64 x int16 block per 8x8 samples of each component, padded to whole MCUs. `layers` is
+    Pillow's (id, h, v, table) per component from the SOF header."""
+    h_max = max((h for _, h, _, _ in layers), default=1) or 1
+    v_max = max((v for _, _, v, _ in layers), default=1) or 1
+    mcus_x, mcus_y = math.ceil(width / (8 * h_max)), math.ceil(height / (8 * v_max))
+    blocks = sum(mcus_x * max(h, 1) * mcus_y * max(v, 1) for _, h, v, _ in layers)
+    return blocks * JPEG_COEFFICIENT_BYTES
+
+
+def _bytes_per_pixel(img: Image.Image) -> int:
+    transparent = "transparency" in img.info
+    if img.mode in _WIDE_MODES:
+        return WIDE_BYTES_PER_PIXEL
+    if img.mode in _HEAVY_MODES or (transparent and img.mode in ("P", "L")):
+        return HEAVY_BYTES_PER_PIXEL
+    return LIGHT_BYTES_PER_PIXEL if img.mode in _LIGHT_MODES else OTHER_BYTES_PER_PIXEL
+
+
+def render_cost(side: int, *, overlay: bool, cells: int = 1) -> int:
+    """Peak bytes rendering maps of `side` px: one map, or a grid of `cells` on one canvas."""
+    per_pixel = RENDER_OVERLAY_BYTES if overlay else RENDER_PLAIN_BYTES
+    canvas = cells * side * side * 5 // 4 * GRID_CANVAS_BYTES if cells > 1 else 0  # + captions, padding
+    return RENDER_FIXED + side * side * per_pixel + canvas

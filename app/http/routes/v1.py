@@ -1,0 +1,214 @@
+"""POST /v1/classify and /v1/classify/batch (the default model), and the same for any loaded
+model and version: /v1/models/{name}[/versions/{version}]/classify[/batch]."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from app.core.errors import NinServeError
+from app.core.pipeline import classify, classify_batch
+from app.core.serving import ServingState
+from app.http.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, naming_file, read_image, read_images
+from app.http.deps import (
+    MapsMode,
+    ModelName,
+    ModelVersion,
+    Resolution,
+    ServingDep,
+    TopK,
+    json_response,
+    problems,
+    reject_unknown_query,
+)
+from app.http.problems import error_problem, note_model
+from app.http.schemas import BatchResponse, ClassifyResponse
+from app.repository.served import Served
+
+router = APIRouter(prefix="/v1", tags=["classify"], dependencies=[Depends(reject_unknown_query)])
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=problems(400, 413, 415, 422, 503),
+    openapi_extra={"requestBody": UPLOAD_DOC},
+    summary="Classify one image: class scores and per-class confidence maps",
+)
+async def classify_one(
+    request: Request, rt: ServingDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
+) -> Response:
+    # Plain queries are answered by api/fast_classify.py, which runs the same function.
+    return await classify_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
+
+
+@router.post(
+    "/models/{model_name}/classify",
+    response_model=ClassifyResponse,
+    responses=problems(400, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": UPLOAD_DOC},
+    summary="Classify one image with a named model (its highest loaded version)",
+)
+async def classify_with(
+    request: Request,
+    rt: ServingDep,
+    model_name: ModelName,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
+) -> Response:
+    return await classify_response(
+        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
+    )
+
+
+@router.post(
+    "/models/{model_name}/versions/{model_version}/classify",
+    response_model=ClassifyResponse,
+    responses=problems(400, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": UPLOAD_DOC},
+    summary="Classify one image with one version of a named model",
+)
+async def classify_with_version(
+    request: Request,
+    rt: ServingDep,
+    model_name: ModelName,
+    model_version: ModelVersion,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
+) -> Response:
+    return await classify_response(
+        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
+    )
+
+
+async def classify_response(
+    request: Request,
+    rt: ServingState,
+    *,
+    top_k: int,
+    maps: str,
+    resolution: int | None,
+    model: tuple[str | None, str | None] = (None, None),
+) -> Response:
+    rt.model(*model)  # 404 or 503 before reading a large body we could not use
+    filename, data = await read_image(request)
+    # Looked up again: a version swapped out while the body arrived is not the one to hold.
+    with rt.model(*model).use() as served:
+        note_model(request.scope, served.name, served.version)
+        try:
+            out = await classify(
+                rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution, model=served
+            )
+        except NinServeError as exc:
+            raise naming_file(exc, filename) from None
+    # Built only where it will be sent: the security-header middleware drops it otherwise.
+    timing = {"Server-Timing": out.timings.header()} if rt.settings.send_server_timing else None
+    return json_response(out.body, headers=timing)
+
+
+@router.post(
+    "/classify/batch",
+    response_model=BatchResponse,
+    responses=problems(400, 413, 415, 422, 503),
+    openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
+    summary="Classify several images; each item succeeds or fails on its own",
+)
+async def classify_many(
+    request: Request, rt: ServingDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
+) -> Response:
+    return await classify_many_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
+
+
+@router.post(
+    "/models/{model_name}/classify/batch",
+    response_model=BatchResponse,
+    responses=problems(400, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
+    summary="Classify several images with a named model (its highest loaded version)",
+)
+async def classify_many_with(
+    request: Request,
+    rt: ServingDep,
+    model_name: ModelName,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
+) -> Response:
+    return await classify_many_response(
+        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
+    )
+
+
+@router.post(
+    "/models/{model_name}/versions/{model_version}/classify/batch",
+    response_model=BatchResponse,
+    responses=problems(400, 404, 413, 415, 422, 503),
+    openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
+    summary="Classify several images with one version of a named model",
+)
+async def classify_many_with_version(
+    request: Request,
+    rt: ServingDep,
+    model_name: ModelName,
+    model_version: ModelVersion,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
+) -> Response:
+    return await classify_many_response(
+        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
+    )
+
+
+async def classify_many_response(
+    request: Request,
+    rt: ServingState,
+    *,
+    top_k: int,
+    maps: str,
+    resolution: int | None,
+    model: tuple[str | None, str | None] = (None, None),
+) -> Response:
+    started = time.perf_counter()
+    deadline = time.monotonic() + rt.settings.request_timeout_s
+    rt.model(*model)  # 404 or 503 before reading a large body we could not use
+    items = await read_images(request, rt.settings.max_request_images)
+    with rt.model(*model).use() as served:
+        note_model(request.scope, served.name, served.version)
+        return await _classify_items(rt, served, items, started, deadline, top_k, maps, resolution)
+
+
+async def _classify_items(
+    rt: ServingState,
+    served: Served,
+    items: list[tuple[str | None, bytes | Exception]],
+    started: float,
+    deadline: float,
+    top_k: int,
+    maps: str,
+    resolution: int | None,
+) -> Response:
+    # The whole batch is priced from its headers and admitted at once, before any decode: an
+    # item that can never fit gets its own 413, and a server without room refuses the request.
+    images = [data for _, data in items]
+    inline = maps == "inline"
+    outcomes = await classify_batch(
+        rt, images, top_k=top_k, inline_maps=inline, resolution=resolution, deadline=deadline, model=served
+    )
+    results: list[dict[str, Any]] = []
+    for index, ((filename, _), out) in enumerate(zip(items, outcomes, strict=True)):
+        entry: dict[str, Any] = {"index": index, "filename": filename}
+        if isinstance(out, NinServeError):
+            named = naming_file(out, filename)
+            results.append(entry | {"status": named.status, "error": error_problem(named)})
+        else:
+            results.append(entry | {"status": 200, "result": out.payload})
+    body = orjson.dumps({"results": results}, option=orjson.OPT_SERIALIZE_NUMPY)
+    total = (time.perf_counter() - started) * 1000.0
+    return json_response(body, headers={"Server-Timing": f"total;dur={total:.3f}"})
