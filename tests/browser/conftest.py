@@ -36,8 +36,11 @@ PHONE = {"width": 390, "height": 844}
 MAX_IMAGE_PIXELS = 500_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
+    """One chromium for the browser tests, stopped after them: Playwright's sync API keeps an
+    event loop running in this thread while it is open, which would break every later test
+    that calls asyncio.run()."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
