@@ -73,6 +73,7 @@ class Registry:
         self.started = False  # the first load has been tried
         # Called with each new version's engine and its not yet started batcher (app/http/metrics.py).
         self.on_load: list[Callable[[Engine, Batcher], None]] = []
+        # Called with each version that stops serving for good (not one replaced in place).
         self.on_unload: list[Callable[[Served], None]] = []
 
     # --- the request path ---------------------------------------------------------------
@@ -332,6 +333,8 @@ class Registry:
     async def _retire(self, served: Served) -> None:
         await served.retire(self.settings.request_timeout_s + 5.0)
         self._used -= served.memory
+        if served.version in self._versions.get(served.name, {}):
+            return  # replaced in place: its successor serves (and counts) under the same version
         for hook in self.on_unload:
             hook(served)
 

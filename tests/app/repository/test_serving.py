@@ -178,6 +178,18 @@ def test_a_broken_version_leaves_the_old_one_serving_with_the_reason_in_the_inde
         assert "config.json has 10 labels but the artifact has 3 classes" in states[("pets", "3")]["reason"]
 
 
+def test_a_version_replaced_in_place_keeps_its_metrics(tmp_path: Path, serve) -> None:
+    root = tmp_path / "models"
+    put_version(root, "pets", 1, seed=1)
+    with serve(root) as url, httpx.Client(base_url=url, timeout=30) as client:
+        before = classify(client, "/v1/models/pets/classify").json()["scores"]
+        put_version(root, "pets", 1, seed=2)  # new files under the same version number
+        assert client.post("/v2/repository/models/pets/load").status_code == 200
+        assert classify(client, "/v1/models/pets/classify").json()["scores"] != before
+        # Retiring the old files must not drop the series the new ones count in.
+        assert 'nv_inference_count_total{model="pets",version="1"} 2.0' in client.get("/metrics").text
+
+
 def test_a_load_the_model_memory_cannot_hold_is_refused_and_unloading_returns_it(
     repository: Path, serve
 ) -> None:
