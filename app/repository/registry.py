@@ -50,10 +50,6 @@ class IndexEntry:
     reason: str = ""
 
 
-class ModelLoadRefused(NotReady):
-    """A load that cannot happen now (memory): 503, and the reason."""
-
-
 class Registry:
     def __init__(self, settings: Settings, plan: MemoryPlan, scanner: Scanner, default_name: str) -> None:
         self.settings = settings
