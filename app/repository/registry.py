@@ -187,7 +187,6 @@ class Registry:
             await asyncio.gather(*(self._retire(served) for served in versions.values()))
             for served in versions.values():
                 self._set(name, served.version, "UNAVAILABLE", "unloaded")
-                self._fingerprints.pop((name, served.version), None)
             logger.info("unloaded model %s (versions %s)", name, ", ".join(versions))
         return [e for e in self.index() if e.name == name]
 
@@ -198,9 +197,15 @@ class Registry:
         for _, source in sorted(scan.models.items()):
             if self._changed(source):
                 await self._load_model(source)
-        for name in sorted(set(self._versions) - set(scan.models)):
+        # A folder skipped this pass (a config.json being edited) keeps what it serves.
+        present = set(scan.models) | {skipped.model for skipped in scan.skipped}
+        for name in sorted(set(self._versions) - present):
             logger.info("model %s left the repository: unloading it", name)
             await self.unload(name)
+        # A model gone from the repository loads again if it comes back, even with the same files;
+        # one unloaded over the API keeps its marks, so polling does not undo that until they change.
+        for key in [key for key in self._fingerprints if key[0] not in present]:
+            del self._fingerprints[key]
 
     def _changed(self, source: ModelSource) -> bool:
         """New or replaced files among the selected versions, or loaded versions no longer selected.

@@ -220,6 +220,37 @@ def test_polling_loads_new_versions_and_unloads_removed_models(repository: Path,
         assert "model 'cars' is not loaded" in client.get("/readyz").json()["detail"]
 
 
+def test_polling_does_not_undo_an_unload_but_loads_the_model_again_when_it_comes_back(
+    repository: Path, serve, tmp_path: Path
+) -> None:
+    with serve(repository, repository_poll_s=0.05) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.post("/v2/repository/models/pets/unload").status_code == 200
+        time.sleep(0.5)  # ten passes over unchanged files
+        assert client.get("/v2/models/pets/ready").status_code == 404
+        assert client.post("/v2/repository/models/pets/load").status_code == 200
+        # A folder moved out and back (same files, same mtimes) serves again.
+        shutil.move(repository / "pets", tmp_path / "pets-away")
+        deadline = time.monotonic() + 20
+        while client.get("/v2/models/pets/ready").status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        shutil.move(tmp_path / "pets-away", repository / "pets")
+        while client.get("/v2/models/pets/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.post("/v2/repository/index").json()
+            time.sleep(0.05)
+
+
+def test_polling_keeps_a_model_serving_while_its_config_json_is_broken(repository: Path, serve) -> None:
+    with serve(repository, repository_poll_s=0.05) as url, httpx.Client(base_url=url, timeout=30) as client:
+        (repository / "pets" / "config.json").write_text('{"version_policy": {"all": {}}')  # mid-edit
+        deadline = time.monotonic() + 20
+        while not any("not JSON" in e.get("reason", "") for e in client.post("/v2/repository/index").json()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert client.get("/v2/models/pets").json()["versions"] == ["1", "2"]
+
+
 def test_a_hot_swap_under_load_drops_nothing_and_every_answer_is_one_whole_version(
     tmp_path: Path, serve
 ) -> None:
