@@ -71,7 +71,7 @@ class ModelNotFound(NinServeError):  # a model name or version this server does 
     status, slug = 404, "model-not-found"
 
 
-class ModelLoadFailed(NinServeError):  # a repository load request none of whose versions loaded
+class ModelLoadFailed(NinServeError):  # a repository load request with a version that failed to load
     status, slug = 400, "load-failed"
 
 

@@ -121,8 +121,13 @@ def _scan_model(folder: Path, skipped: list[Skipped]) -> ModelSource | None:
     except (OSError, ValueError) as exc:
         skipped.append(Skipped(name, None, f"{CONFIG_FILE}: {exc}"))
         return None
+    try:  # unreadable, or removed since the repository was listed (a poll racing a deploy)
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        skipped.append(Skipped(name, None, f"cannot read the folder: {exc.strerror or exc}"))
+        return None
     versions: dict[int, VersionSource] = {}
-    for entry in sorted(folder.iterdir()):
+    for entry in entries:
         if not entry.is_dir():
             continue
         if not VERSION.fullmatch(entry.name):
@@ -130,7 +135,7 @@ def _scan_model(folder: Path, skipped: list[Skipped]) -> ModelSource | None:
             continue
         files = {p: entry / f for p, f in MODEL_FILES.items() if (entry / f).is_file()}
         if not files:
-            found = ", ".join(sorted(p.name for p in entry.iterdir())[:4]) or "nothing"
+            found = ", ".join(sorted(p.name for p in _listing(entry))[:4]) or "nothing"
             skipped.append(
                 Skipped(name, entry.name, f"no {' or '.join(MODEL_FILES.values())} (found {found})")
             )
@@ -145,6 +150,13 @@ def _scan_model(folder: Path, skipped: list[Skipped]) -> ModelSource | None:
         skipped.append(Skipped(name, None, why))
         return None
     return model
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def _read_config(path: Path, name: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Load one model version: ONNX Runtime session, the NiN contract check, warm-up, its batcher.
 
-    served = await load_version(model, version, settings, run_slots=slots, cost=bytes)
+    served = await load_version(model, version, settings, precision="int8", run_pixels=n,
+                                run_gate=gate, cost=bytes)
 
 The session is created and warmed up in a thread, beside whatever is serving: nothing is
 swapped until this returns. Besides the checks the engine makes on every artifact (one `image`
@@ -69,10 +70,6 @@ def open_engine(model: ModelSource, version: VersionSource, settings: Settings, 
     return engine
 
 
-def precision_of(engine: Engine) -> str:
-    return engine.info.metadata.get("precision", "fp32")
-
-
 async def load_version(
     model: ModelSource,
     version: VersionSource,
@@ -102,4 +99,4 @@ async def load_version(
         max_pixels=run_pixels,
         default_timeout_s=settings.request_timeout_s,
     )
-    return Served(engine, batcher, precision_of(engine), cost)
+    return Served(engine, batcher, precision, cost)

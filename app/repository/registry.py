@@ -50,10 +50,6 @@ class IndexEntry:
     reason: str = ""
 
 
-class ModelLoadRefused(NotReady):
-    """A load that cannot happen now (memory): 503, and the reason."""
-
-
 class Registry:
     def __init__(self, settings: Settings, plan: MemoryPlan, scanner: Scanner, default_name: str) -> None:
         self.settings = settings
@@ -73,6 +69,7 @@ class Registry:
         self.started = False  # the first load has been tried
         # Called with each new version's engine and its not yet started batcher (app/http/metrics.py).
         self.on_load: list[Callable[[Engine, Batcher], None]] = []
+        # Called with each version that stops serving for good (not one replaced in place).
         self.on_unload: list[Callable[[Served], None]] = []
 
     # --- the request path ---------------------------------------------------------------
@@ -190,7 +187,6 @@ class Registry:
             await asyncio.gather(*(self._retire(served) for served in versions.values()))
             for served in versions.values():
                 self._set(name, served.version, "UNAVAILABLE", "unloaded")
-                self._fingerprints.pop((name, served.version), None)
             logger.info("unloaded model %s (versions %s)", name, ", ".join(versions))
         return [e for e in self.index() if e.name == name]
 
@@ -201,9 +197,15 @@ class Registry:
         for _, source in sorted(scan.models.items()):
             if self._changed(source):
                 await self._load_model(source)
-        for name in sorted(set(self._versions) - set(scan.models)):
+        # A folder skipped this pass (a config.json being edited) keeps what it serves.
+        present = set(scan.models) | {skipped.model for skipped in scan.skipped}
+        for name in sorted(set(self._versions) - present):
             logger.info("model %s left the repository: unloading it", name)
             await self.unload(name)
+        # A model gone from the repository loads again if it comes back, even with the same files;
+        # one unloaded over the API keeps its marks, so polling does not undo that until they change.
+        for key in [key for key in self._fingerprints if key[0] not in present]:
+            del self._fingerprints[key]
 
     def _changed(self, source: ModelSource) -> bool:
         """New or replaced files among the selected versions, or loaded versions no longer selected.
@@ -332,6 +334,8 @@ class Registry:
     async def _retire(self, served: Served) -> None:
         await served.retire(self.settings.request_timeout_s + 5.0)
         self._used -= served.memory
+        if served.version in self._versions.get(served.name, {}):
+            return  # replaced in place: its successor serves (and counts) under the same version
         for hook in self.on_unload:
             hook(served)
 

@@ -107,3 +107,22 @@ def test_names_that_cannot_be_a_path_segment_or_label_are_refused(name: str) -> 
 
 def test_policy_describes_itself() -> None:
     assert VersionPolicy("latest", num_versions=2).describe() == "latest 2"
+
+
+def test_a_model_folder_that_cannot_be_listed_is_skipped_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version(tmp_path, "pets", "1")
+    version(tmp_path, "locked", "1")
+    locked, listing = tmp_path / "locked", Path.iterdir
+
+    def iterdir(self: Path):  # type: ignore[no-untyped-def]
+        if self == locked:  # unreadable, or removed between the repository's listing and its own
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    found = scan(tmp_path)
+    assert list(found.models) == ["pets"]
+    (skipped,) = found.skipped
+    assert skipped.model == "locked" and skipped.reason == "cannot read the folder: Permission denied"
