@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -100,6 +101,13 @@ def encode(pixels: np.ndarray | Image.Image, fmt: str = "PNG", **options) -> byt
 
 def png(seed: int = 0, size: int = 32) -> bytes:
     return encode(pattern(seed, size))
+
+
+def server_env(model: Path, **settings: str) -> dict[str, str]:
+    """The environment for a `ninserve serve` subprocess on `model`: CPU, one ORT thread, and
+    NINSERVE_<NAME> for each keyword (`graceful_shutdown_s="2"`)."""
+    base = {"NINSERVE_MODEL_PATH": str(model), "NINSERVE_DEVICE": "cpu", "NINSERVE_INTRA_OP_THREADS": "1"}
+    return os.environ | base | {f"NINSERVE_{name.upper()}": value for name, value in settings.items()}
 
 
 def free_port() -> int:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +14,7 @@ import httpx
 import pytest
 
 from app.logs import REQUEST_ID, JsonFormatter
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.app.helpers import free_port, server_env
 
 
 def serve_and_log(
@@ -30,12 +23,7 @@ def serve_and_log(
     """Run `ninserve serve` with this log format, send GET /healthz with each header set, stop it
     with SIGTERM; (responses, everything it wrote to stdout and stderr)."""
     port = free_port()
-    env = os.environ | {
-        "NINSERVE_MODEL_PATH": str(tiny_model),
-        "NINSERVE_DEVICE": "cpu",
-        "NINSERVE_INTRA_OP_THREADS": "1",
-        "NINSERVE_PORT": str(port),
-    }
+    env = server_env(tiny_model, port=str(port))
     env.pop("NINSERVE_LOG_FORMAT", None)
     if log_format is not None:
         env["NINSERVE_LOG_FORMAT"] = log_format

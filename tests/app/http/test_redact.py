@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from app.http.redact import REDACTED, RedactSecrets, redact
-from tests.app.helpers import free_port
+from tests.app.helpers import free_port, server_env
 
 SECRET = "s3cr3t-0123456789abcdef"
 
@@ -52,13 +51,7 @@ def test_a_key_in_the_query_string_is_not_written_to_the_access_log(
 ) -> None:
     """Before: `GET /v1/models?api_key=<key>` was logged with the key by uvicorn's access log."""
     port = free_port()
-    env = os.environ | {
-        "NINSERVE_MODEL_PATH": str(tiny_model),
-        "NINSERVE_DEVICE": "cpu",
-        "NINSERVE_INTRA_OP_THREADS": "1",
-        "NINSERVE_API_KEYS": SECRET,
-        "NINSERVE_LOG_FORMAT": log_format,
-    }
+    env = server_env(tiny_model, api_keys=SECRET, log_format=log_format)
     log_path = tmp_path / "server.log"
     cmd = [sys.executable, "-m", "app.cli.main", "serve", "--port", str(port), "--log-level", "info"]
     with log_path.open("wb") as log_file:

@@ -4,7 +4,6 @@ Retry-After. Checked on the middleware alone, and on a real `ninserve serve` pro
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import socket
@@ -20,7 +19,7 @@ import orjson
 import pytest
 
 from app.http.middleware.shutdown import ShutdownGuardMiddleware
-from tests.app.helpers import free_port, png
+from tests.app.helpers import free_port, png, server_env
 
 
 async def _cut_off(path: str, *, started: bool = False) -> list[dict]:
@@ -83,13 +82,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_in_time(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = os.environ | {
-        "NINSERVE_MODEL_PATH": str(tiny_model),
-        "NINSERVE_DEVICE": "cpu",
-        "NINSERVE_INTRA_OP_THREADS": "1",
-        "NINSERVE_GRACEFUL_SHUTDOWN_S": str(GRACE_S),
-        "NINSERVE_LOG_LEVEL": "warning",
-    }
+    env = server_env(tiny_model, graceful_shutdown_s=str(GRACE_S), log_level="warning")
     cmd = [sys.executable, "-m", "app.cli.main", "serve", "--port", str(port)]
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log_file:
@@ -175,13 +168,7 @@ def test_sigterm_closes_idle_keep_alive_connections_without_resets(tiny_model: P
     closed while idle could have the next request already in flight, and the client got a reset
     (2 at c=64 in issue 22). Each request on an open connection is answered, or not sent."""
     port = free_port()
-    env = os.environ | {
-        "NINSERVE_MODEL_PATH": str(tiny_model),
-        "NINSERVE_DEVICE": "cpu",
-        "NINSERVE_INTRA_OP_THREADS": "1",
-        "NINSERVE_GRACEFUL_SHUTDOWN_S": str(GRACE_S),
-        "NINSERVE_LOG_LEVEL": "warning",
-    }
+    env = server_env(tiny_model, graceful_shutdown_s=str(GRACE_S), log_level="warning")
     cmd = [sys.executable, "-m", "app.cli.main", "serve", "--port", str(port)]
     with (tmp_path / "server.log").open("wb") as log_file:
         server = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
