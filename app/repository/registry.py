@@ -314,8 +314,11 @@ class Registry:
             for hook in self.on_load:
                 hook(served.engine, served.batcher)
             await served.batcher.start()
-        except Exception as exc:
+        except BaseException as exc:
             self._used -= cost
+            if not isinstance(exc, Exception):  # cancelled (the server is stopping): tried again later
+                self._set(name, label, "UNAVAILABLE", "the load was cancelled")
+                raise
             self._fail(name, version, label, f"{type(exc).__name__}: {exc}")
             return None
         if served.version != label:  # one-file repositories: the artifact names the version
