@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     # Idle time between requests on a kept-alive connection (uvicorn's default). Behind a proxy
     # that reuses connections, set it above the proxy's own idle timeout.
     keep_alive_timeout_s: float = Field(5.0, gt=0, le=600)
-    # Open connections per process; beyond it a new connection gets 503 and is closed at once.
+    # Open connections per process; beyond it a new connection closes the oldest idle one (between
+    # requests, or silent since it connected), or when none is idle gets 503 and is closed at once.
     # Each idle connection costs ~10 KB, but each one can also hold a request body being read:
     # 1000 covers the 512-client load tests with room, under the usual 1024 file-descriptor limit.
     max_connections: int = Field(1000, ge=1)

@@ -16,6 +16,8 @@ Phases (docs/reliability.md has the targets and the numbers):
   idle      1,000 keep-alive connections (the default connection cap) that each send a GET
             /healthz every 3 s and idle in between, while a new client (a fresh connection per
             request) sends a 32x32 PNG every 50 ms: the new clients' statuses and latency
+  silent    the same, but the 1,000 connections never send a byte: each one closed by the
+            server connects again 0.2 s later
   formats   4 clients post, in turn, a 6300x6300 lossless WebP, a progressive CMYK JPEG and a
             progressive 4:4:4 JPEG of that size (decoders that hold far more than an RGB image)
             beside the probe: peak RSS, their statuses, the probe's p50/p99
@@ -459,6 +461,44 @@ async def phase_idle(
     }
 
 
+async def phase_silent(server: Server, seconds: float, crowd: int = 1000) -> dict[str, object]:
+    """`crowd` connections that connect and never send a byte hold the connection cap; one the
+    server closes (or refuses) connects again 0.2 s later. New clients arrive meanwhile: do
+    they get in, and how fast? Without a place to take, each silent one would hold its place
+    for header_timeout_s."""
+    stop = time.perf_counter() + seconds + 1.5
+    closed = 0
+
+    async def holder(i: int) -> None:
+        nonlocal closed
+        await asyncio.sleep(i * 0.001)  # open the crowd over ~1 s
+        while (left := stop - time.perf_counter()) > 0:
+            try:
+                reader, writer = await asyncio.open_connection(HOST, server.port)
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                await asyncio.wait_for(reader.read(), left)  # to the server's end of stream
+                closed += 1
+            except (TimeoutError, OSError):
+                pass
+            finally:
+                writer.close()
+            await asyncio.sleep(0.2)
+
+    crowd_task = asyncio.ensure_future(asyncio.gather(*(holder(i) for i in range(crowd))))
+    await asyncio.sleep(1.5)  # the crowd is connected and silent
+    probed = await probe(server.port, seconds, fresh=True)
+    await crowd_task
+    return {
+        "crowd": crowd,
+        "new_clients_32x32": latency_summary(probed),
+        "silent_connections_closed_by_the_server": closed,
+        "rss_peak_mb": round(server.peak_mb),
+    }
+
+
 async def phase_crowd(
     server: Server, seconds: float, clients: int, requests: list[tuple[str, str, bytes, str]], label: str
 ) -> dict[str, object]:
@@ -493,6 +533,8 @@ async def run_phases(
             results[phase] = await phase_overload(server, seconds, 64, 8)
         elif phase == "idle":
             results[phase] = await phase_idle(server, seconds)
+        elif phase == "silent":
+            results[phase] = await phase_silent(server, seconds)
         elif phase == "formats":
             bombs = [("POST", "/v1/classify", data, ctype) for ctype, data in format_bombs()]
             results[phase] = await phase_crowd(server, seconds, 4, bombs, "format_bombs")

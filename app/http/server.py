@@ -11,9 +11,11 @@ protocol with what it lacks:
 - body deadline: the whole body within body_timeout_s of the end of the headers, else close;
 - header limits: max_header_bytes for the request line and headers, max_headers lines: 431;
 - connection cap: at max_connections a new connection first takes the place of the oldest idle
-  keep-alive connection (closed as the keep-alive timeout would close it, but with a FIN first);
-  only when none is idle does it get 503 and is closed at once. A connection with a request in
-  progress is never closed for another;
+  one: a keep-alive connection between requests, or one that has not sent a byte since it
+  connected (nginx drains both kinds too), closed as the keep-alive or header timeout would close
+  it, but with a FIN first; only when none is idle does it get 503 and is closed at once. So
+  connections opened and left silent hold the cap only until newcomers need their places, not
+  for header_timeout_s each. A connection with a request in progress is never closed for another;
 - Upgrade: no other protocol is served (no websockets, no h2c), so `Connection: Upgrade` is
   ignored as RFC 9110 7.8 allows: the request, body included, is served as HTTP/1.1. httptools
   stops at the end of the headers of such a request and uvicorn then dropped its body and parsed
@@ -117,8 +119,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._answer_and_close(503, "too many open connections; retry later")
             return
         self._start_headers()  # a connection that never sends a request is closed too
+        self._idle[self] = None  # until its first byte: room for a newcomer at the cap
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._idle.pop(self, None)
         self._disarm()
         if self._drain is not None:
             self._drain.cancel()
@@ -138,7 +142,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._idle.pop(self, None)
 
     def _evict_idle(self) -> bool:
-        """Close the oldest idle keep-alive connection to make room for this one, if there is one."""
+        """Close the oldest idle connection (between requests, or silent since it connected) to
+        make room for this one, if there is one."""
         if not self._idle:
             return False
         oldest = next(iter(self._idle))
@@ -152,6 +157,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         that the client reads an end of stream, not a reset."""
         self._drain = None
         self._unset_keepalive_if_required()
+        self._idle.pop(self, None)
         self.connections.discard(self)  # it no longer counts against the cap
         if self.transport.is_closing():
             return
@@ -171,6 +177,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._lingering:
             return
         self._unset_keepalive_if_required()
+        self._idle.pop(self, None)  # a request is on its way (a first one: keep-alive's is popped above)
         if self._drain is not None:  # shutting down, and a request arrives: it is served
             self._drain.cancel()
             self._drain = None
@@ -333,6 +340,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return f"the request line and headers are over the limit of {self.guard.max_header_bytes} bytes"
 
     def _answer_and_close(self, status: int, message: str) -> None:
+        self._idle.pop(self, None)  # closing already: no place for a newcomer to take
         self._disarm()
         self._reading_headers = False
         if self.transport.is_closing():

@@ -162,20 +162,27 @@ def test_ordinary_requests_keep_their_connection(port: int) -> None:
         assert time.monotonic() - started <= TIMEOUT_S + SLACK_S
 
 
-def test_connections_over_the_cap_get_503_at_once(make_settings) -> None:
-    with guarded_server(make_settings(max_connections=3)) as p:
-        held = [socket.create_connection(("127.0.0.1", p), timeout=10) for _ in range(3)]
+def test_connections_left_silent_at_the_cap_make_room_for_newcomers(make_settings) -> None:
+    """Before, connections that never sent a byte held the cap for header_timeout_s each, and
+    every newcomer got 503 meanwhile. Now the oldest silent one is closed (FIN) for a newcomer."""
+    close = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with guarded_server(make_settings(max_connections=3, header_timeout_s=30.0)) as p:
+        held = []
+        for _ in range(3):
+            held.append(socket.create_connection(("127.0.0.1", p), timeout=10))
+            time.sleep(0.05)  # connected in this order: the oldest goes first
         try:
             time.sleep(0.2)
-            answer = exchange(p, b"")
-            assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer
+            assert exchange(p, close).startswith(b"HTTP/1.1 200 ")
+            assert closed_by_server(held[0])
+            held.append(socket.create_connection(("127.0.0.1", p), timeout=10))  # at the cap again
+            time.sleep(0.2)
+            assert exchange(p, close).startswith(b"HTTP/1.1 200 ")
+            assert closed_by_server(held[1])
+            assert not closed_by_server(held[2]) and not closed_by_server(held[3])
         finally:
             for conn in held:
                 conn.close()
-        time.sleep(0.2)
-        assert exchange(p, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
-            b"HTTP/1.1 200 "
-        )
 
 
 def test_uvicorn_options_carry_every_limit(make_settings) -> None:
