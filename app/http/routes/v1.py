@@ -97,13 +97,21 @@ async def classify_response(
     model: tuple[str | None, str | None] = (None, None),
 ) -> Response:
     rt.model(*model)  # 404 or 503 before reading a large body we could not use
+    # From arrival, as for batches and V2: a slow upload uses up the request's time.
+    deadline = time.monotonic() + rt.settings.request_timeout_s
     filename, data = await read_image(request)
     # Looked up again: a version swapped out while the body arrived is not the one to hold.
     with rt.model(*model).use() as served:
         note_model(request.scope, served.name, served.version)
         try:
             out = await classify(
-                rt, data, top_k=top_k, inline_maps=maps == "inline", resolution=resolution, model=served
+                rt,
+                data,
+                top_k=top_k,
+                inline_maps=maps == "inline",
+                resolution=resolution,
+                deadline=deadline,
+                model=served,
             )
         except NinServeError as exc:
             raise naming_file(exc, filename) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -187,3 +188,27 @@ def test_503_queue_full_and_deadline_with_retry_after(make_settings) -> None:
     assert refused.headers["retry-after"] == "1"
     assert_problem(waiting, 503, "deadline-exceeded")
     assert waiting.headers["retry-after"] == "1"
+
+
+def test_the_deadline_counts_from_arrival_so_a_slow_upload_uses_it_up(make_settings) -> None:
+    """A single-image classify spent its whole request_timeout_s again after its body had come:
+    a client trickling the upload doubled the time it held a place. Now, as for batches and V2, the
+    deadline is set on arrival, and a request whose upload used it up is not decoded at all."""
+    boundary = "deadline-test"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    body = head + png(1) + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+    def trickled() -> Iterator[bytes]:
+        yield body[:40]
+        time.sleep(0.8)  # past the 0.5 s deadline before the rest arrives
+        yield body[40:]
+
+    with live_server(make_settings(request_timeout_s=0.5)) as url, httpx.Client(base_url=url) as client:
+        late = client.post("/v1/classify", content=trickled(), headers=headers)
+        assert "before decoding" in assert_problem(late, 503, "deadline-exceeded")["detail"]
+        assert late.headers["retry-after"] == "1"
+        assert client.post("/v1/classify", content=body, headers=headers).status_code == 200
