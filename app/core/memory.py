@@ -76,6 +76,7 @@ RENDER_FIXED = 2 * MiB
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COMPRESSED_PNG_METADATA = (b"zTXt", b"iTXt", b"iCCP")
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -199,6 +200,27 @@ def model_cost(file_bytes: int, max_batch_size: int) -> int:
     """Bytes one loaded version will hold, estimated from its artifact's size before loading it."""
     scale = max(1.0, max_batch_size / MODEL_COST_BATCH)
     return MODEL_FIXED + int(file_bytes * MODEL_BYTES_PER_FILE_BYTE * scale)
+
+
+def quick_png_size(data: bytes, max_chunks: int = 16) -> tuple[int, int] | None:
+    """Width and height of a PNG whose decode cost is its pixels alone: at most `max_chunks` chunks
+    (Pillow reads each in Python, ~3 us), none of them compressed metadata (zTXt, iTXt, iCCP: up to
+    1 MB inflated each). None for anything else, a PNG cut short included."""
+    if data[:8] != _PNG_SIGNATURE:
+        return None
+    size, pos = None, 8
+    for _ in range(max_chunks):
+        if pos + 8 > len(data):
+            return None
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind in _COMPRESSED_PNG_METADATA:
+            return None
+        if kind == b"IHDR" and length >= 8:
+            size = struct.unpack_from(">II", data, pos + 8)
+        elif kind == b"IEND":
+            return size
+        pos += 12 + length
+    return None
 
 
 def decode_cost(data: bytes, size: int, max_pixels: int) -> int:

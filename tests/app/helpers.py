@@ -6,8 +6,10 @@ import io
 import json
 import os
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +103,11 @@ def encode(pixels: np.ndarray | Image.Image, fmt: str = "PNG", **options) -> byt
 
 def png(seed: int = 0, size: int = 32) -> bytes:
     return encode(pattern(seed, size))
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk with its CRC, to splice into an encoded PNG."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def server_env(model: Path, **settings: str) -> dict[str, str]:

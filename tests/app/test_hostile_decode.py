@@ -35,6 +35,7 @@ from app.http.v2.price import json_cost
 from bench import decode_memory
 from bench.decode_memory import CASES, encode, repeat_last_scan
 from tests.app.core.test_admission import PLAN
+from tests.app.helpers import png_chunk
 
 # Formats whose decoders allocate outside Python or copy more than one RGB image (the issue's
 # three, and the other formats and modes the server accepts), measured at 1000x1000 in one child.
@@ -166,9 +167,7 @@ def test_a_decode_past_its_deadline_stops_at_its_next_scan_and_frees_its_lane() 
 
 def png_with(chunk_type: bytes, body: bytes, *, after_pixels: bool = False) -> bytes:
     png = encode(Image.new("RGB", (8, 8)), "PNG")
-    chunk = (
-        struct.pack(">I", len(body)) + chunk_type + body + struct.pack(">I", zlib.crc32(chunk_type + body))
-    )
+    chunk = png_chunk(chunk_type, body)
     at = png.find(b"IEND") - 4 if after_pixels else png.find(b"IDAT") - 4
     return png[:at] + chunk + png[at:]
 

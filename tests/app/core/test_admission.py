@@ -9,11 +9,11 @@ import time
 import pytest
 
 from app.core import admission as admission_module
-from app.core.admission import Admission, Lane, RefusalPacer, check_deadline
+from app.core.admission import Admission, Lane, RefusalPacer, check_deadline, decodes_inline
 from app.core.errors import DeadlineExceeded, ImageTooLarge, Overloaded, TooManyFiles
 from app.core.memory import MemoryPlan, MiB
 from tests.app.core.test_memory import png_header_only
-from tests.app.helpers import png
+from tests.app.helpers import encode, pattern, png, png_chunk
 
 PLAN = MemoryPlan(
     budget=800 * MiB,
@@ -123,7 +123,9 @@ def test_admission_counts_images_until_the_ticket_is_released() -> None:
     asyncio.run(main())
 
 
-def test_small_decodes_use_the_shared_pool_and_large_ones_their_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_thumbnails_decode_inline_small_images_in_the_shared_pool_and_large_ones_their_lane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pooled: list[int] = []
     decoded: list[int] = []
 
@@ -136,18 +138,38 @@ def test_small_decodes_use_the_shared_pool_and_large_ones_their_lane(monkeypatch
         return fn(*args, **kwargs)
 
     monkeypatch.setattr(admission_module, "decode_image", fake_decode)
-    small, large = png(1), png_header_only(6300, 6300, "1")
+    thumbnail, small, large = png(1), png(1, size=100), png_header_only(6300, 6300, "1")
 
     async def main() -> None:
         admission = make_admission(in_pool)
         options = {"deadline": time.monotonic() + 5, "max_pixels": 40_000_000, "preview_size": 128}
-        assert await admission.decode(small, 32, **options) == "pixels"
-        assert await admission.decode(large, 32, **options) == "pixels"
+        for image in (thumbnail, small, large):
+            assert await admission.decode(image, 32, **options) == "pixels"
+        with pytest.raises(DeadlineExceeded):  # inline or not, a late request is not decoded
+            await admission.decode(thumbnail, 32, **options | {"deadline": time.monotonic() - 1})
         admission.shutdown()
 
     asyncio.run(main())
     assert pooled == [len(small)]
-    assert decoded == [len(small), len(large)]
+    assert decoded == [len(thumbnail), len(small), len(large)]
+
+
+def test_only_png_thumbnails_with_a_few_plain_chunks_decode_inline() -> None:
+    """What decodes on the event loop must be cheap whatever its bytes say: at most 64x64
+    pixels, 32 KB and 16 chunks (Pillow walks chunks in Python), no compressed metadata."""
+    thumbnail = png(1)
+    ihdr_end = 8 + 12 + 13
+    assert decodes_inline(thumbnail) and decodes_inline(png(1, size=64))
+    assert not decodes_inline(png(1, size=65))
+    assert not decodes_inline(encode(pattern(1, 32), "JPEG"))  # 32 KB of JPEG can be 1024x1024
+    assert not decodes_inline(thumbnail[:-12])  # no IEND: cut short
+    for kind in (b"zTXt", b"iTXt", b"iCCP", b"tEXt"):
+        with_chunk = thumbnail[:ihdr_end] + png_chunk(kind, b"k\0" + b"x" * 100) + thumbnail[ihdr_end:]
+        assert decodes_inline(with_chunk) == (kind == b"tEXt")
+    many = thumbnail[:ihdr_end] + png_chunk(b"abCd", b"") * 20 + thumbnail[ihdr_end:]
+    assert not decodes_inline(many)
+    padded = thumbnail[:ihdr_end] + png_chunk(b"tEXt", b"k\0" + b"x" * 33_000) + thumbnail[ihdr_end:]
+    assert not decodes_inline(padded)
 
 
 def test_what_can_never_fit_is_refused_413_and_a_busy_large_lane_503_without_decoding(

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps, PngImagePlugin
 
 from app.core.decode import BACKGROUND, decode_image, decode_rgb, preview_pixels, strip_jpeg_metadata
 from app.core.errors import EmptyImage, ImageTooLarge, InvalidImage, UnsupportedMediaType
-from tests.app.helpers import encode, pattern
+from tests.app.helpers import encode, pattern, png_chunk
 
 LIMIT = 40_000_000
 
@@ -237,19 +237,12 @@ def test_decode_rgb_is_the_training_entry_point() -> None:
     np.testing.assert_array_equal(decode_rgb(data, 32), decode(data))
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def bomb_png(width: int, height: int) -> bytes:
     """A header that claims width x height, with a few bytes of data: rejected before decoding."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
     )
 
 
