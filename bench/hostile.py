@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -449,16 +450,22 @@ async def phase_idle(
             await asyncio.sleep(every_s if status == 200 else 0.2)  # refused: take the place back
         await conn.close()
 
-    crowd_task = asyncio.ensure_future(asyncio.gather(*(holder(i) for i in range(crowd))))
-    await asyncio.sleep(1.5)  # the crowd is connected and idle
-    probed = await probe(server.port, seconds, fresh=True)
-    await crowd_task
+    probed = await probe_beside(server, seconds, [holder(i) for i in range(crowd)])
     return {
         "crowd": crowd,
         "new_clients_32x32": latency_summary(probed),
         "crowd_requests": dict(sorted(tally.items())),  # 0: the connection was closed under it
         "rss_peak_mb": round(server.peak_mb),
     }
+
+
+async def probe_beside(server: Server, seconds: float, crowd: list[Awaitable[None]]) -> list[Outcome]:
+    """Run the crowd; once it has connected (1.5 s), new clients probe for `seconds`."""
+    crowd_task = asyncio.ensure_future(asyncio.gather(*crowd))
+    await asyncio.sleep(1.5)
+    probed = await probe(server.port, seconds, fresh=True)
+    await crowd_task
+    return probed
 
 
 async def phase_silent(server: Server, seconds: float, crowd: int = 1000) -> dict[str, object]:
@@ -487,10 +494,7 @@ async def phase_silent(server: Server, seconds: float, crowd: int = 1000) -> dic
                 writer.close()
             await asyncio.sleep(0.2)
 
-    crowd_task = asyncio.ensure_future(asyncio.gather(*(holder(i) for i in range(crowd))))
-    await asyncio.sleep(1.5)  # the crowd is connected and silent
-    probed = await probe(server.port, seconds, fresh=True)
-    await crowd_task
+    probed = await probe_beside(server, seconds, [holder(i) for i in range(crowd)])
     return {
         "crowd": crowd,
         "new_clients_32x32": latency_summary(probed),
