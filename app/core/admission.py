@@ -34,7 +34,7 @@ from app.core.decode import DecodedImage, decode_image
 from app.core.errors import DeadlineExceeded, ImageTooLarge, Overloaded, PayloadTooLarge, TooManyFiles
 from app.core.memory import MemoryPlan, MiB, decode_cost, quick_png_size
 
-# A PNG thumbnail (at most 64x64 pixels in at most 32 KB and a few chunks) decodes in 40-220 us,
+# A PNG thumbnail (at most 64x64 pixels in at most 32 KB and a few chunks) decodes in 40-330 us,
 # about what a hand-off to the pool and back costs (~55 us of CPU and a thread wake-up): it is
 # decoded on the event loop. Not other formats: a 32 KB JPEG can be 1024x1024 and take 2 ms.
 INLINE_DECODE_PIXELS = 64 * 64
