@@ -53,10 +53,6 @@ if [ ${#need_pip[@]} -gt 0 ]; then
     "$PY" -m pip install --require-hashes -r "$ROOT/requirements/ci.txt"
 fi
 
-# uv at the version `make lock` uses, so tests/deploy/test_lock.py regenerates every lock from its
-# recorded cutoff and compares byte for byte (it skips where the index cannot be reached).
-"$PY" -c 'import uv' 2>/dev/null || "$PY" -m pip install --require-hashes -r "$ROOT/requirements/uv.txt"
-
 # The Prometheus Operator's CRD schemas, as validators (tests/deploy/test_k8s.py): `npm ci`
 # installs exactly package-lock.json, each package checked against its integrity hash.
 SCHEMA=$ROOT/deploy/k8s/components/monitoring/schema

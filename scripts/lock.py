@@ -2,6 +2,8 @@
 
     make lock                                   # = python scripts/lock.py (uv + PyPI)
     python scripts/lock.py check [LOCK ...]     # stdlib only: exit 1 when a lock is stale
+    make lock-check                             # = python scripts/lock.py reproduce: re-resolve at
+                                                #   the recorded cutoff and report what moved
 
 One lock per consumer, because the consumers must differ (see deploy/README.md, "Locked
 dependencies"):
@@ -25,7 +27,10 @@ from; `check` recomputes it, so a lock that no longer matches pyproject.toml fai
 
 Every lock also records `# exclude-newer: <UTC time>`, the cutoff uv resolved at: nothing uploaded
 to PyPI after it is a candidate. `make lock` reuses the recorded cutoff, so running it again gives
-the same files byte for byte (tests/deploy/test_lock.py checks that); moving to newer releases is
+the same files byte for byte as long as the index does not change what it lists for that time;
+`reproduce` (`make lock-check`) re-resolves into a temporary directory and reports every pin that
+moved. It needs the live index, so it is a report (CI prints it without gating on it): an index
+that lists a file later than its upload time must not turn a build red. Moving to newer releases is
 a deliberate `make lock EXCLUDE_NEWER=now` (or an RFC 3339 time), whose diff is then reviewed.
 """
 
@@ -307,6 +312,50 @@ def lock_all(cutoff: str, out_dir: Path = LOCK_DIR) -> int:
     return 0
 
 
+# ---- reproduce (needs uv and the index: a report, never a gate) -----------------------------------
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\\n]+)(?: ;([^\\\n]*))?", re.M)
+
+
+def pinned_versions(text: str) -> dict[str, str]:
+    """{`name` or `name ;marker`: version} of a lock's text, to say which pins moved."""
+    return {f"{m[1]}{' ;' + m[3].strip() if m[3] else ''}": m[2] for m in PIN.finditer(text)}
+
+
+def differences(committed: Path, made: Path) -> list[str]:
+    """What re-resolving changed in one lock, one line per pin (hash-only changes included)."""
+    old, new = committed.read_text(), made.read_text()
+    if old == new:
+        return []
+    before, after = pinned_versions(old), pinned_versions(new)
+    lines = [f"{name} {before[name]} -> {after[name]}" for name in before.keys() & after.keys()]
+    lines = [line for line in lines if line.split()[1] != line.split()[3]]
+    lines += [f"{name} {before[name]} removed" for name in before.keys() - after.keys()]
+    lines += [f"{name} {after[name]} added" for name in after.keys() - before.keys()]
+    return sorted(lines) or ["same pins, other bytes (hashes or comments)"]
+
+
+def reproduce(cutoff: str, lock_dir: Path = LOCK_DIR) -> int:
+    """Resolve again at `cutoff` into a temporary directory and report each lock: 0 when every one
+    comes back byte for byte, 1 when one moved (what to review before `make lock`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        lock_all(cutoff, Path(tmp))
+        moved = 0
+        for lock in sorted(lock_dir.glob("*.txt")):
+            made = Path(tmp, lock.name)
+            changes = differences(lock, made) if made.is_file() else ["no longer made by make lock"]
+            print(f"lock-check: {lock.name}: {'reproduced byte for byte' if not changes else 'differs'}")
+            for change in changes:
+                print(f"lock-check:   {change}")
+            moved += bool(changes)
+    if moved:
+        print(
+            f"lock-check: {moved} lock(s) resolve differently at {cutoff} today: the index changed what "
+            "it lists for that time. Review the pins above; `make lock` writes them."
+        )
+    return 1 if moved else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -318,12 +367,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     checker = sub.add_parser("check", help="exit 1 when a lock does not match pyproject.toml")
     checker.add_argument("locks", nargs="*", type=Path, help="default: every requirements/*.txt")
+    sub.add_parser(
+        "reproduce", help="re-resolve at the recorded cutoff and report what moved (make lock-check)"
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.locks or sorted(LOCK_DIR.glob("*.txt")))
     given = args.exclude_newer or os.environ.get("EXCLUDE_NEWER") or recorded_cutoff()
     if not given:
         raise SystemExit("lock: no cutoff recorded in requirements/: pass --exclude-newer TIME (or `now`)")
+    if args.command == "reproduce":
+        return reproduce(parse_cutoff(given))
     return lock_all(parse_cutoff(given), args.output_dir)
 
 

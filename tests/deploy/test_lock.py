@@ -4,12 +4,8 @@ again at the recorded cutoff, byte for byte the same."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -144,33 +140,26 @@ def test_build_backend_and_pip_are_locked_at_dev_versions() -> None:
     assert pinned("uv.txt", LINUX_311) == {"uv": lock.UV_PIN.split("==")[1]}
 
 
-def reachable(url: str) -> str | None:
-    """None when `url` answers, else why not (for the skip message)."""
-    try:
-        with urllib.request.urlopen(url, timeout=10):  # noqa: S310 (a fixed https URL)
-            return None
-    except OSError as exc:
-        return f"{url}: {exc}"
+def test_reproduce_reports_each_moved_pin(tmp_path: Path) -> None:
+    """`make lock-check` (scripts/lock.py reproduce) re-resolves against the live index, so CI runs
+    it as a report; what it reports is checked here without the index."""
+    committed = (LOCKS / "dev.txt").read_text()
+    same = tmp_path / "same.txt"
+    same.write_text(committed)
+    assert lock.differences(LOCKS / "dev.txt", same) == []
+    version = pinned("dev.txt", LINUX_311)["filelock"]
+    moved = tmp_path / "moved.txt"
+    moved.write_text(committed.replace(f"filelock=={version} ", "filelock==99.0 ", 1))
+    assert lock.differences(LOCKS / "dev.txt", moved) == [f"filelock {version} -> 99.0"]
+    rehashed = tmp_path / "rehashed.txt"
+    rehashed.write_text(re.sub(r"sha256:\w+", "sha256:" + "0" * 64, committed, count=1))
+    assert lock.differences(LOCKS / "dev.txt", rehashed) == ["same pins, other bytes (hashes or comments)"]
 
 
-def test_make_lock_reproduces_the_committed_locks_byte_for_byte(tmp_path: Path) -> None:
-    """What `make lock` does with the recorded cutoff, written elsewhere and compared. Needs the
-    pinned uv and PyPI (and torch's CPU wheel in PIP_FIND_LINKS or the PyTorch index)."""
-    uv = Path(sys.executable).parent / "uv"
-    if not uv.is_file() and shutil.which("uv") is None:
-        pytest.skip("uv is not installed: `make lock` installs it (requirements/uv.txt)")
-    version = subprocess.run([str(uv) if uv.is_file() else "uv", "--version"], capture_output=True, text=True)
-    if version.stdout.split()[1:2] != [lock.UV_PIN.split("==")[1]]:
-        pytest.skip(f"uv is {version.stdout.strip()}, the locks are made with {lock.UV_PIN}")
-    links = os.environ.get("PIP_FIND_LINKS", "").split() or [lock.TORCH_CPU_LINKS]
-    for url in ("https://pypi.org/simple/pip/", *(u for u in links if "://" in u)):
-        if why := reachable(url):
-            pytest.skip(f"the index is not reachable, cannot re-resolve ({why})")
-    command = [sys.executable, str(ROOT / "scripts/lock.py"), "--output-dir", str(tmp_path)]
-    env = {k: v for k, v in os.environ.items() if k != "EXCLUDE_NEWER"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr
-    made = sorted(p.name for p in tmp_path.glob("*.txt"))
-    assert made == sorted(HASHED)
-    differ = [n for n in made if (tmp_path / n).read_bytes() != (LOCKS / n).read_bytes()]
-    assert not differ, f"make lock at the recorded cutoff rewrote {differ}: {result.stderr}"
+def test_lock_check_is_reported_in_ci_but_never_gates() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(
+        r"^lock-check:.*\n(\t.*\n)*\t\$\(BIN\)/python scripts/lock.py reproduce$", makefile, re.M
+    )
+    ci = (ROOT / ".ci/run").read_text()
+    assert re.search(r"^make lock-check \|\| echo ", ci, re.M)
