@@ -76,7 +76,7 @@ TORCH_BLOCK = re.compile(r"^torch==(\S+)(?: ;[^\n]*)? \\\n(?:[ \t]+[^\n]*\n)*", 
 
 DESCRIPTIONS = {
     "cpu.txt": "serving runtime, CPU (the cpu image, make serve)",
-    "gpu.txt": "serving runtime, CUDA from the base image (the gpu image)",
+    "gpu.txt": "serving runtime, CUDA, cuBLAS and cuDNN from nvidia-* wheels (the gpu image)",
     "dev.txt": "tests, lint, training, export on Linux x86_64 / CPython 3.11, torch excepted (make test, CI)",
     "torch.txt": "torch, the CPU build (make test, CI)",
     "ci.txt": "what scripts/ci-deps.sh adds, at dev.txt's versions (CI)",
@@ -265,7 +265,9 @@ def lock_all(cutoff: str, out_dir: Path = LOCK_DIR) -> int:
     # GPU first: onnxruntime-gpu releases trail onnxruntime's, and both images (and CI) must run
     # the same ONNX Runtime and the same versions of everything else; so the GPU lock constrains
     # the CPU lock, which constrains the dev lock.
-    gpu = compile_lock(requirements(["gpu"], without_extras=True), UNIVERSAL, cutoff)
+    # The gpu extra as declared, [cuda,cudnn] included: the GPU image installs CUDA, cuBLAS and
+    # cuDNN from these hashed nvidia-* wheels on the CPU image's base, not from a CUDA base image.
+    gpu = compile_lock(requirements(["gpu"]), UNIVERSAL, cutoff)
     same_runtime = [re.sub(r"^onnxruntime-gpu==", "onnxruntime==", pin) for pin in pins(gpu)]
     cpu = compile_lock(requirements(["cpu"]), UNIVERSAL, cutoff, same_runtime, "requirements/gpu.txt")
     write(out_dir, "gpu.txt", gpu, digest, version, cutoff)
