@@ -36,6 +36,7 @@ MANIFESTS = sorted(
     if p.name != "kustomization.yaml"
     and p.name not in KSERVE_SCHEMAS
     and p.name not in OPERATOR_MANIFESTS
+    and p.name != "alerts-test.yaml"  # promtool's unit tests of the alerts (tests/deploy/test_alerts.py)
     and "node_modules" not in p.parts
 )
 VARIANTS = ("cpu", "gpu")
@@ -243,6 +244,38 @@ def minimum_and_budgets(variant: str) -> tuple[int, int, int, int]:
     hpa = by_kind(objects, "HorizontalPodAutoscaler", "ninserve")["spec"]
     pdb = by_kind(objects, "PodDisruptionBudget", "ninserve")["spec"]
     return hpa["minReplicas"], rolling["maxUnavailable"], rolling["maxSurge"], pdb["maxUnavailable"]
+
+
+# What a container keeps above NINSERVE_MEMORY_BUDGET_MB: request bodies in flight (128 MiB,
+# max_body_bytes_in_flight) and ~96 MiB the memory plan does not model (allocator, libraries).
+HEADROOM_MIB = 224
+
+
+def mebibytes(quantity: str) -> int:
+    """A Kubernetes or Compose memory quantity (`1Gi`, `512Mi`, `1g`) in MiB."""
+    number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", str(quantity)).groups()
+    return int(number) * {"Gi": 1024, "Mi": 1, "g": 1024, "m": 1}[unit]
+
+
+@pytest.mark.parametrize("variant", [*VARIANTS, "kserve"])
+def test_memory_requests_limits_and_budget_agree(variant: str) -> None:
+    """Guaranteed QoS (requests = limits, every resource), and the budget set explicitly next to
+    them: the limit less the headroom, a budget the server accepts at start."""
+    _, container = api_pods()[variant]
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    assert requests == limits and {"cpu", "memory"} <= limits.keys()
+    budget = int(env_of(container)["NINSERVE_MEMORY_BUDGET_MB"])
+    assert budget == mebibytes(limits["memory"]) - HEADROOM_MIB
+    Settings = pytest.importorskip("app.config").Settings
+    assert Settings(memory_budget_mb=budget).memory_budget_mb == budget
+
+
+def test_compose_budget_agrees_with_its_memory_limits() -> None:
+    (compose,) = load_yaml_documents(ROOT / "docker-compose.yml")
+    for name in ("api", "api-gpu"):
+        service = compose["services"][name]
+        limit = service["deploy"]["resources"]["limits"]["memory"]
+        assert service["environment"]["NINSERVE_MEMORY_BUDGET_MB"] == mebibytes(limit) - HEADROOM_MIB
 
 
 @pytest.mark.parametrize("variant", [*VARIANTS, "kserve"])
