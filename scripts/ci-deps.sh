@@ -53,14 +53,16 @@ if [ ${#need_pip[@]} -gt 0 ]; then
     "$PY" -m pip install --require-hashes -r "$ROOT/requirements/ci.txt"
 fi
 
-# The Prometheus Operator's CRD schemas, as validators (tests/deploy/test_k8s.py): `npm ci`
-# installs exactly package-lock.json, each package checked against its integrity hash.
-SCHEMA=$ROOT/deploy/k8s/components/monitoring/schema
-if [ ! -d "$SCHEMA/node_modules" ]; then
-    if command -v npm >/dev/null 2>&1; then
-        echo "ci-deps: npm ci in ${SCHEMA#"$ROOT"/} (package-lock.json)" >&2
-        npm ci --ignore-scripts --no-audit --no-fund --prefix "$SCHEMA" >/dev/null
-    else
-        echo "ci-deps: no npm, not installing the Prometheus Operator schemas (their tests will skip)" >&2
+# The Prometheus Operator's and KEDA's CRD schemas, as validators (tests/deploy/test_k8s.py,
+# test_scaling.py): `npm ci` installs exactly package-lock.json, each package checked against its
+# integrity hash.
+for SCHEMA in "$ROOT/deploy/k8s/components/monitoring/schema" "$ROOT/deploy/k8s/keda/schema"; do
+    if [ ! -d "$SCHEMA/node_modules" ]; then
+        if command -v npm >/dev/null 2>&1; then
+            echo "ci-deps: npm ci in ${SCHEMA#"$ROOT"/} (package-lock.json)" >&2
+            npm ci --ignore-scripts --no-audit --no-fund --prefix "$SCHEMA" >/dev/null
+        else
+            echo "ci-deps: no npm, not installing ${SCHEMA#"$ROOT"/} (its tests will skip)" >&2
+        fi
     fi
-fi
+done

@@ -37,6 +37,7 @@ MANIFESTS = sorted(
     and p.name not in KSERVE_SCHEMAS
     and p.name not in OPERATOR_MANIFESTS
     and p.name != "alerts-test.yaml"  # promtool's unit tests of the alerts (tests/deploy/test_alerts.py)
+    and p.name != "scaledobject.yaml"  # KEDA's kind: tests/deploy/test_scaling.py validates it
     and "node_modules" not in p.parts
 )
 VARIANTS = ("cpu", "gpu")
