@@ -200,6 +200,7 @@ def test_kustomize_sets_the_image(variant: str) -> None:
     images = re.findall(r"^\s+image: (\S+)$", rendered.stdout, re.M)
     ours = [i for i in images if not i.startswith("redis")]
     assert ours and set(ours) == {f"{image['newName']}:{image['newTag']}"}
+    assert not [i for i in images if i.startswith("redis") and "@sha256:" not in i]
 
 
 # ---- drains, rollouts and the preStop -------------------------------------------------------------
@@ -332,15 +333,32 @@ def test_redis_requires_the_password_the_api_pods_use() -> None:
     assert "NINSERVE_RESULT_STORE" not in by_kind(objects, "ConfigMap", "ninserve")["data"]
 
 
-def test_redis_image_is_an_exact_release_and_its_digest_pinned_or_marked_unverified() -> None:
+def test_redis_image_is_an_exact_release_pinned_by_digest_in_kustomize_and_compose() -> None:
     (kustomization,) = load_yaml_documents(K8S / "shared" / "kustomization.yaml")
     (image,) = [i for i in kustomization["images"] if i["name"] == "redis"]
     assert re.fullmatch(r"\d+\.\d+\.\d+-alpine", image["newTag"])  # never a moving tag
-    if "digest" not in image:  # then the operator is told, where the image is set
-        text = (K8S / "shared" / "kustomization.yaml").read_text()
-        assert "DIGEST UNVERIFIED" in text and "kustomize edit set image redis=" in text
-    else:
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"])
+    # Where it came from and that it is unchecked is said where it is set (deploy/README.md too).
+    assert "NOT checked against the registry" in (K8S / "shared" / "kustomization.yaml").read_text()
+    (compose,) = load_yaml_documents(ROOT / "docker-compose.yml")
+    assert compose["services"]["redis"]["image"] == f"redis:{image['newTag']}@{image['digest']}"
+    kubectl = tool("kubectl", "kubectl, for its built-in kustomize")
+    rendered = run(kubectl, "kustomize", str(K8S / "shared"))
+    assert f"image: redis:{image['newTag']}@{image['digest']}" in rendered.stdout
+
+
+@pytest.mark.parametrize("variant", [*VARIANTS, "kserve"])
+def test_overlays_pin_an_immutable_ninserve_image(variant: str) -> None:
+    """The release's tag (pyproject.toml's version) or a digest: never `cpu`, `gpu` or `latest`,
+    which move, so a rescheduled pod could run another build than the one tested."""
+    (kustomization,) = load_yaml_documents(K8S / variant / "kustomization.yaml")
+    (image,) = [i for i in kustomization["images"] if i["name"] == "ninserve"]
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    target = "gpu" if variant == "gpu" else "cpu"
+    if "digest" in image:
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"])
+    else:
+        assert image["newTag"] == f"{version}-{target}"
 
 
 def test_network_policies_admit_only_what_each_side_needs() -> None:
