@@ -154,6 +154,8 @@ def probe_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     podman, busybox = (tool(n, "scripts/ci-deps.sh: podman, busybox-static") for n in ("podman", "busybox"))
     if os.geteuid() != 0:
         pytest.skip("rootful podman: run as root (scripts/ci-deps.sh installs no rootless helpers)")
+    if run(podman, "image", "exists", PROBE_IMAGE).returncode == 0:
+        return PROBE_IMAGE
     root = tmp_path_factory.mktemp("probe-root")
     (root / "bin").mkdir()
     (root / "www").mkdir()
