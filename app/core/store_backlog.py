@@ -22,6 +22,8 @@ class WriteBacklog:
         self._items: OrderedDict[str, tuple[StoredPrediction, asyncio.Future[None]]] = OrderedDict()
         self._bytes = 0
         self._dropped = 0  # since take_dropped()
+        self.dropped_total = 0  # since start: the store's metrics count these (never reset)
+        self.too_large_total = 0  # results larger than the whole backlog, never queued
         self._added = asyncio.Event()
 
     def __len__(self) -> int:
@@ -37,6 +39,7 @@ class WriteBacklog:
         size = record.nbytes
         if size > self.max_bytes:
             logger.warning("result %s (%d bytes) is larger than the write backlog; not kept", record.id, size)
+            self.too_large_total += 1
             return None
         self._pop(record.id)
         while self._bytes + size > self.max_bytes:
@@ -47,6 +50,7 @@ class WriteBacklog:
                     self.max_bytes >> 20,
                 )
             self._dropped += 1
+            self.dropped_total += 1
             self._pop(oldest)
         written = asyncio.get_running_loop().create_future()
         self._items[record.id] = (record, written)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -100,6 +101,22 @@ return value
 """
 
 
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What /metrics exports about the store (app/http/metrics.py): an outage must show, since
+    /readyz stays 200 through it and classification goes on."""
+
+    available: bool  # the breaker is closed: Redis answered the last call or probe
+    backlog_bytes: int  # results waiting to be written, in bytes
+    backlog_max_bytes: int
+    backlog_records: int
+    outages: int  # times the breaker opened, since start
+    fetch_failures: int  # fetches answered 503 (store-unavailable), since start
+    # Results never written to Redis, since start, by why: backlog_full (oldest dropped during an
+    # outage), refused (Redis answered with an error, e.g. OOM), too_large (over a budget), failed.
+    writes_dropped: dict[str, int]
+
+
 def redacted(url: str) -> str:
     """The URL without its password, for logs."""
     parts = urlsplit(url)
@@ -144,6 +161,9 @@ class RedisResultStore:
         self._get = self._redis.register_script(_GET)
         self.backlog = WriteBacklog(backlog_bytes)
         self._open = False  # the breaker: Redis failed and has not answered a probe since
+        self._outages = 0
+        self._fetch_failures = 0
+        self._not_kept = {"refused": 0, "too_large": 0, "failed": 0}
         self._writing_since: float | None = None  # monotonic start of the write in flight
         self._task: asyncio.Task[None] | None = None
 
@@ -166,6 +186,7 @@ class RedisResultStore:
                 record.nbytes,
                 self.max_bytes,
             )
+            self._not_kept["too_large"] += 1
             return
         written = self.backlog.add(record)
         self._start()
@@ -186,11 +207,13 @@ class RedisResultStore:
         if pending is not None:
             return pending
         if self._open:
+            self._fetch_failures += 1
             raise StoreUnavailable("the result store is unavailable; try again shortly")
         try:
             value = await self._get([self._keys[0], self._keys[4]], [self._prefix, prediction_id])
         except RedisError as exc:
             self._failed(exc)
+            self._fetch_failures += 1
             raise StoreUnavailable("the result store is unavailable; try again shortly") from exc
         if value is None:
             return None
@@ -204,6 +227,22 @@ class RedisResultStore:
     def available(self) -> bool:
         """False while the breaker is open: Redis failed and has not answered a probe since."""
         return not self._open
+
+    def health(self) -> StoreHealth:
+        backlog = self.backlog
+        return StoreHealth(
+            available=not self._open,
+            backlog_bytes=backlog.nbytes,
+            backlog_max_bytes=backlog.max_bytes,
+            backlog_records=len(backlog),
+            outages=self._outages,
+            fetch_failures=self._fetch_failures,
+            writes_dropped={
+                "backlog_full": backlog.dropped_total,
+                **self._not_kept,
+                "too_large": self._not_kept["too_large"] + backlog.too_large_total,
+            },
+        )
 
     async def stats(self) -> tuple[int, int]:
         """(records, bytes) in the index, for tests and diagnostics."""
@@ -252,12 +291,14 @@ class RedisResultStore:
                 await self._write(batch)
             except ResponseError as exc:  # Redis answered, and refused (e.g. OOM): retrying won't help
                 logger.error("result store refused %d results; not kept: %s", len(batch), exc)
+                self._not_kept["refused"] += len(batch)
             except RedisError as exc:
                 self._failed(exc)  # kept in the backlog, written once Redis answers a probe
                 self.backlog.release(batch)  # their puts stop waiting
                 continue
             except Exception:  # a bug: never let one batch stop the writer for good
                 logger.exception("result store writer failed on %d results; not kept", len(batch))
+                self._not_kept["failed"] += len(batch)
             finally:
                 self._writing_since = None
             self.backlog.written(batch)
@@ -273,6 +314,7 @@ class RedisResultStore:
     def _failed(self, exc: RedisError) -> None:
         if not self._open:
             self._open = True
+            self._outages += 1
             logger.error(
                 "result store %s unavailable (%s): classification goes on; results wait in a "
                 "%d MB backlog, fetches get 503 until it answers",

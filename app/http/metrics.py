@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +38,9 @@ from app.core.errors import NinServeError
 from app.core.serving import ServingState
 from app.http.problems import ERROR_SLUG, MODEL_KEY, note_error
 from app.repository.served import Served
+
+if TYPE_CHECKING:
+    from app.core.store_redis import StoreHealth  # redis-py loads only with a Redis store
 
 # The routes that run the model; their requests count as inference successes and failures.
 INFERENCE_ROUTES = frozenset(
@@ -259,9 +263,56 @@ class _RuntimeCollector(Collector):
             ):
                 dropped.add_metric([*model, reason], value)
         yield from (info, pending, dropped, memory)
+        yield from _store_metrics(rt)
         if rt.state != "ready":
             return
         yield from _admission_metrics(rt.admission)
+
+
+def _store_metrics(rt: ServingState) -> Iterator[Metric]:
+    """The shared result store (Redis): its breaker, write backlog and losses. /readyz stays 200
+    through an outage (classification goes on), so these are where one shows. None for the
+    per-process memory store, which cannot be unavailable."""
+    try:
+        health = getattr(rt.store, "health", None)
+    except NinServeError:  # not started yet
+        return
+    if health is None:
+        return
+    h: StoreHealth = health()
+    yield GaugeMetricFamily(
+        "ninserve_store_available",
+        "1 while the result store answers; 0 while its breaker is open (fetches get 503)",
+        int(h.available),
+    )
+    backlog = GaugeMetricFamily(
+        "ninserve_store_backlog_bytes", "Results waiting to be written to the store", labels=["kind"]
+    )
+    backlog.add_metric(["used"], h.backlog_bytes)
+    backlog.add_metric(["limit"], h.backlog_max_bytes)
+    yield backlog
+    yield GaugeMetricFamily(
+        "ninserve_store_backlog_records", "Results waiting to be written to the store", h.backlog_records
+    )
+    yield CounterMetricFamily(
+        "ninserve_store_outages",
+        "Times the store's breaker opened (Redis refused, reset or timed out)",
+        h.outages,
+    )
+    yield CounterMetricFamily(
+        "ninserve_store_fetch_failures",
+        "Result fetches answered 503 store-unavailable because the store could not be reached",
+        h.fetch_failures,
+    )
+    dropped = CounterMetricFamily(
+        "ninserve_store_writes_dropped",
+        "Results never written to the store: backlog_full (oldest dropped in an outage), refused, "
+        "too_large, failed",
+        labels=["reason"],
+    )
+    for reason, value in sorted(h.writes_dropped.items()):
+        dropped.add_metric([reason], value)
+    yield dropped
 
 
 def _admission_metrics(admission: Admission) -> Iterator[Metric]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.logs import REQUEST_ID, JsonFormatter
-from tests.app.helpers import free_port, server_env
+from app.logs import REQUEST_ID, JsonFormatter, console
+from tests.app.helpers import free_port, png, server_env
 
 
 def serve_and_log(
@@ -60,16 +60,66 @@ def test_json_lines_carry_the_request_id_the_response_returns(tiny_model: Path) 
     assert replaced.headers["x-request-id"] != hostile["X-Request-ID"]  # not a plain token: a new id
     assert len(fresh.headers["x-request-id"]) == 32
     lines = [line for line in output.splitlines() if line.strip()]
-    docs = [json.loads(line) for line in lines if line.startswith("{")]
-    strays = [line for line in lines if not line.startswith("{") and not line.startswith(("ninserve:", "  "))]
-    assert not strays, strays  # only the start banner (the CLI's own stderr) is not JSON
-    assert {"time", "level", "logger", "message"} <= docs[0].keys()
-    access = [d for d in docs if d["logger"] == "uvicorn.access" and d["path"] == "/healthz"]
+    docs = [json.loads(line) for line in lines]  # every line, the start banner included
+    assert all({"time", "level", "logger", "message"} <= d.keys() for d in docs)
+    banner = docs[0]
+    assert banner["logger"] == "ninserve.cli" and banner["message"].startswith("ninserve: starting")
+    access = [d for d in docs if d["logger"] == "ninserve.access" and d["path"] == "/healthz"]
     ids = [d["request_id"] for d in access]
     assert ids == [r.headers["x-request-id"] for r in (kept, replaced, fresh)]
-    assert all(d["status"] == 200 and d["method"] == "GET" for d in access)
+    for doc, response in zip(access, (kept, replaced, fresh), strict=True):
+        assert doc["status"] == 200 and doc["method"] == "GET" and doc["http_version"] == "1.1"
+        assert doc["bytes"] == len(response.content) and 0 < doc["duration_ms"] < 5000
+        assert doc["model"] is None and doc["version"] is None  # /healthz names no model
+    assert not [d for d in docs if d["logger"] == "uvicorn.access"]  # one access line a request
     assert any(d["logger"] == "ninserve" and d["message"].startswith("ready:") for d in docs)
     assert "request_id" not in next(d for d in docs if d["message"].startswith("ready:"))  # no request
+
+
+def test_json_access_line_names_the_model_version_and_size(tiny_model: Path) -> None:
+    port = free_port()
+    env = server_env(tiny_model, port=str(port)) | {"NINSERVE_LOG_FORMAT": "json"}
+    command = [sys.executable, "-c", "import sys; from app.cli.main import main; sys.exit(main())", "serve"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.1)
+        classified = httpx.post(
+            f"http://127.0.0.1:{port}/v1/classify", files={"file": ("x.png", png(3), "image/png")}, timeout=30
+        )
+        bad = httpx.post(f"http://127.0.0.1:{port}/v1/classify", content=b"nope", timeout=30,
+                         headers={"content-type": "image/png"})  # fmt: skip
+    finally:
+        proc.terminate()
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+    assert classified.status_code == 200 and bad.status_code == 400
+    docs = [json.loads(line) for line in output.splitlines() if line.strip()]
+    ok, refused = [d for d in docs if d["logger"] == "ninserve.access" and d["path"] == "/v1/classify"]
+    model = classified.json()["model"]
+    assert (ok["model"], ok["version"]) == (model["name"], model["version"])
+    assert ok["status"] == 200 and ok["bytes"] == len(classified.content)
+    assert ok["request_id"] == classified.headers["x-request-id"]
+    assert refused["status"] == 400 and refused["bytes"] == len(bad.content)
+
+
+def test_console_lines_follow_the_log_format(capsys: pytest.CaptureFixture[str]) -> None:
+    console("ninserve: starting\n  page  http://127.0.0.1:8000/", "json")
+    console("ninserve serve: invalid settings: x", "text", level="error")
+    err = capsys.readouterr().err.splitlines()
+    doc = json.loads(err[0])
+    assert doc["logger"] == "ninserve.cli" and doc["message"].endswith("page  http://127.0.0.1:8000/")
+    assert err[1] == "ninserve serve: invalid settings: x"
 
 
 def test_text_stays_the_default(tiny_model: Path) -> None:

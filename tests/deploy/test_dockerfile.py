@@ -24,12 +24,24 @@ def test_hadolint_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_base_images_are_build_arguments_pinned_by_digest() -> None:
+def test_one_base_image_for_both_targets_a_build_argument_pinned_by_digest() -> None:
     digest = r"@sha256:[0-9a-f]{64}$"
     assert re.search(rf"^ARG BASE_IMAGE=python:3\.1[1-9]\S*-slim-bookworm{digest}", DOCKERFILE, re.M)
-    assert re.search(rf"^ARG GPU_BASE_IMAGE=nvidia/cuda:13\.\S+-cudnn-runtime-\S+{digest}", DOCKERFILE, re.M)
-    assert "FROM ${BASE_IMAGE} AS cpu\n" in DOCKERFILE
-    assert "FROM ${GPU_BASE_IMAGE} AS gpu-base\n" in DOCKERFILE
+    assert re.findall(r"^ARG (\w+)", DOCKERFILE, re.M) == ["BASE_IMAGE"]
+    assert set(re.findall(r"^FROM (\S+) AS", DOCKERFILE, re.M)) == {"${BASE_IMAGE}", "cpu"}
+    for name in ("cpu-build", "cpu", "gpu-build", "gpu"):
+        assert f"FROM ${{BASE_IMAGE}} AS {name}\n" in DOCKERFILE
+    assert "nvidia/cuda" not in DOCKERFILE  # CUDA comes from the locked wheels, not a registry base
+
+
+def test_gpu_image_gets_cuda_from_the_locked_wheels_and_checks_they_load() -> None:
+    lock = (ROOT / "requirements" / "gpu.txt").read_text()
+    for wheel in ("onnxruntime-gpu", "nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cudnn-cu13"):
+        assert re.search(rf"^{wheel}==\S+ \\\n\s+--hash=sha256:", lock, re.M), wheel
+    build = stage("gpu-build")
+    assert "&& /opt/venv/bin/python /opt/ninserve/cuda_check.py\n" in build  # the build fails if not
+    assert "deploy/docker/cuda_check.py" in stage("gpu")
+    assert "NINSERVE_DEVICE=cuda" in stage("gpu")
 
 
 def test_images_run_the_server_as_non_root_with_a_readiness_healthcheck() -> None:

@@ -68,7 +68,7 @@ def test_check_command_fails_on_a_stale_lock(tmp_path: Path, capsys: pytest.Capt
     ("name", "extras", "without_extras", "envs"),
     [
         ("cpu.txt", ["cpu"], False, [LINUX_311, LINUX_312]),
-        ("gpu.txt", ["gpu"], True, [LINUX_311, LINUX_312]),
+        ("gpu.txt", ["gpu"], False, [LINUX_311, LINUX_312]),
         ("dev.txt", ["cpu", "train", "dev"], False, [LINUX_311]),
     ],
 )
@@ -95,7 +95,9 @@ def test_cpu_and_gpu_runtimes_never_mix_and_ci_never_gets_cuda_torch() -> None:
     cpu, gpu, dev = (pinned(n, LINUX_311) for n in ("cpu.txt", "gpu.txt", "dev.txt"))
     assert "onnxruntime" in cpu and "onnxruntime-gpu" not in cpu
     assert "onnxruntime-gpu" in gpu and "onnxruntime" not in gpu
-    assert not any(n.startswith("nvidia-") for n in gpu)  # CUDA/cuDNN come from the CUDA base image
+    # The GPU image's CUDA, cuBLAS and cuDNN are locked wheels (onnxruntime-gpu[cuda,cudnn])...
+    assert {"nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cudnn-cu13"} <= gpu.keys()
+    assert not any(n.startswith("nvidia-") for n in cpu)  # ...which the CPU image never gets
     assert not any("torch" in pins for pins in (cpu, gpu, dev))
     assert not any(n == "triton" or n.startswith(("nvidia-", "cuda-")) for n in dev)  # CUDA torch deps
     (torch,) = pinned("torch.txt", LINUX_311).items()

@@ -18,13 +18,14 @@ from typing import TypeVar
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from app.config import Settings
 from app.core.errors import StoreUnavailable
 from app.core.serving import open_store
 from app.core.store import ResultStore, StoredPrediction
-from app.core.store_redis import RedisResultStore, redacted
+from app.core.store_redis import RedisResultStore, StoreHealth, redacted
 from tests.app.helpers import free_port, live_server, png
 
 REDIS_SERVER = shutil.which("redis-server") or next(
@@ -228,6 +229,22 @@ def test_a_full_backlog_drops_its_oldest_results(caplog: pytest.LogCaptureFixtur
     assert "write backlog full" in caplog.text
 
 
+def test_health_counts_outages_fetch_failures_and_dropped_writes() -> None:
+    @stores(f"redis://127.0.0.1:{free_port()}/0", backlog_bytes=int(record(0).nbytes * 2.5))
+    async def health(store: RedisResultStore) -> StoreHealth:
+        assert store.health().available and store.health().outages == 0
+        for i in range(5):
+            await store.put(record(i))
+        for _ in range(2):
+            with pytest.raises(StoreUnavailable):
+                await store.get("elsewhere")
+        return store.health()
+
+    assert not health.available and health.outages == 1 and health.fetch_failures == 2
+    assert health.backlog_records == 2 and health.backlog_bytes == 2 * record(0).nbytes
+    assert health.writes_dropped["backlog_full"] == 3
+
+
 def test_a_write_redis_refuses_is_dropped_without_opening_the_breaker(
     redis_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -372,6 +389,57 @@ def test_redis_outage_503_on_fetch_classification_keeps_working(
             time.sleep(1.1)  # the retry window after the last failure
             result = classify(client)
             assert client.get(f"/v1/predictions/{result['id']}/maps/0.png").status_code == 200
+
+
+def scrape(client: httpx.Client) -> dict[str, float]:
+    """The store's series on /metrics, `name{label="v"}` -> value."""
+    samples = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name.startswith("ninserve_store_"):
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def test_a_redis_stop_and_start_moves_the_store_metrics(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """/readyz stays 200 through an outage, so /metrics is where it shows: the breaker, the
+    backlog filling and draining, the fetches that got 503 (deploy/k8s/components/monitoring)."""
+    port = free_port()
+    settings = make_settings(result_store=f"redis://127.0.0.1:{port}/0")
+    with live_server(settings) as base, httpx.Client(base_url=base, timeout=30) as client:
+        with redis_server(tmp_path, port):
+            before = classify(client)
+            up = scrape(client)
+        assert up["ninserve_store_available"] == 1 and up["ninserve_store_outages_total"] == 0
+        assert up['ninserve_store_backlog_bytes{kind="used"}'] == 0
+        assert up['ninserve_store_backlog_bytes{kind="limit"}'] == 16 * 2**20
+        assert up['ninserve_store_writes_dropped_total{reason="backlog_full"}'] == 0
+
+        for _ in range(3):
+            classify(client)  # Redis stopped: still 200, the results wait in the backlog
+        assert client.get(f"/v1/predictions/{before['id']}").status_code == 503
+        down = scrape(client)
+        assert down["ninserve_store_available"] == 0 and down["ninserve_store_outages_total"] == 1
+        assert down["ninserve_store_backlog_records"] == 3
+        assert down['ninserve_store_backlog_bytes{kind="used"}'] > 0
+        assert down["ninserve_store_fetch_failures_total"] == 1
+        assert client.get("/readyz").status_code == 200
+
+        with redis_server(tmp_path, port):  # back: the probe closes the breaker, the backlog drains
+            deadline = time.monotonic() + 10
+            while (again := scrape(client))["ninserve_store_backlog_records"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert again["ninserve_store_available"] == 1 and again["ninserve_store_outages_total"] == 1
+        assert again['ninserve_store_backlog_bytes{kind="used"}'] == 0
+        assert again['ninserve_store_writes_dropped_total{reason="backlog_full"}'] == 0
+
+
+def test_the_memory_store_exports_no_store_series(make_settings: Callable[..., Settings]) -> None:
+    with live_server(make_settings()) as base, httpx.Client(base_url=base, timeout=30) as client:
+        assert scrape(client) == {}
 
 
 def test_classification_does_not_wait_for_a_stalled_redis(
