@@ -28,8 +28,7 @@ from typing import Any
 import grpc
 
 from app.core.serving import ServingState
-from app.grpc.proto import inference_pb2_grpc
-from app.grpc.service import SERVICE, Service
+from app.grpc.service import SERVICE, Service, handlers
 from app.http.metrics import Metrics
 from app.http.middleware.auth import CHALLENGE, bearer_token, key_matches
 from app.http.middleware.body_limits import BodyBudget
@@ -112,9 +111,7 @@ class GrpcFrontend:
             maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
         )
         budget = BodyBudget(s.max_body_bytes_in_flight)
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            Service(self.rt, self.metrics, self.version, budget), server
-        )
+        server.add_generic_rpc_handlers((handlers(Service(self.rt, self.metrics, self.version, budget)),))
         host = f"[{s.host}]" if ":" in s.host else s.host
         assert s.grpc_port is not None
         self.port = server.add_insecure_port(f"{host}:{s.grpc_port}")  # RuntimeError if it cannot bind

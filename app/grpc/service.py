@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from app.core.echo import ECHO_LIMIT, shown
 from app.core.engine import INPUT_NAME
 from app.core.errors import (
     InvalidParameter,
+    InvalidTensor,
     ModelLoadFailed,
     ModelNotFound,
     NinServeError,
@@ -29,7 +31,6 @@ from app.core.errors import (
 from app.core.serving import ServingState
 from app.grpc import status
 from app.grpc.proto import inference_pb2 as pb
-from app.grpc.proto import inference_pb2_grpc
 from app.grpc.tensors import TYPED_BYTES_PER_ELEMENT, infer_request, infer_response, typed_elements
 from app.http.metrics import NO_MODEL, Metrics
 from app.http.middleware.body_limits import BodyBudget
@@ -54,36 +55,51 @@ class Note:
 
 
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext, Note], Awaitable[Any]]
+Call = Callable[[Any, bytes, grpc.aio.ServicerContext], Awaitable[Any]]
+CALLS: dict[str, type[Message]] = {}  # method name -> its reply's type, filled by @_rpc
 
 
-def _rpc(handler: Handler) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    """Run a call: domain errors -> their status code, anything else INTERNAL (logged), counted."""
-    method = f"/{SERVICE}/{handler.__name__}"
+def _rpc(request_type: type[Message], reply_type: type[Message]) -> Callable[[Handler], Call]:
+    """A call: its message parsed here (malformed protobuf is the client's INVALID_ARGUMENT, where
+    gRPC's own deserializer would answer INTERNAL), domain errors -> their status code, anything
+    else INTERNAL (logged), counted in the metrics."""
 
-    async def call(self: Service, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started, note, code = time.perf_counter(), Note(), grpc.StatusCode.OK
-        try:
-            return await handler(self, request, context, note)
-        except NinServeError as exc:
-            code, note.reason = status.status_for(exc), exc.slug
-            if code == grpc.StatusCode.INTERNAL and exc.retry_after is None:
-                logger.error("%s: %s", method, exc.detail)
-            context.set_trailing_metadata(status.retry_metadata(exc.retry_after))
-            await context.abort(code, status.message(exc.detail))
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception:
-            code, note.reason = grpc.StatusCode.INTERNAL, "internal-error"
-            logger.exception("unhandled error in %s", method)
-            await context.abort(code, "internal server error")
-        finally:
-            self.metrics.observe_grpc(
-                method, code.name, note.reason, time.perf_counter() - started, note.model
-            )
+    def wrap(handler: Handler) -> Call:
+        method = f"/{SERVICE}/{handler.__name__}"
+        CALLS[handler.__name__] = reply_type
 
-    call.__name__ = handler.__name__
-    return call
+        async def call(self: Service, data: bytes, context: grpc.aio.ServicerContext) -> Any:
+            started, note, code = time.perf_counter(), Note(), grpc.StatusCode.OK
+            try:
+                return await handler(self, _parsed(request_type, data), context, note)
+            except NinServeError as exc:
+                code, note.reason = status.status_for(exc), exc.slug
+                if code == grpc.StatusCode.INTERNAL and exc.retry_after is None:
+                    logger.error("%s: %s", method, exc.detail)
+                context.set_trailing_metadata(status.retry_metadata(exc.retry_after))
+                await context.abort(code, status.message(exc.detail))
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code, note.reason = grpc.StatusCode.INTERNAL, "internal-error"
+                logger.exception("unhandled error in %s", method)
+                await context.abort(code, "internal server error")
+            finally:
+                seconds = time.perf_counter() - started
+                self.metrics.observe_grpc(method, code.name, note.reason, seconds, note.model)
+
+        call.__name__ = handler.__name__
+        return call
+
+    return wrap
+
+
+def _parsed(request_type: type[Message], data: bytes) -> Any:
+    try:
+        return request_type.FromString(data)
+    except DecodeError:
+        raise InvalidTensor(f"the {request_type.__name__} message is not valid protobuf") from None
 
 
 def _named(value: str) -> str:
@@ -93,7 +109,7 @@ def _named(value: str) -> str:
     return value
 
 
-class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
+class Service:
     def __init__(self, rt: ServingState, metrics: Metrics, version: str, budget: BodyBudget) -> None:
         self.rt, self.metrics, self.version, self.budget = rt, metrics, version, budget
 
@@ -103,7 +119,7 @@ class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
             raise ModelNotFound("a model name is required")
         return self.rt.models.resolve(_named(name), _named(version) if version else None)
 
-    @_rpc
+    @_rpc(pb.ServerLiveRequest, pb.ServerLiveResponse)
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Any, note: Note
     ) -> pb.ServerLiveResponse:
@@ -111,14 +127,14 @@ class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
             raise NotReady("the model failed to load; the server log says why")
         return pb.ServerLiveResponse(live=True)
 
-    @_rpc
+    @_rpc(pb.ServerReadyRequest, pb.ServerReadyResponse)
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Any, note: Note
     ) -> pb.ServerReadyResponse:
         # Triton answers ready=false rather than an error; clients poll the flag.
         return pb.ServerReadyResponse(ready=self.rt.state == "ready")
 
-    @_rpc
+    @_rpc(pb.ModelReadyRequest, pb.ModelReadyResponse)
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Any, note: Note
     ) -> pb.ModelReadyResponse:
@@ -129,11 +145,11 @@ class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
         note.model = (served.name, served.version)
         return pb.ModelReadyResponse(ready=True)
 
-    @_rpc
+    @_rpc(pb.ServerMetadataRequest, pb.ServerMetadataResponse)
     async def ServerMetadata(self, request: Any, context: Any, note: Note) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="ninserve", version=self.version, extensions=EXTENSIONS)
 
-    @_rpc
+    @_rpc(pb.ModelMetadataRequest, pb.ModelMetadataResponse)
     async def ModelMetadata(self, request: Any, context: Any, note: Note) -> pb.ModelMetadataResponse:
         served = self._resolve(request.name, request.version)
         note.model = (served.name, served.version)
@@ -147,7 +163,7 @@ class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[tensors(**t) for t in meta["outputs"]],
         )
 
-    @_rpc
+    @_rpc(pb.ModelConfigRequest, pb.ModelConfigResponse)
     async def ModelConfig(self, request: Any, context: Any, note: Note) -> pb.ModelConfigResponse:
         served = self._resolve(request.name, request.version)
         note.model = (served.name, served.version)
@@ -171,7 +187,7 @@ class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
             message.parameters[key].string_value = value["string_value"]
         return pb.ModelConfigResponse(config=message)
 
-    @_rpc
+    @_rpc(pb.ModelInferRequest, pb.ModelInferResponse)
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any, note: Note
     ) -> pb.ModelInferResponse:
@@ -210,7 +226,7 @@ class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
             return await admission.run_priced(cost, deadline, infer_request, request, (INPUT_NAME,))
         return infer_request(request, (INPUT_NAME,))
 
-    @_rpc
+    @_rpc(pb.RepositoryIndexRequest, pb.RepositoryIndexResponse)
     async def RepositoryIndex(self, request: Any, context: Any, note: Note) -> pb.RepositoryIndexResponse:
         entries = [e for e in self.rt.models.index() if e.name and (not request.ready or e.state == "READY")]
         index = pb.RepositoryIndexResponse.ModelIndex
@@ -220,7 +236,7 @@ class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
             ]
         )
 
-    @_rpc
+    @_rpc(pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse)
     async def RepositoryModelLoad(
         self, request: Any, context: Any, note: Note
     ) -> pb.RepositoryModelLoadResponse:
@@ -233,7 +249,7 @@ class Service(inference_pb2_grpc.GRPCInferenceServiceServicer):
             raise ModelLoadFailed(f"failed to load {shown(name)}: {'; '.join(failures)}{still}")
         return pb.RepositoryModelLoadResponse()
 
-    @_rpc
+    @_rpc(pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse)
     async def RepositoryModelUnload(
         self, request: Any, context: Any, note: Note
     ) -> pb.RepositoryModelUnloadResponse:
@@ -259,3 +275,15 @@ def _busy(size: int, budget: BodyBudget) -> Overloaded:
         f"the server holds {budget.in_use >> 20} MB of requests, its limit {budget.total >> 20} MB; "
         f"this {size >> 10} KB one is refused: retry shortly"
     )
+
+
+def handlers(service: Service) -> grpc.GenericRpcHandler:
+    """The service's calls for grpc.aio: requests arrive as bytes (parsed in `_rpc`), replies are
+    serialised by protobuf."""
+    methods = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(service, name), response_serializer=reply.SerializeToString
+        )
+        for name, reply in CALLS.items()
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, methods)
