@@ -158,8 +158,9 @@ class Settings(BaseSettings):
     # port (tests). Same host, limits, API keys, deadlines and budget as HTTP.
     grpc_port: int | None = Field(None, ge=0, le=65535)
     # Calls in progress at once (receiving, queued or running); beyond it RESOURCE_EXHAUSTED before
-    # the message is read. With max_body_bytes, it bounds the bytes gRPC may be receiving at once
-    # (64 x 16 MiB); the calls' messages held for work are counted against max_body_bytes_in_flight.
+    # the message is read. gRPC holds a call's whole message before it can be priced, so one
+    # message may be at most max_body_bytes_in_flight / this (128 MiB / 64 = 2 MiB: 8 images of
+    # 256x256 as raw pixels); fewer calls at once allow larger messages, up to max_body_bytes.
     grpc_max_concurrent_rpcs: int = Field(64, ge=1, le=100_000)
     # A connection is asked to close (GOAWAY) after this long, and its calls get body_timeout_s to
     # finish: a client trickling a message cannot hold a call for longer. Clients reconnect.

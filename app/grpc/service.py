@@ -25,7 +25,6 @@ from app.core.errors import (
     ModelNotFound,
     NinServeError,
     NotReady,
-    Overloaded,
     PayloadTooLarge,
 )
 from app.core.serving import ServingState
@@ -33,7 +32,6 @@ from app.grpc import status
 from app.grpc.proto import inference_pb2 as pb
 from app.grpc.tensors import TYPED_BYTES_PER_ELEMENT, infer_request, infer_response, typed_elements
 from app.http.metrics import NO_MODEL, Metrics
-from app.http.middleware.body_limits import BodyBudget
 from app.http.v2.codec import InferRequest
 from app.http.v2.model import infer, model_config, model_metadata
 from app.repository.served import Served
@@ -110,8 +108,8 @@ def _named(value: str) -> str:
 
 
 class Service:
-    def __init__(self, rt: ServingState, metrics: Metrics, version: str, budget: BodyBudget) -> None:
-        self.rt, self.metrics, self.version, self.budget = rt, metrics, version, budget
+    def __init__(self, rt: ServingState, metrics: Metrics, version: str) -> None:
+        self.rt, self.metrics, self.version = rt, metrics, version
 
     def _resolve(self, name: str, version: str) -> Served:
         """The version a call names (empty: the highest loaded), as HTTP's path lookup."""
@@ -198,17 +196,11 @@ class Service:
         deadline = time.monotonic() + (timeout if remaining is None else min(timeout, remaining))
         served = self._resolve(request.model_name, request.model_version)  # NOT_FOUND before any work
         note.model = (served.name, served.version)
-        size = request.ByteSize()
-        if not self.budget.take(size):  # the messages held at once, as HTTP's bodies (503 there)
-            raise _busy(size, self.budget)
-        try:
-            parsed = await self._parse(request, size, deadline)
-            # Looked up again once parsed: the version swapped in meanwhile is the one to hold.
-            with rt.models.resolve(served.name, request.model_version or None).use() as held:
-                note.model = (held.name, held.version)
-                outputs = await infer(rt, parsed, held, deadline=deadline)
-        finally:
-            self.budget.give_back(size)
+        parsed = await self._parse(request, request.ByteSize(), deadline)
+        # Looked up again once parsed: the version swapped in meanwhile is the one to hold.
+        with rt.models.resolve(served.name, request.model_version or None).use() as held:
+            note.model = (held.name, held.version)
+            outputs = await infer(rt, parsed, held, deadline=deadline)
         return infer_response(held.info.name, held.info.version, parsed.id, outputs)
 
     async def _parse(self, request: pb.ModelInferRequest, size: int, deadline: float) -> InferRequest:
@@ -268,13 +260,6 @@ def _repository_only(request: Any) -> None:
         raise InvalidParameter(
             f"parameters {', '.join(map(shown, sent[:4]))} are not taken: models load from the repository"
         )
-
-
-def _busy(size: int, budget: BodyBudget) -> Overloaded:
-    return Overloaded(
-        f"the server holds {budget.in_use >> 20} MB of requests, its limit {budget.total >> 20} MB; "
-        f"this {size >> 10} KB one is refused: retry shortly"
-    )
 
 
 def handlers(service: Service) -> grpc.GenericRpcHandler:
