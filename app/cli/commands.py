@@ -143,7 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             sock.close()
             message = bind_error(settings.host, settings.grpc_port, exc).replace(
-                "NINSERVE_PORT / --port", "NINSERVE_GRPC_PORT / --grpc-port"
+                "PORT= (make serve) or NINSERVE_PORT / --port", "NINSERVE_GRPC_PORT / --grpc-port"
             )
             print(f"ninserve serve: gRPC: {message}", file=sys.stderr)
             return EXIT_CANNOT_BIND

@@ -11,7 +11,7 @@ Limits mirror HTTP's (docs/security.md), priced in the same settings:
                            at most max_body_bytes (RESOURCE_EXHAUSTED beyond, from gRPC itself)
     metadata               max_header_bytes
     connections            max_connections
-    streams per connection grpc_max_concurrent_rpcs (past it REFUSED_STREAM: UNAVAILABLE, unstarted)
+    streams per connection 2 x grpc_max_concurrent_rpcs (past it REFUSED_STREAM: UNAVAILABLE, unstarted)
     calls at once          grpc_max_concurrent_rpcs (RESOURCE_EXHAUSTED beyond, before the message is read)
     the HTTP/2 handshake   header_timeout_s
     a connection           grpc_max_connection_age_s, then body_timeout_s to finish its calls
@@ -97,8 +97,9 @@ class GrpcFrontend:
             ("grpc.max_receive_message_length", message_limit(s)),
             ("grpc.max_send_message_length", -1),  # answers are ours: maps at most ~5 MB a request
             ("grpc.max_metadata_size", s.max_header_bytes),
-            # One connection may have as many calls open as the whole server runs at once.
-            ("grpc.max_concurrent_streams", s.grpc_max_concurrent_rpcs),
+            # Twice the calls the server runs at once: a client at exactly that concurrency opens
+            # its next stream before the server has retired the last (REFUSED_STREAM otherwise).
+            ("grpc.max_concurrent_streams", 2 * s.grpc_max_concurrent_rpcs),
             ("grpc.max_allowed_incoming_connections", s.max_connections),
             ("grpc.server_handshake_timeout_ms", int(s.header_timeout_s * 1000)),
             ("grpc.max_connection_idle_ms", IDLE_CONNECTION_S * 1000),
