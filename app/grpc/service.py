@@ -7,6 +7,7 @@ app/grpc/status.py; every call is counted in the app's metrics with protocol="gr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,6 +79,9 @@ def _rpc(request_type: type[Message], reply_type: type[Message]) -> Callable[[Ha
                 await context.abort(code, status.message(exc.detail))
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:  # the client went away, or the shutdown grace ended
+                code, note.reason = grpc.StatusCode.CANCELLED, "cancelled"
                 raise
             except Exception:
                 code, note.reason = grpc.StatusCode.INTERNAL, "internal-error"

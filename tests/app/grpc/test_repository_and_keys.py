@@ -169,3 +169,18 @@ def test_kserve_grpc_clients_requests(serve) -> None:
         files.outputs.add(name="scores").parameters["classification"].int64_param = 2
         top = stub.ModelInfer(files, timeout=30)
         assert top.outputs[0].datatype == "BYTES" and list(top.outputs[0].shape) == [1, 2]
+
+
+def test_the_servers_deadline_is_deadline_exceeded_with_a_retry_hint(serve) -> None:
+    """request_timeout_s passed before the work ran: DEADLINE_EXCEEDED, and the trailing metadata
+    says when to retry (`retry-after`, `grpc-retry-pushback-ms`), as HTTP's 503 + Retry-After."""
+    with serve(request_timeout_s=0.000001) as (_, target), grpc.insecure_channel(target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="tiny")
+        request.inputs.add(name="image", datatype="BYTES", shape=[1]).contents.bytes_contents.append(png(1))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "deadline passed" in caught.value.details()
+        trailers = dict(caught.value.trailing_metadata())
+        assert trailers["retry-after"] == "1" and trailers["grpc-retry-pushback-ms"] == "1000"
