@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -42,7 +42,6 @@ logger = logging.getLogger("ninserve")
 SERVICE = "inference.GRPCInferenceService"
 EXTENSIONS = ("classification", "model_configuration", "model_repository")
 LARGE_MESSAGE = 32 * 1024  # bytes: messages this large (or priced above small_decode) convert off the loop
-Reply = TypeVar("Reply")
 
 
 @dataclass(slots=True)
