@@ -70,10 +70,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     ORT_DISABLE_TELEMETRY=1 \
     PYTHONUNBUFFERED=1 \
     NINSERVE_PORT=8000 \
+    NINSERVE_GRPC_PORT=8001 \
     NINSERVE_DEVICE=cpu
 WORKDIR /opt/ninserve
 USER 10001:10001
-EXPOSE 8000
+# 8001: the Open Inference Protocol over gRPC (docs/api.md#grpc)
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python3", "/opt/ninserve/healthcheck.py"]
 ENTRYPOINT ["ninserve"]
@@ -128,12 +130,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     ORT_DISABLE_TELEMETRY=1 \
     PYTHONUNBUFFERED=1 \
     NINSERVE_PORT=8000 \
+    NINSERVE_GRPC_PORT=8001 \
     NINSERVE_DEVICE=cuda \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /opt/ninserve
 USER 10001:10001
-EXPOSE 8000
+# 8001: the Open Inference Protocol over gRPC (docs/api.md#grpc)
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python3", "/opt/ninserve/healthcheck.py"]
 ENTRYPOINT ["ninserve"]

@@ -150,6 +150,22 @@ class Settings(BaseSettings):
     # Retry-After (app/http/middleware/shutdown.py). Kubernetes waits 30 s before SIGKILL by default.
     graceful_shutdown_s: float = Field(10.0, ge=0, le=3600)
 
+    # --- gRPC (app/grpc/, docs/api.md#grpc) ---
+    # The Open Inference Protocol over gRPC, in the same process on its own port (Triton and
+    # KServe use 8001). Unset: no gRPC listener. Off by default because a second listener is a
+    # second surface to expose and secure, and `ninserve serve` opens only what was asked for;
+    # the container image, compose file and Kubernetes manifests set it to 8001. 0 picks a free
+    # port (tests). Same host, limits, API keys, deadlines and budget as HTTP.
+    grpc_port: int | None = Field(None, ge=0, le=65535)
+    # Calls in progress at once (receiving, queued or running); beyond it RESOURCE_EXHAUSTED before
+    # the message is read. gRPC holds a call's whole message before it can be priced, so one
+    # message may be at most max_body_bytes_in_flight / this (128 MiB / 64 = 2 MiB: 8 images of
+    # 256x256 as raw pixels); fewer calls at once allow larger messages, up to max_body_bytes.
+    grpc_max_concurrent_rpcs: int = Field(64, ge=1, le=100_000)
+    # A connection is asked to close (GOAWAY) after this long, and its calls get body_timeout_s to
+    # finish: a client trickling a message cannot hold a call for longer. Clients reconnect.
+    grpc_max_connection_age_s: float = Field(300.0, gt=0, le=86_400)
+
     # --- access control and response headers (app/http/middleware/auth.py,
     # app/http/middleware/security_headers.py) ---
     # Bearer API keys, comma-separated; empty: no key needed (the server binds to loopback by
@@ -255,6 +271,8 @@ class Settings(BaseSettings):
             raise ValueError("max_queue must be at least max_batch_size, or batches can never fill")
         if self.model_path is not None and self.model_repository is not None:
             raise ValueError("set model_repository or model_path, not both")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError("grpc_port must differ from port (HTTP and gRPC listen side by side)")
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ValueError("max_body_bytes_in_flight must hold at least one body of max_body_bytes")
         return self

@@ -48,7 +48,7 @@ end
 
 def request_for(protocol: Protocol, image: bytes, content_type: str, filename: str) -> tuple[bytes, dict]:
     """The HTTP body and headers that carry one image to a server of this protocol."""
-    if protocol == "triton":
+    if protocol in ("triton", "grpc"):  # grpc: readiness and parity go over the HTTP V2 route
         # KServe v2 + Triton's binary extension: JSON header, then the BYTES tensor (length-prefixed).
         header = json.dumps(
             {

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import images, loadgen, procs, report
+from bench import grpc_load, images, loadgen, procs, report
 from bench.peers import common
 from bench.servers import ALL_SERVERS, ROOT, Options, Server, ServerSpec, build, post, scores_from
 
@@ -148,14 +148,15 @@ def bench_server(
         print(f"  ready in {checked['ready_s']} s, idle PSS {checked['idle_pss_mb']} MiB", flush=True)
         reqs = requests_for(spec)
         if args.warmup > 0:
-            loadgen.run(args.loadgen, spec.url, *reqs["png32"], max(args.concurrency), args.warmup)
+            load(spec, args, reqs["png32"], "png32", max(args.concurrency), args.warmup)
         points = []
         for image in args.images:
             for c in args.concurrency:
                 cpu0 = server.usage().cpu_s
                 with Sampler(server) as sampler:
-                    res = loadgen.run(args.loadgen, spec.url, *reqs[image], c, args.duration)
+                    res, client_cpu_s = load(spec, args, reqs[image], image, c, args.duration)
                 point = res.as_dict() | {
+                    "client_cpu_s": client_cpu_s,
                     "image": image,
                     "peak_rss_mb": round(sampler.peak_rss, 1),
                     "peak_pss_mb": round(sampler.peak_pss, 1),
@@ -179,6 +180,23 @@ def bench_server(
     return rec
 
 
+def load(
+    spec: ServerSpec,
+    args: argparse.Namespace,
+    request: tuple[bytes, dict],
+    image: str,
+    c: int,
+    seconds: float,
+) -> tuple[loadgen.LoadResult, float | None]:
+    """One load point: wrk (or hey) over HTTP; for a gRPC server bench/grpc_load.py, with the
+    same image in the same tensor, and the client's CPU seconds (None where not measured)."""
+    if spec.protocol != "grpc":
+        return loadgen.run(args.loadgen, spec.url, *request, c, seconds), None
+    assert spec.grpc_target is not None
+    body = grpc_load.infer_request("nin-cifar10", images.make(image))
+    return grpc_load.run(spec.grpc_target, body, c, seconds)
+
+
 def smoke_server(
     spec: ServerSpec, args: argparse.Namespace, log: Path, classes: list[str], ref: dict
 ) -> dict:
@@ -191,8 +209,7 @@ def smoke_server(
         server, checked = start_and_check(spec, log, classes, ref)
         rec |= checked
         if args.load_seconds > 0:
-            body, headers = requests_for(spec)["png32"]
-            res = loadgen.run(args.loadgen, spec.url, body, headers, 8, args.load_seconds)
+            res, _ = load(spec, args, requests_for(spec)["png32"], "png32", 8, args.load_seconds)
             rec["load_c8_png32"] = res.as_dict()
         rec["status"] = "works" if checked["parity_ok"] else "fails"
         if not checked["parity_ok"]:

@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -25,7 +25,9 @@ from bench import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "peers"
-Protocol = Literal["multipart", "triton"]
+# triton: KServe V2 + binary tensor data over HTTP; grpc: the same tensor over gRPC (bench/grpc_load.py),
+# with readiness and parity checked over the same server's HTTP V2 route.
+Protocol = Literal["multipart", "triton", "grpc"]
 
 # Framework packages whose versions a result records, per peer.
 PEER_PACKAGES = {
@@ -36,7 +38,10 @@ PEER_PACKAGES = {
     "pytriton": ["nvidia-pytriton", "tritonclient"],
     "ray": ["ray", "fastapi"],
 }
-ALL_SERVERS = ("ninserve", "ninserve-int8", *PEER_PACKAGES)
+# ninserve-v2 and ninserve-grpc: the fp32 ninserve answering the V2 protocol, the encoded image as a
+# BYTES tensor (PyTriton's request), over HTTP (wrk) and over gRPC (bench/grpc_load.py).
+ALL_SERVERS = ("ninserve", "ninserve-int8", "ninserve-v2", "ninserve-grpc", *PEER_PACKAGES)
+V2_INFER = "/v2/models/nin-cifar10/infer"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class ServerSpec:
     cwd: Path = ROOT
     unavailable: str | None = None  # why it cannot run here, if it cannot
     versions: dict[str, str] = field(default_factory=dict)
+    grpc_target: str | None = None  # host:port, for protocol "grpc"
 
     @property
     def url(self) -> str:
@@ -128,6 +134,19 @@ def build(name: str, opts: Options, port: int | None = None) -> ServerSpec:
         return _ninserve(name, opts, opts.model, port or 8100)
     if name == "ninserve-int8":  # as shipped: precision=auto picks the int8 variant on the CPU
         return _ninserve(name, opts, None, port or 8120)
+    if name == "ninserve-v2":
+        spec = _ninserve(name, opts, opts.model, port or 18410)
+        return replace(spec, path=V2_INFER, protocol="triton")
+    if name == "ninserve-grpc":
+        spec = _ninserve(name, opts, opts.model, port or 18411)
+        grpc_port = spec.port + 50
+        return replace(
+            spec,
+            path=V2_INFER,
+            protocol="grpc",
+            env=spec.env | {"NINSERVE_GRPC_PORT": str(grpc_port)},
+            grpc_target=f"127.0.0.1:{grpc_port}",
+        )
     if name not in PEER_PACKAGES:
         raise ValueError(f"unknown server {name!r}; one of {', '.join(ALL_SERVERS)}")
     venv = opts.scratch / "venvs" / name

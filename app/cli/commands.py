@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", help="bind address (default 127.0.0.1; NINSERVE_HOST)")
     p.add_argument("--port", type=int, help="TCP port (default 8000; NINSERVE_PORT)")
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve the KServe V2 protocol over gRPC on this port (off by default; NINSERVE_GRPC_PORT)",
+    )
     p.add_argument("--model", type=Path, dest="model_path", help="ONNX artifact (NINSERVE_MODEL_PATH)")
     p.add_argument(
         "--repository",
@@ -93,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 SERVE_FLAGS = (
     "host",
     "port",
+    "grpc_port",
     "model_path",
     "model_repository",
     "model_name",
@@ -136,7 +142,18 @@ def _serve(args: argparse.Namespace) -> int:
             level="error",
         )
         return EXIT_CANNOT_BIND
-    console(serve_banner(settings.host, settings.port, serving(settings)), settings.log_format)
+    if settings.grpc_port:  # free now, or say so in one line before the model loads
+        try:
+            bind(settings.host, settings.grpc_port).close()
+        except OSError as exc:
+            sock.close()
+            message = bind_error(settings.host, settings.grpc_port, exc).replace(
+                "PORT= (make serve) or NINSERVE_PORT / --port", "NINSERVE_GRPC_PORT / --grpc-port"
+            )
+            console(f"ninserve serve: gRPC: {message}", settings.log_format, level="error")
+            return EXIT_CANNOT_BIND
+    banner = serve_banner(settings.host, settings.port, serving(settings), grpc_port=settings.grpc_port)
+    console(banner, settings.log_format)
 
     import uvicorn
 
@@ -212,20 +229,24 @@ def serving(settings: Settings) -> str:
     return f"{settings.model_name or 'nin-cifar10'} (bundled, precision {settings.precision})"
 
 
-def serve_banner(host: str, port: int, model: Path | str) -> str:
+def serve_banner(host: str, port: int, model: Path | str, *, grpc_port: int | None = None) -> str:
     """Where to look once the server is up: the page, the API docs and the API itself."""
     model = model.name if isinstance(model, Path) else model
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # reachable from this machine
     base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
-    return "\n".join(
-        [
-            f"ninserve: starting {model} on {host}:{port}; once ready:",
-            f"  page      {base}/",
-            f"  API docs  {base}/docs",
-            f"  API       {base}/v1/classify  {base}/v1/models  {base}/v2 (KServe V2)",
-            f"  try       curl -F file=@app/web/samples/cat.jpg {base}/v1/classify",
-        ]
-    )
+    lines = [
+        f"ninserve: starting {model} on {host}:{port}; once ready:",
+        f"  page      {base}/",
+        f"  API docs  {base}/docs",
+        f"  API       {base}/v1/classify  {base}/v1/models  {base}/v2 (KServe V2)",
+        f"  try       curl -F file=@app/web/samples/cat.jpg {base}/v1/classify",
+    ]
+    if grpc_port:
+        where = f"[{shown}]:{grpc_port}" if ":" in shown else f"{shown}:{grpc_port}"
+        lines.insert(
+            4, f"  gRPC      {where} (KServe V2 / Open Inference Protocol, inference.GRPCInferenceService)"
+        )
+    return "\n".join(lines)
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -48,6 +49,9 @@ from app.http.routes.page import install_page
 from app.http.v2_errors import install_v2_error_handlers
 from app.logs import LogFormat, RequestIdMiddleware, formatter
 
+if TYPE_CHECKING:
+    from app.grpc.server import GrpcFrontend
+
 __version__ = "0.1.0"
 
 
@@ -57,9 +61,12 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()  # returns at once; the model loads in the background (/readyz)
+        grpc = await start_grpc(app, runtime) if settings.grpc_port is not None else None
         try:
             yield
         finally:
+            if grpc is not None:  # after HTTP's drain: its calls get graceful_shutdown_s too
+                await grpc.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -106,6 +113,16 @@ def create_app(settings: Settings) -> FastAPI:
     install_head(app)  # last: HEAD wherever GET is served
     install_openapi(app, runtime, open_paths(settings) if keys else None)
     return app
+
+
+async def start_grpc(app: FastAPI, runtime: ServingState) -> GrpcFrontend:
+    """The gRPC frontend (app/grpc/) in this event loop, on the same serving state and metrics."""
+    from app.grpc.server import GrpcFrontend  # grpc loads only where it is asked for
+
+    frontend = GrpcFrontend(runtime, app.state.metrics, version=__version__)
+    await frontend.start()
+    app.state.grpc = frontend
+    return frontend
 
 
 # uvicorn's exit status for a process that failed before serving; its worker supervisor stops

@@ -77,6 +77,10 @@ LATENCY_BUCKETS = (
 )
 MODEL_LABELS = ("model", "version")  # Triton's label names
 NO_MODEL = ("", "")
+# The inference request series carry `protocol`: "http" (v1 and V2 REST) or "grpc" (app/grpc/,
+# endpoint = the RPC's full name), so one dashboard shows both frontends, or each.
+HTTP, GRPC = "http", "grpc"
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
@@ -96,23 +100,26 @@ class Metrics:
         )
         self.success = Counter(
             "nv_inference_request_success",
-            "Inference requests answered 2xx",
-            ["endpoint", *MODEL_LABELS],
+            "Inference requests answered 2xx (gRPC: OK)",
+            ["endpoint", "protocol", *MODEL_LABELS],
             registry=r,
         )
         self.failure = Counter(
             "nv_inference_request_failure",
             "Inference requests that failed, by error slug (docs/api.md#errors); model and version "
             "are empty when the request named none that is loaded",
-            ["endpoint", "reason", *MODEL_LABELS],
+            ["endpoint", "protocol", "reason", *MODEL_LABELS],
             registry=r,
         )
         self.duration = Histogram(
             "nv_inference_request_duration_seconds",
             "Inference request duration, first byte in to last byte out",
-            ["endpoint", *MODEL_LABELS],
+            ["endpoint", "protocol", *MODEL_LABELS],
             buckets=LATENCY_BUCKETS,
             registry=r,
+        )
+        self.grpc_requests = Counter(
+            "ninserve_grpc_requests", "gRPC calls answered", ["method", "code"], registry=r
         )
         self.count = Counter("nv_inference_count", "Images inferred (batch items)", MODEL_LABELS, registry=r)
         self.exec_count = Counter(
@@ -140,7 +147,7 @@ class Metrics:
             registry=r,
         )
         r.register(_RuntimeCollector(runtime))
-        self._inference: dict[tuple[str, str, str], tuple[Histogram, Counter]] = {}
+        self._inference: dict[tuple[str, str, str, str], tuple[Histogram, Counter]] = {}
 
     def attach(self, engine: Engine, batcher: Batcher) -> None:
         """Observe the batcher (ServingState.on_ready calls this before it starts); keeps other hooks."""
@@ -176,20 +183,35 @@ class Metrics:
         self.http_requests.labels(endpoint, method, str(status)).inc()
         if endpoint not in INFERENCE_ROUTES:
             return
-        # The children of a (route, model, version) are looked up once: labels() with three
-        # values costs a few microseconds a request.
-        key = (endpoint, *model)
+        failed = (reason or f"http-{status}") if status >= 400 else None
+        self._observe_inference(endpoint, HTTP, failed, seconds, model)
+
+    def observe_grpc(
+        self, method: str, code: str, reason: str | None, seconds: float, model: tuple[str, str] = NO_MODEL
+    ) -> None:
+        """One gRPC call (app/grpc/service.py): `code` its status name, `reason` the error slug."""
+        self.grpc_requests.labels(method, code).inc()
+        if method == GRPC_INFER:
+            failed = (reason or code.lower()) if code != "OK" else None
+            self._observe_inference(method, GRPC, failed, seconds, model)
+
+    def _observe_inference(
+        self, endpoint: str, protocol: str, failed: str | None, seconds: float, model: tuple[str, str]
+    ) -> None:
+        # The children of a (route, protocol, model, version) are looked up once: labels() with
+        # four values costs a few microseconds a request.
+        key = (endpoint, protocol, *model)
         if (children := self._inference.get(key)) is None:
             children = self._inference[key] = (
-                self.duration.labels(endpoint, *model),
-                self.success.labels(endpoint, *model),
+                self.duration.labels(endpoint, protocol, *model),
+                self.success.labels(endpoint, protocol, *model),
             )
         duration, success = children
         duration.observe(seconds)
-        if status < 400:
+        if failed is None:
             success.inc()
         else:
-            self.failure.labels(endpoint, reason or f"http-{status}", *model).inc()
+            self.failure.labels(endpoint, protocol, failed, *model).inc()
 
     def forget(self, served: Served) -> None:
         """Drop an unloaded version's series (Triton does too): versions come and go for good."""
@@ -199,7 +221,7 @@ class Metrics:
                 metric.remove(*labels)
         # The request counters keep their totals (they count what was answered), only the
         # cached children go.
-        for key in [k for k in self._inference if k[1:] == labels]:
+        for key in [k for k in self._inference if k[2:] == labels]:
             del self._inference[key]
 
     def exposition(self) -> bytes:

@@ -2,7 +2,8 @@
 
 A fenced `text` block right after a `python` or `sh` block is that example's output. Each such
 pair is run here against a live server on the bundled model (the docs' `127.0.0.1:8000` pointed
-at it, from a scratch folder that sees the checkout's `app/` and `.venv/`) and compared with
+at it, and their gRPC `127.0.0.1:8001` at its gRPC port, from a scratch folder that sees the
+checkout's `app/` and `.venv/`) and compared with
 doctest's checker: `...` (or `…`) stands for any text, whitespace runs compare equal, and every
 number that is printed must match to the digits printed. So a doc cannot quote an output the
 code no longer gives.
@@ -23,11 +24,13 @@ import httpx
 import pytest
 
 from app.config import Settings
+from app.http.main import create_app
 from tests.app.helpers import live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("README.md", "docs/client.md", "docs/api.md")
 DOC_URL = "http://127.0.0.1:8000"
+DOC_GRPC = "127.0.0.1:8001"
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 CHECKER = doctest.OutputChecker()
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
@@ -69,9 +72,15 @@ def test_each_doc_quotes_outputs_that_are_checked() -> None:
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    settings = Settings(device="cpu", intra_op_threads=1)  # as `make serve` starts it: precision auto
-    with live_server(settings) as url:
+    """The HTTP URL; GRPC_TARGET[url] is the same server's gRPC port."""
+    settings = Settings(device="cpu", intra_op_threads=1, grpc_port=0)  # precision auto, as `make serve`
+    app = create_app(settings)
+    with live_server(app) as url:
+        GRPC_TARGET[url] = f"127.0.0.1:{app.state.grpc.port}"
         yield url
+
+
+GRPC_TARGET: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -87,6 +96,7 @@ def run(example: Example, url: str, cwd: Path) -> str:
     code = example.code.replace(DOC_URL, url).replace(
         DOC_URL.removeprefix("http://"), url.removeprefix("http://")
     )
+    code = code.replace(DOC_GRPC, GRPC_TARGET.get(url, DOC_GRPC))
     env = os.environ | {"NINSERVE_URL": url, "PYTHONPATH": str(ROOT)}
     if example.lang == "python":
         command = [sys.executable, "-c", code]

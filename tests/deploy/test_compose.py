@@ -86,15 +86,15 @@ def test_one_host_port_per_container_port_by_default_so_podman_compose_starts(
     for name in ("api", "api-gpu"):
         for mapping in services[name]["ports"]:
             host, container = re.fullmatch(r"\$\{\w+:-(\d+)\}:(\d+)", mapping).groups()
-            assert "-" not in host and container == "8000", mapping
+            assert "-" not in host and container in ("8000", "8001"), mapping  # HTTP, gRPC
     ports = published()
-    assert ports == {"api": {8000}, "api-gpu": {8010}}
+    assert ports == {"api": {8000, 8020}, "api-gpu": {8010, 8030}}
 
 
 def test_scaled_cpu_replicas_and_the_gpu_service_never_share_a_host_port() -> None:
     """`NINSERVE_HOST_PORTS=8000-8002 docker compose --profile gpu up --scale api=3`, as documented."""
-    ports = published({"NINSERVE_HOST_PORTS": "8000-8002"})
-    assert len(ports["api"]) == 3 and ports["api-gpu"]
+    ports = published({"NINSERVE_HOST_PORTS": "8000-8002", "NINSERVE_GRPC_HOST_PORTS": "8020-8022"})
+    assert len(ports["api"]) == 6 and ports["api-gpu"]
     assert not ports["api"] & ports["api-gpu"]
 
 
@@ -124,7 +124,7 @@ def test_podman_compose_publishes_one_port_per_container_port() -> None:
         if re.search(r"podman (create|run) ", line) and "com.docker.compose.service=api " in line
     ]  # fmt: skip
     (api,) = commands
-    assert re.findall(r" -p (\S+) ", api) == ["8000:8000"]
+    assert re.findall(r" -p (\S+)(?= )", api) == ["8000:8000", "8020:8001"]
     assert "alias=redis" not in api and re.search(r"--net(work)?[= ]\S*default", api)
 
 

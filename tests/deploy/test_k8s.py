@@ -98,7 +98,10 @@ def test_api_pods_probe_limit_and_run_like_the_image(variant: str) -> None:
     (api,) = pod["containers"]
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert api["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert api["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
+    ]
     assert {"cpu", "memory"} <= api["resources"]["requests"].keys()
     assert {"cpu", "memory"} <= api["resources"]["limits"].keys()
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 10001
@@ -174,8 +177,10 @@ def test_kserve_speaks_v2_on_the_image_port_and_autoscales() -> None:
     (container,) = runtime["spec"]["containers"]
     assert container["name"] == "kserve-container" and container["args"] == ["serve", "--host", "0.0.0.0"]
     env = env_of(container)
-    (port,) = container["ports"]
+    port, grpc = container["ports"]  # KServe routes the first; the second is its gRPC data port
     assert port["containerPort"] == int(env["NINSERVE_PORT"]) == 8000
+    assert grpc["containerPort"] == int(env["NINSERVE_GRPC_PORT"]) == 8001 and grpc["name"] == "h2c"
+    assert runtime["spec"]["grpcDataEndpoint"] == "port:8001"
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8000}
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -369,7 +374,7 @@ def test_network_policies_admit_only_what_each_side_needs() -> None:
         "app.kubernetes.io/component": "api",
     }
     assert set(api["policyTypes"]) == {"Ingress", "Egress"}
-    assert [p["port"] for rule in api["ingress"] for p in rule["ports"]] == [8000]
+    assert [p["port"] for rule in api["ingress"] for p in rule["ports"]] == [8000, 8001]  # HTTP, gRPC
     egress_ports = sorted((p["port"], p["protocol"]) for rule in api["egress"] for p in rule["ports"])
     assert egress_ports == [(53, "TCP"), (53, "UDP"), (6379, "TCP")]
     redis = by_kind(objects, "NetworkPolicy", "ninserve-redis")["spec"]

@@ -74,14 +74,41 @@ def test_counters_and_histograms_after_known_traffic(metered: httpx.Client) -> N
         return value(after, name, **labels) - value(before, name, **labels)
 
     none = {"model": "", "version": ""}  # refused before a model was looked up
-    assert delta("nv_inference_request_success_total", endpoint=V1, **MODEL) == 1
-    assert delta("nv_inference_request_success_total", endpoint=V2, **MODEL) == 1
-    assert delta("nv_inference_request_failure_total", endpoint=V1, reason="invalid-image", **MODEL) == 1
-    assert delta("nv_inference_request_failure_total", endpoint=V2, reason="invalid-tensor", **MODEL) == 1
-    assert delta("nv_inference_request_failure_total", endpoint=V2, reason="payload-too-large", **none) == 1
-    assert delta("nv_inference_request_duration_seconds_count", endpoint=V1, **MODEL) == 2
-    assert delta("nv_inference_request_duration_seconds_count", endpoint=V2, **MODEL) == 2
-    assert delta("nv_inference_request_duration_seconds_count", endpoint=V2, **none) == 1
+    assert delta("nv_inference_request_success_total", endpoint=V1, protocol="http", **MODEL) == 1
+    assert delta("nv_inference_request_success_total", endpoint=V2, protocol="http", **MODEL) == 1
+    assert (
+        delta(
+            "nv_inference_request_failure_total",
+            endpoint=V1,
+            protocol="http",
+            reason="invalid-image",
+            **MODEL,
+        )
+        == 1
+    )
+    assert (
+        delta(
+            "nv_inference_request_failure_total",
+            endpoint=V2,
+            protocol="http",
+            reason="invalid-tensor",
+            **MODEL,
+        )
+        == 1
+    )
+    assert (
+        delta(
+            "nv_inference_request_failure_total",
+            endpoint=V2,
+            protocol="http",
+            reason="payload-too-large",
+            **none,
+        )
+        == 1
+    )
+    assert delta("nv_inference_request_duration_seconds_count", endpoint=V1, protocol="http", **MODEL) == 2
+    assert delta("nv_inference_request_duration_seconds_count", endpoint=V2, protocol="http", **MODEL) == 2
+    assert delta("nv_inference_request_duration_seconds_count", endpoint=V2, protocol="http", **none) == 1
     # 1 + 4 images; the four of one V2 request were queued together, so they shared one batch
     assert delta("nv_inference_count_total", **MODEL) == 5
     assert delta("nv_inference_exec_count_total", **MODEL) == 2
@@ -174,7 +201,7 @@ def test_an_unhandled_error_counts_as_an_internal_error(make_settings) -> None:
 
     asyncio.run(call())
     text = metrics.exposition().decode()
-    labels = f'endpoint="{V1}",model="",reason="internal-error",version=""'
+    labels = f'endpoint="{V1}",model="",protocol="http",reason="internal-error",version=""'
     failure = f"nv_inference_request_failure_total{{{labels}}}"
     assert f"{failure} 1.0" in text
     assert f'ninserve_http_requests_total{{endpoint="{V1}",method="POST",status="500"}} 1.0' in text

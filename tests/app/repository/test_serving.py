@@ -97,7 +97,7 @@ def test_two_models_and_two_versions_are_served_at_once(repository: Path, serve)
         v1 = client.post("/v2/models/pets/versions/1/infer", json=body).json()
         assert (v1["model_name"], v1["model_version"]) == ("pets", "1")
         metrics = client.get("/metrics").text
-        labels = 'endpoint="/v1/models/{model_name}/classify",model="pets",version="2"'
+        labels = 'endpoint="/v1/models/{model_name}/classify",model="pets",protocol="http",version="2"'
         assert f"nv_inference_request_success_total{{{labels}}} 1.0" in metrics
         assert 'nv_inference_count_total{model="pets",version="1"}' in metrics
 

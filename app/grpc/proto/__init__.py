@@ -1,0 +1,1 @@
+"""inference.proto and the code protoc generates from it (generate.sh); not edited by hand."""

@@ -1,0 +1,288 @@
+"""A hostile round on the gRPC port of a real `ninserve serve` process (API keys on): oversize
+messages, malformed protobuf, wrong dtypes and shapes, many streams on one connection, more
+message bytes at once than the budget holds, slow clients at the HTTP/2 and the message level,
+calls without a key. Every answer is a clear status code (never INTERNAL or UNKNOWN), the
+process's peak RSS stays under its memory budget, it still serves afterwards, and SIGTERM drains
+a call in flight and ends cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tests.app.grpc.conftest import KEY
+from tests.app.helpers import free_port, pattern
+
+ROOT = Path(__file__).resolve().parents[3]
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+AUTH = (("authorization", f"Bearer {KEY}"),)
+BUDGET_MB = 800
+# Clients may send as much as they like: the limits under test are the server's.
+UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: Path) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    http_port, grpc_port = free_port(), free_port()
+    env = os.environ | {
+        "NINSERVE_PORT": str(http_port),
+        "NINSERVE_GRPC_PORT": str(grpc_port),
+        "NINSERVE_MODEL_PATH": str(tiny_model),
+        "NINSERVE_DEVICE": "cpu",
+        "NINSERVE_LOG_LEVEL": "warning",
+        "NINSERVE_INTRA_OP_THREADS": "1",
+        "NINSERVE_API_KEYS": KEY,
+        "NINSERVE_MEMORY_BUDGET_MB": str(BUDGET_MB),
+        "NINSERVE_HEADER_TIMEOUT_S": "2",
+        "NINSERVE_BODY_TIMEOUT_S": "2",
+        "NINSERVE_GRPC_MAX_CONNECTION_AGE_S": "3",
+        "NINSERVE_GRACEFUL_SHUTDOWN_S": "5",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "app.cli.main", "serve"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "ninserve serve did not become ready"
+            time.sleep(0.1)
+        yield proc, url, f"127.0.0.1:{grpc_port}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def infer_request(
+    images: np.ndarray, datatype: str = "UINT8", model: str = "tiny"
+) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="image", datatype=datatype, shape=list(images.shape))
+    request.raw_input_contents.append(images.tobytes())
+    return request
+
+
+def code_of(call) -> str:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code().name
+    return "OK"
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_hostile_round(server: tuple[subprocess.Popen, str, str]) -> None:
+    proc, url, target = server
+    seen: Counter[str] = Counter()
+    with grpc.insecure_channel(target, options=UNLIMITED) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        def expect(code: str, call) -> None:
+            got = code_of(call)
+            seen[got] += 1
+            assert got == code, call
+
+        good = infer_request(pattern(1)[None])
+        expect("OK", lambda: stub.ModelInfer(good, metadata=AUTH, timeout=30))
+        # no key, a wrong key, a malformed header: refused before the message is parsed
+        expect("UNAUTHENTICATED", lambda: stub.ModelInfer(good, timeout=30))
+        expect(
+            "UNAUTHENTICATED",
+            lambda: stub.ModelInfer(good, metadata=(("authorization", "Bearer " + "x" * 30),)),
+        )
+        expect("UNAUTHENTICATED", lambda: stub.ModelInfer(good, metadata=(("authorization", "Basic Zm9v"),)))
+        # oversize: messages past the limit (2 MiB: 128 MiB in flight / 64 calls), one past
+        # max_body_bytes (16 MiB), and metadata past max_header_bytes
+        for side in (840, 2400):
+            huge = infer_request(np.zeros((1, side, side, 3), np.uint8))
+            expect("RESOURCE_EXHAUSTED", lambda huge=huge: stub.ModelInfer(huge, metadata=AUTH, timeout=30))
+        expect(
+            "RESOURCE_EXHAUSTED", lambda: stub.ModelInfer(good, metadata=AUTH + (("x-pad", "a" * 20_000),))
+        )
+        # malformed protobuf, through a method that sends raw bytes
+        raw = channel.unary_unary(INFER)
+        for junk in (b"\xff\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f", os.urandom(4096)):
+            expect("INVALID_ARGUMENT", lambda junk=junk: raw(junk, metadata=AUTH, timeout=30))
+        # wrong dtypes, shapes, sizes, names
+        for bad in (
+            infer_request(np.zeros((1, 32, 32, 3), np.float32), "FP32"),
+            infer_request(np.zeros((1, 32, 32, 4), np.uint8)),
+            infer_request(np.zeros((1, 32, 32), np.uint8)),
+            infer_request(np.zeros((40, 32, 32, 3), np.uint8)),
+            infer_request(np.zeros((1, 33, 32, 3), np.uint8)),
+            infer_request(np.zeros((1, 512, 512, 3), np.uint8)),
+            infer_request(np.zeros((1, 32, 32, 3), np.uint8), "BYTES"),
+        ):
+            expect("INVALID_ARGUMENT", lambda bad=bad: stub.ModelInfer(bad, metadata=AUTH, timeout=30))
+        lying = infer_request(pattern(1)[None])
+        lying.inputs[0].shape[:] = [1_000_000, 1_000_000, 1_000_000, 3]
+        expect("INVALID_ARGUMENT", lambda: stub.ModelInfer(lying, metadata=AUTH, timeout=30))
+        expect(
+            "NOT_FOUND",
+            lambda: stub.ModelInfer(infer_request(pattern(1)[None], model="x" * 5000), metadata=AUTH),
+        )
+
+    # many streams on one connection: more than it may open and the server runs at once
+    # (grpc_max_concurrent_rpcs, 64); streams past it are refused unstarted (REFUSED_STREAM:
+    # UNAVAILABLE, safe to retry), calls past it RESOURCE_EXHAUSTED before their message is read
+    async def crowd(n: int, request: service_pb2.ModelInferRequest) -> Counter[str]:
+        async with grpc.aio.insecure_channel(target, options=UNLIMITED) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+            async def one() -> str:
+                try:
+                    await stub.ModelInfer(request, metadata=AUTH, timeout=60)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code().name
+                return "OK"
+
+            return Counter(await asyncio.gather(*(one() for _ in range(n))))
+
+    streams = asyncio.run(crowd(400, good))
+    seen.update(streams)
+    assert set(streams) <= {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"} and streams["OK"] >= 64, streams
+    # messages just under the limit (1.9 MB), as many at once as the server runs; 15 MB ones,
+    # 32 at once (docs/reliability.md#grpc: more large messages at once than calls allowed)
+    for side, n in ((800, 64), (2236, 32)):
+        heavy = asyncio.run(crowd(n, infer_request(np.zeros((1, side, side, 3), np.uint8))))
+        seen.update(heavy)
+        assert set(heavy) <= {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, heavy
+
+    # slow clients: one trickling the HTTP/2 preface, one trickling a message's bytes
+    assert slow_preface_is_cut_off(target) < 6
+    assert slow_message_is_cut_off(target) < 12
+
+    # still serving, within the memory budget, nothing crashed
+    with grpc.insecure_channel(target) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        assert code_of(lambda: stub.ModelInfer(good, metadata=AUTH, timeout=30)) == "OK"
+    assert proc.poll() is None
+    peak = peak_rss_mb(proc.pid)
+    assert peak < BUDGET_MB, peak
+    assert not {"INTERNAL", "UNKNOWN"} & set(seen), seen
+    print(f"\ngRPC hostile round: {dict(seen)}; peak RSS {peak:.0f} MB of a {BUDGET_MB} MB budget")
+
+
+def slow_preface_is_cut_off(target: str) -> float:
+    """Seconds until the server closes a connection whose HTTP/2 preface comes a byte at a time."""
+    host, port = target.rsplit(":", 1)
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        try:
+            for byte in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n":
+                sock.sendall(bytes([byte]))
+                time.sleep(0.5)
+        except OSError:
+            return time.monotonic() - started
+        sock.recv(1024)  # what the server sent, then its close
+    return time.monotonic() - started
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    """An HPACK literal header field without indexing, with a literal name (names and values < 127)."""
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def slow_message_is_cut_off(target: str) -> float:
+    """Seconds until the server ends a call whose message arrives a byte every 0.5 s: the
+    connection's age (3 s here) plus the time its calls get to finish (body_timeout_s, 2 s)."""
+    host, port = target.rsplit(":", 1)
+    headers = b"".join(
+        _literal(n, v)
+        for n, v in (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", INFER.encode()),
+            (b":authority", target.encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"authorization", f"Bearer {KEY}".encode()),
+        )
+    )
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b""))
+        sock.sendall(_frame(1, 4, 1, headers) + _frame(0, 0, 1, b"\x00" + struct.pack(">I", 100_000)))
+        sock.settimeout(0.5)
+        received = b""
+        while time.monotonic() - started < 30:
+            try:
+                sock.sendall(_frame(0, 0, 1, b"\x00"))
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+            if b"grpc-status" in received or _has_rst(received):
+                break
+    return time.monotonic() - started
+
+
+def _has_rst(data: bytes) -> bool:
+    """Whether the server sent RST_STREAM (3) or a GOAWAY (7) that ended the stream."""
+    pos = 0
+    while pos + 9 <= len(data):
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        if data[pos + 3] == 3:
+            return True
+        pos += 9 + length
+    return False
+
+
+def test_sigterm_drains_a_call_in_flight_and_ends_cleanly(server: tuple[subprocess.Popen, str, str]) -> None:
+    """Runs last: the server stops. A call started before SIGTERM is answered, never INTERNAL."""
+    proc, _, target = server
+    images = np.stack([pattern(i, 256) for i in range(8)])
+
+    async def in_flight() -> str:
+        async with grpc.aio.insecure_channel(target, options=UNLIMITED) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            call = stub.ModelInfer(infer_request(images), metadata=AUTH, timeout=30)
+            await asyncio.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await call
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name
+            return "OK"
+
+    assert asyncio.run(in_flight()) in ("OK", "UNAVAILABLE")
+    # uvicorn re-raises the signal it handled once it has shut down: the exit is by SIGTERM
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Traceback" not in proc.stdout.read().decode()
