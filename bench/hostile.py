@@ -24,6 +24,10 @@ Phases (docs/reliability.md has the targets and the numbers):
   scanbomb  2 clients post a 4000x4000 progressive JPEG of 3,000 scans (~30 s of libjpeg each)
             beside the probe
   jsonbomb  4 clients post 16 MB of V2 JSON `[[],[],...]` (~530 MB once parsed) beside the probe
+  echo      128 clients post a valid V2 infer body whose `id` is a 16 MB string (the server used
+            to echo it whole) beside the probe: peak RSS, their statuses, the probe's p50/p99
+  uploads   48 clients upload large bodies (half a 4.6 MB decodable 2048x2048 PNG, half 8 MB of
+            random bytes as image/jpeg) beside the probe: is a cheap request queued behind them?
   redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
             `seconds` during classify load: 200s/s and p99 before, during, after
             (bench/redis_stall.py); needs redis-server
@@ -125,6 +129,29 @@ def json_bomb(megabytes: int = 16) -> bytes:
     return head + b"[]," * count + tail
 
 
+def echo_bomb(megabytes: int = 16) -> tuple[bytes, int]:
+    """A valid V2 infer body (one 32x32 UINT8 image in binary) whose `id` is a `megabytes` string."""
+    pixels = np.zeros((1, 32, 32, 3), np.uint8).tobytes()
+    head = (
+        b'{"id":"'
+        + b"x" * (megabytes * 1024 * 1024 - 8192)  # the body just under the 16 MiB limit
+        + (
+            b'","inputs":[{"name":"image","datatype":"UINT8","shape":[1,32,32,3],'
+            b'"parameters":{"binary_data_size":%d}}]}' % len(pixels)
+        )
+    )
+    return head + pixels, len(head)
+
+
+def large_png(side: int = 2048) -> bytes:
+    """A decodable PNG of noise: ~12 MB of pixels in ~4.6 MB, nothing for zlib to squeeze."""
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 # --- client ---------------------------------------------------------------------------------
 
 
@@ -144,22 +171,29 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", content_type: str = "image/png", timeout: float = 30
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "image/png",
+        timeout: float = 30,
+        headers: str = "",
     ) -> Outcome:
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self._request(method, path, body, content_type, started), timeout)
+            request = self._request(method, path, body, content_type, started, headers)
+            return await asyncio.wait_for(request, timeout)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             await self.close()
             return Outcome(0, time.perf_counter() - started)
 
     async def _request(
-        self, method: str, path: str, body: bytes, content_type: str, started: float
+        self, method: str, path: str, body: bytes, content_type: str, started: float, headers: str = ""
     ) -> Outcome:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
         assert self.reader is not None
-        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n{headers}"
         if body:
             head += f"Content-Type: {content_type}\r\n"
         self.writer.write(head.encode() + b"\r\n" + body)
@@ -521,6 +555,47 @@ async def phase_crowd(
     }
 
 
+async def phase_echo(server: Server, seconds: float, clients: int = 128) -> dict[str, object]:
+    """`clients` closed-loop clients post a valid V2 body whose `id` is 16 MB long beside the probe."""
+    body, json_length = echo_bomb()
+    header = f"Inference-Header-Content-Length: {json_length}\r\n"
+    path = "/v2/models/nin-cifar10/infer"
+    server.reset_peak()
+    stop = time.perf_counter() + seconds
+    outcomes: list[Outcome] = []
+
+    async def client() -> None:
+        conn = Connection(server.port)
+        while time.perf_counter() < stop:
+            sent = await conn.request("POST", path, body, "application/octet-stream", headers=header)
+            outcomes.append(sent)
+        await conn.close()
+
+    crowd = asyncio.ensure_future(asyncio.gather(*(client() for _ in range(clients))))
+    await asyncio.sleep(0.5)
+    probed = await probe(server.port, seconds - 1.0)
+    await crowd
+    return {
+        "id_bytes": json_length,
+        "clients": clients,
+        "probe_32x32": latency_summary(probed),
+        "echo_bombs": {"n": len(outcomes), "statuses": dict(Counter(o.status for o in outcomes))},
+        "rss_peak_mb": round(server.peak_mb),
+    }
+
+
+async def phase_uploads(server: Server, seconds: float, clients: int = 48) -> dict[str, object]:
+    """`clients` closed-loop uploads of large bodies (a decodable 2048x2048 PNG, 8 MB of random
+    bytes) beside the 32x32 probe: bytes in flight must not queue the cheap request."""
+    noise = np.random.default_rng(11).integers(0, 256, 8 * 1024 * 1024, dtype=np.uint8).tobytes()
+    uploads = [
+        ("POST", "/v1/classify", large_png(), "image/png"),
+        ("POST", "/v1/classify", noise, "image/jpeg"),
+    ]
+    result = await phase_crowd(server, seconds, clients, uploads, "uploads")
+    return {"clients": clients, "upload_bytes": [len(u[2]) for u in uploads]} | result
+
+
 async def run_phases(
     server: Server, phases: list[str], seconds: float, redis: subprocess.Popen[bytes] | None = None
 ) -> dict[str, object]:
@@ -548,6 +623,10 @@ async def run_phases(
         elif phase == "jsonbomb":
             bomb = [("POST", "/v2/models/nin-cifar10/infer", json_bomb(), "application/json")]
             results[phase] = await phase_crowd(server, seconds, 4, bomb, "json_bombs")
+        elif phase == "echo":
+            results[phase] = await phase_echo(server, seconds)
+        elif phase == "uploads":
+            results[phase] = await phase_uploads(server, seconds)
         elif phase == "redis" and redis is not None:
             from bench.redis_stall import phase_redis
 
