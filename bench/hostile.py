@@ -26,7 +26,7 @@ Phases (docs/reliability.md has the targets and the numbers):
   jsonbomb  4 clients post 16 MB of V2 JSON `[[],[],...]` (~530 MB once parsed) beside the probe
   echo      128 clients post a valid V2 infer body whose `id` is a 16 MB string (the server used
             to echo it whole) beside the probe: peak RSS, their statuses, the probe's p50/p99
-  uploads   48 clients upload large bodies (half a 4.6 MB decodable 2048x2048 PNG, half 8 MB of
+  uploads   48 clients upload large bodies (half a 5.9 MB decodable 1400x1400 PNG, half 8 MB of
             random bytes as image/jpeg) beside the probe: is a cheap request queued behind them?
   redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
             `seconds` during classify load: 200s/s and p99 before, during, after
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import multiprocessing
@@ -143,8 +144,8 @@ def echo_bomb(megabytes: int = 16) -> tuple[bytes, int]:
     return head + pixels, len(head)
 
 
-def large_png(side: int = 2048) -> bytes:
-    """A decodable PNG of noise: ~12 MB of pixels in ~4.6 MB, nothing for zlib to squeeze."""
+def large_png(side: int = 1400) -> bytes:
+    """A decodable PNG of noise (5.9 MB at 1400x1400): nothing for zlib to squeeze."""
     rng = np.random.default_rng(5)
     img = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
     buffer = io.BytesIO()
@@ -196,9 +197,17 @@ class Connection:
         head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n{headers}"
         if body:
             head += f"Content-Type: {content_type}\r\n"
+        # Read while sending, as curl does: the server may answer (503, 413) before the body is in,
+        # and close without reading the rest.
+        reading = asyncio.ensure_future(self.reader.readline())
         self.writer.write(head.encode() + b"\r\n" + body)
-        await self.writer.drain()
-        status_line = await self.reader.readline()
+        sending = asyncio.ensure_future(self.writer.drain())
+        await asyncio.wait({reading, sending}, return_when=asyncio.FIRST_COMPLETED)
+        if not sending.done():
+            sending.cancel()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await sending
+        status_line = await reading
         if not status_line:
             raise ValueError("connection closed")
         status = int(status_line.split()[1])
@@ -585,7 +594,7 @@ async def phase_echo(server: Server, seconds: float, clients: int = 128) -> dict
 
 
 async def phase_uploads(server: Server, seconds: float, clients: int = 48) -> dict[str, object]:
-    """`clients` closed-loop uploads of large bodies (a decodable 2048x2048 PNG, 8 MB of random
+    """`clients` closed-loop uploads of large bodies (a decodable 1400x1400 PNG, 8 MB of random
     bytes) beside the 32x32 probe: bytes in flight must not queue the cheap request."""
     noise = np.random.default_rng(11).integers(0, 256, 8 * 1024 * 1024, dtype=np.uint8).tobytes()
     uploads = [
