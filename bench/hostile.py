@@ -65,6 +65,7 @@ from bench import loadgen
 HOST = "127.0.0.1"
 RSS_CEILING_MB = 7000  # stop a server that grows past this: the machine is shared
 ROOT = Path(__file__).resolve().parent.parent
+SEND_PIECE = 256 * 1024  # a body is written in pieces, the answer checked for between them
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -197,16 +198,22 @@ class Connection:
         head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n{headers}"
         if body:
             head += f"Content-Type: {content_type}\r\n"
-        # Read while sending, as curl does: the server may answer (503, 413) before the body is in,
-        # and close without reading the rest.
+        # Read while sending, as curl does: the server may answer (503, 413) before the body is in
+        # and close without reading the rest; the body then stops at the next piece.
         reading = asyncio.ensure_future(self.reader.readline())
-        self.writer.write(head.encode() + b"\r\n" + body)
-        sending = asyncio.ensure_future(self.writer.drain())
-        await asyncio.wait({reading, sending}, return_when=asyncio.FIRST_COMPLETED)
-        if not sending.done():
-            sending.cancel()
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            await sending
+        self.writer.write(head.encode() + b"\r\n")
+        early = False
+        for start in range(0, len(body), SEND_PIECE):
+            self.writer.write(body[start : start + SEND_PIECE])
+            sending = asyncio.ensure_future(self.writer.drain())
+            await asyncio.wait({reading, sending}, return_when=asyncio.FIRST_COMPLETED)
+            if not sending.done():
+                sending.cancel()
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await sending
+            if reading.done():
+                early = start + SEND_PIECE < len(body)
+                break
         status_line = await reading
         if not status_line:
             raise ValueError("connection closed")
@@ -219,7 +226,7 @@ class Connection:
             elif name.lower() == "connection" and value.strip().lower() == "close":
                 close = True
         payload = await self.reader.readexactly(length)
-        if close:
+        if close or early:
             await self.close()
         return Outcome(status, time.perf_counter() - started, payload)
 
