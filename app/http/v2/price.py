@@ -69,8 +69,11 @@ class StringScan:
             self.open_len += data.size
         if self.inside:
             self.longest = max(self.longest, self.open_len)
-        tail = np.flatnonzero(data != _BACKSLASH)
-        self.backslashes = data.size - 1 - int(tail[-1]) if tail.size else self.backslashes + data.size
+        if data[-1] != _BACKSLASH:
+            self.backslashes = 0
+        else:  # the run of backslashes this piece ends with, carried into the next piece
+            plain = np.flatnonzero(data != _BACKSLASH)
+            self.backslashes = data.size - 1 - int(plain[-1]) if plain.size else self.backslashes + data.size
 
 
 class JsonPrice:
