@@ -44,7 +44,7 @@ def tracked(path: Path) -> list[str]:
         folder = folder.parent
     try:
         listed = subprocess.run(
-            ["git", "-C", str(folder), "ls-files", "-z", "--", str(target)],
+            ["git", "-C", str(folder), "ls-files", "-z", "--full-name", "--", str(target)],
             capture_output=True,
             check=False,
             timeout=10,

@@ -10,6 +10,7 @@ version, never an fp32 file whose int8 variant is still being calibrated.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,6 +19,9 @@ from pathlib import Path
 
 from model.errors import DataError
 from model.places import REPOSITORY, model_name, next_version
+
+# Where torch.onnx logs the custom ops it skips when torchvision is absent (not our model's ops).
+TORCH_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
 
 
 def export_version(
@@ -37,8 +41,7 @@ def export_version(
     if not checkpoint.is_file():
         raise DataError(f"no checkpoint at {checkpoint} (ninserve train writes runs/<name>/checkpoint.pt)")
     model_dir = repository / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_dir)
+    repository.mkdir(parents=True, exist_ok=True)
     # Beside the repository, not in it: a scan would report a half-built folder as a bad entry.
     staging = Path(tempfile.mkdtemp(prefix=f".ninserve-export-{name}-", dir=repository.resolve().parent))
     try:
@@ -48,6 +51,8 @@ def export_version(
 
             source = data or _trained_on(checkpoint)
             quantize(staging / "model.onnx", staging / "model-int8.onnx", source, calibration_images)
+        model_dir.mkdir(exist_ok=True)  # now, not before: an empty model folder is a bad entry to a scan
+        version = next_version(model_dir)
         target = model_dir / str(version)
         os.rename(staging, target)  # one step: the version appears whole
     except BaseException:
@@ -59,15 +64,21 @@ def export_version(
 
 
 def quiet_export(checkpoint: Path, out: Path, **options: object) -> None:
-    """model.export.export without the deprecation chatter of torch.onnx and torchvision: what it
-    prints is its own steps and the parity figures."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        from model.export import export
+    """model.export.export without torch.onnx's chatter ("torchvision is not installed. Skipping
+    torchvision::nms" x4, FutureWarnings): what it prints is its own steps and the parity figures."""
+    registration = logging.getLogger(TORCH_REGISTRATION_LOGGER)
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            from model.export import export
 
-        export(checkpoint, out, **options)  # type: ignore[arg-type]
+            export(checkpoint, out, **options)  # type: ignore[arg-type]
+    finally:
+        registration.setLevel(level)
 
 
 def _trained_on(checkpoint: Path) -> Path:
