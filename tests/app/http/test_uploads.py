@@ -48,10 +48,12 @@ def test_a_large_body_answered_before_it_is_read_is_not_read(
     """Before, the server read (and dropped) the rest of a refused body, up to max_body_bytes, on
     its event loop; under an upload flood that was most of what it read."""
     declared = 3 * MiB if status == b"415" else 40 * MiB
-    with guarded_server(make_settings(max_body_bytes=4 * MiB)) as port:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(upload_head(declared, content_type) + b"x" * 100_000)  # most of it never sent
-            answer, closed = read_until_closed(conn, wait_s=5.0)
+    with (
+        guarded_server(make_settings(max_body_bytes=4 * MiB)) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        conn.sendall(upload_head(declared, content_type) + b"x" * 100_000)  # most of it never sent
+        answer, closed = read_until_closed(conn, wait_s=5.0)
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
     head = answer.split(b"\r\n\r\n")[0].lower()
     assert b"connection: close" in head and closed
