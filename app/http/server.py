@@ -299,16 +299,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         full, a 413, a 415) says `Connection: close`, and the connection is then closed without
         reading the rest (_close_unread) instead of reading up to max_body_bytes only to drop
         them: under an upload flood, refused bodies were most of what the event loop read."""
-        cycle = self.cycle
-        send = cycle.send
+        # Weak references only: a cycle that referred to itself (or to this protocol, which
+        # refers to it) would keep its request, body included, until the garbage collector ran.
+        cycle = weakref.ref(self.cycle)
+        send = type(self.cycle).send
 
         async def send_then_close_if_unread(message: Any) -> None:
-            if message["type"] == "http.response.start" and cycle.more_body:
-                cycle.keep_alive = False
-            await send(message)
+            current = cycle()
+            if current is None:
+                return
+            if message["type"] == "http.response.start" and current.more_body:
+                current.keep_alive = False
+            await send(current, message)
 
-        cycle.send = send_then_close_if_unread  # type: ignore[method-assign]
-        cycle.transport = _CloseUnread(self)  # type: ignore[assignment]
+        self.cycle.send = send_then_close_if_unread  # type: ignore[method-assign]
+        self.cycle.transport = _CloseUnread(self)  # type: ignore[assignment]
 
     def _close_unread(self) -> None:
         """FIN after the answer, stop reading, close after LINGER_S: a client still sending gets
@@ -452,13 +457,18 @@ class _CloseUnread:
     the way `_close_unread` does; the rest is the transport's."""
 
     def __init__(self, protocol: GuardedHttpToolsProtocol) -> None:
-        self._protocol = protocol
+        self._protocol = weakref.ref(protocol)
+        self._transport = protocol.transport
 
     def close(self) -> None:
-        self._protocol._close_unread()
+        protocol = self._protocol()
+        if protocol is None:
+            self._transport.close()
+        else:
+            protocol._close_unread()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._protocol.transport, name)
+        return getattr(self._transport, name)
 
 
 class _AfterIgnoredUpgrade:
