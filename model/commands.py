@@ -147,6 +147,7 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from model.errors import DataError
     from model.places import latest_run, refuse_tracked
+    from model.publish import export_version, quiet_export  # first: a missing `train` extra says so
 
     checkpoint = args.checkpoint
     if checkpoint is None:
@@ -156,12 +157,8 @@ def _export(args: argparse.Namespace) -> int:
         checkpoint = run / "checkpoint.pt"
     if args.out is not None:
         refuse_tracked(args.out, args.overwrite_tracked, "--out")
-        from model.publish import quiet_export
-
         quiet_export(checkpoint, args.out, weights=args.weights, flip_tta=args.flip_tta)
         return 0
-    from model.publish import export_version
-
     export_version(
         checkpoint,
         repository=args.repository,

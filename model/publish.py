@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from model.errors import DataError
+from model.export import export
 from model.places import REPOSITORY, model_name, next_version
 
 # Where torch.onnx logs the custom ops it skips when torchvision is absent (not our model's ops).
@@ -74,8 +75,6 @@ def quiet_export(checkpoint: Path, out: Path, **options: object) -> None:
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
-            from model.export import export
-
             export(checkpoint, out, **options)  # type: ignore[arg-type]
     finally:
         registration.setLevel(level)
