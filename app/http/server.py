@@ -90,6 +90,8 @@ _IDLE: weakref.WeakKeyDictionary[ServerState, dict[GuardedHttpToolsProtocol, Non
 _IDLE = weakref.WeakKeyDictionary()
 # Reading turns for large request bodies, one scheduler per server.
 _READERS: weakref.WeakKeyDictionary[ServerState, BodyReaders] = weakref.WeakKeyDictionary()
+# Connections closing after a refused large body (_close_unread): not counted against the cap.
+_REFUSED: weakref.WeakKeyDictionary[ServerState, set[GuardedHttpToolsProtocol]] = weakref.WeakKeyDictionary()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -119,13 +121,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._idle = _IDLE.setdefault(self.server_state, {})  # this server's idle connections
         self._readers = _READERS.setdefault(self.server_state, BodyReaders())
         self._large_body = False  # the current request's body waits for or holds a reading turn
+        self._closing_after_refusal = _REFUSED.setdefault(self.server_state, set())
 
     # --- connection ---
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = HeldFlow(transport)
-        if len(self.connections) > self.guard.max_connections and not self._evict_idle():
+        counted = len(self.connections) - len(self._closing_after_refusal)
+        if counted > self.guard.max_connections and not self._evict_idle():
             self._answer_and_close(503, "too many open connections; retry later")
             return
         self._start_headers()  # a connection that never sends a request is closed too
@@ -133,6 +137,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._idle.pop(self, None)
+        self._closing_after_refusal.discard(self)
         self._end_large_body()
         self._disarm()
         if self._drain is not None:
@@ -242,6 +247,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._ignore_upgrade()
         self._reading_headers = False
         self._disarm()
+        # uvicorn's own concurrency check counts every connection: not those closing after a refusal.
+        self.limit_concurrency = self.guard.max_connections + 1 + len(self._closing_after_refusal)
         super().on_headers_complete()
         if self._draining:
             self.cycle.keep_alive = False
@@ -326,6 +333,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         self._idle.pop(self, None)
+        # Answered and closing: it must not hold a place under the connection cap for LINGER_S,
+        # or refusals at a few hundred a second would fill the cap and push idle clients out.
+        # It stays in `connections`, so that a shutdown still closes it.
+        self._closing_after_refusal.add(self)
         self._disarm()
         self._linger()
 

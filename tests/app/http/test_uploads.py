@@ -143,3 +143,22 @@ def test_without_waiters_a_turn_lasts() -> None:
         assert log == ["+a"] and readers.turns_passed == 0
 
     asyncio.run(main())
+
+
+def test_connections_closed_after_a_refusal_leave_the_connection_cap(make_settings) -> None:
+    """A refused upload's connection lingers (FIN, then closed after 2 s) outside the cap: with
+    hundreds of refusals a second they filled it and pushed idle keep-alive clients out."""
+    with guarded_server(make_settings(max_connections=3, max_body_bytes=4 * MiB)) as port:
+        refused = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        try:
+            for conn in refused:
+                conn.sendall(upload_head(3 * MiB, "text/plain") + b"x" * 1000)
+                answer, closed = read_until_closed(conn, wait_s=5.0)
+                assert answer.startswith(b"HTTP/1.1 415 ") and closed
+            newcomer = httpx.post(
+                f"http://127.0.0.1:{port}/v1/classify", content=png(1), headers={"Content-Type": "image/png"}
+            )
+            assert newcomer.status_code == 200, newcomer.text
+        finally:
+            for conn in refused:
+                conn.close()
