@@ -293,7 +293,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def may_read(self) -> None:
         """This connection's turn to read its body."""
-        if isinstance(self.flow, HeldFlow) and not self._lingering:
+        if isinstance(self.flow, HeldFlow) and not self._lingering and not self.transport.is_closing():
             self.flow.release()
 
     def must_wait(self) -> None:
@@ -344,8 +344,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._large_body:
             self._large_body = False
             self._readers.done(self)
-            if isinstance(self.flow, HeldFlow) and self.flow.held and not self._lingering:
-                self.flow.release()
+            if self.flow.held:  # a pipelined request after it reads again (uvicorn resumes it)
+                self.flow.held = False
 
     # --- Upgrade: ignored, the request is served as HTTP/1.1 ---
 

@@ -162,3 +162,38 @@ def test_connections_closed_after_a_refusal_leave_the_connection_cap(make_settin
         finally:
             for conn in refused:
                 conn.close()
+
+
+def test_many_large_uploads_at_once_all_get_their_answer(make_settings) -> None:
+    """More large bodies than reading turns, some arriving whole with their headers: each waits
+    its turn, none is lost or left paused, and their connections stay usable."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(3).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    body = buffer.getvalue()
+    assert len(body) > 64 * 1024  # large: read in turns
+
+    async def upload(port: int) -> list[int]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        statuses = []
+        for _ in range(2):  # a second request on the same connection
+            writer.write(upload_head(len(body)) + body)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            statuses.append(int(head.split()[1]))
+        writer.close()
+        return statuses
+
+    async def main(port: int) -> list[list[int]]:
+        return await asyncio.wait_for(asyncio.gather(*(upload(port) for _ in range(12))), 60)
+
+    with guarded_server(make_settings(max_queue=64)) as port:
+        answers = asyncio.run(main(port))
+    assert answers == [[200, 200]] * 12
