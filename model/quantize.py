@@ -1,6 +1,6 @@
 """Static int8 quantization of the artifact for CPU serving (QDQ, per-channel, calibrated).
 
-    ninserve quantize --model model/artifacts/nin-cifar10.onnx --out model/artifacts/nin-cifar10-int8.onnx
+    ninserve quantize --model repository/c10/1/model.onnx --out repository/c10/1/model-int8.onnx
 
 Weights are quantized per output channel (symmetric int8), activations per tensor (uint8 ranges
 from calibration on training-split images, never the validation split). The graph keeps the
