@@ -2,9 +2,9 @@
 cheap request is never queued behind large uploads.
 
 One event-loop iteration reads every readable socket once (up to 256 KiB each). With 48 clients
-uploading 6-8 MB bodies, every iteration copied ~12 MB before the loop came back to a 3 KB request,
-and that request needs a dozen iterations (headers, admission, decode hand-off, batch, answer):
-a 32x32 probe's p99 was 310-530 ms (docs/reliability.md). Here a body over `LARGE_BODY_BYTES`
+uploading 6-8 MB bodies, an iteration could copy ~12 MB before the loop came back to a 3 KB
+request, and that request needs a dozen iterations (headers, admission, decode hand-off, batch,
+answer): docs/reliability.md has the probe's latency before and after. Here a body over `LARGE_BODY_BYTES`
 (declared by Content-Length, or chunked) is read only while its connection holds one of `slots`
 reading turns; the others are paused, their bytes waiting in the kernel's buffers at no cost to
 the process. A turn lasts `slice_s` while others wait, then passes to the longest waiting (round
@@ -22,10 +22,10 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 
 # uvicorn's own flow-control mark: a body under it arrives in one or two reads and is never paused.
 LARGE_BODY_BYTES = HIGH_WATER_LIMIT
-# Sockets read per loop iteration for large bodies: 4 x 256 KiB keeps an iteration around a
-# millisecond, and 4 turns still read ~300 MB/s of uploads on one core.
+# Sockets read per loop iteration for large bodies: at most 4 x 256 KiB of copying per
+# iteration, against 48 x 256 KiB under the upload flood of docs/reliability.md.
 READING_SLOTS = 4
-SLICE_S = 0.02  # a turn, while others wait: ~5 MB at full loopback speed
+SLICE_S = 0.02  # how long a turn lasts while others wait: a few MB at loopback speed
 
 
 class Reader(Protocol):
