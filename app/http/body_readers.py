@@ -25,7 +25,7 @@ LARGE_BODY_BYTES = HIGH_WATER_LIMIT
 # Sockets read per loop iteration for large bodies: at most 4 x 256 KiB of copying per
 # iteration, against 48 x 256 KiB under the upload flood of docs/reliability.md.
 READING_SLOTS = 4
-SLICE_S = 0.02  # how long a turn lasts while others wait: a few MB at loopback speed
+SLICE_S = 0.02  # how long a turn lasts while others wait
 
 
 class Reader(Protocol):

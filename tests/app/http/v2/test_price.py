@@ -86,3 +86,16 @@ def test_a_long_string_without_bytes_inputs_is_refused_before_parsing() -> None:
         streamed(header, None, 4096)
     as_bytes = header.replace(b'"UINT8"', b'"BYTES"')  # may be an encoded image: left to the parse
     assert streamed(as_bytes, None, 4096) > 0
+
+
+@pytest.mark.parametrize("cut", [None, 1, 3, 7, 15])
+def test_long_runs_of_backslashes_before_quotes(cut: int | None) -> None:
+    from app.http.v2.price import StringScan
+
+    for n in range(0, 40):
+        body = orjson.dumps({"a": "\\" * n + '"' + "x" * n, "b": ["\\" * (n % 5), "q"]})
+        scan = StringScan()
+        size = cut or len(body)
+        for start in range(0, len(body), size):
+            scan.feed(body[start : start + size])
+        assert scan.longest == _longest_string(body), (n, body)
