@@ -85,9 +85,9 @@ format: $(VENV)/.dev-installed
 # on failed parity), its evaluation and model-card figures (stamped into each artifact's val_top1),
 # the int8 variant and its evaluation, and the golden predictions the tests pin to the new model_version.
 artifacts: $(VENV)/.dev-installed
-	$(BIN)/ninserve export
+	$(BIN)/ninserve export --checkpoint model/training/checkpoint.pt --out model/artifacts/nin-cifar10.onnx --overwrite-tracked
 	$(BIN)/ninserve eval --data $(DATA) --report-dir model/card --write-metadata
-	$(BIN)/ninserve quantize --data $(DATA)
+	$(BIN)/ninserve quantize --data $(DATA) --overwrite-tracked
 	$(BIN)/ninserve eval --data $(DATA) --model model/artifacts/nin-cifar10-int8.onnx --write-metadata
 	$(BIN)/python -m tests.fixtures.golden
 

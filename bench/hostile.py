@@ -24,6 +24,10 @@ Phases (docs/reliability.md has the targets and the numbers):
   scanbomb  2 clients post a 4000x4000 progressive JPEG of 3,000 scans (~30 s of libjpeg each)
             beside the probe
   jsonbomb  4 clients post 16 MB of V2 JSON `[[],[],...]` (~530 MB once parsed) beside the probe
+  echo      128 clients post a valid V2 infer body whose `id` is a 16 MB string (the server used
+            to echo it whole) beside the probe: peak RSS, their statuses, the probe's p50/p99
+  uploads   48 clients upload large bodies (half a 5.9 MB decodable 1400x1400 PNG, half 8 MB of
+            random bytes as image/jpeg) beside the probe: is a cheap request queued behind them?
   redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
             `seconds` during classify load: 200s/s and p99 before, during, after
             (bench/redis_stall.py); needs redis-server
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import multiprocessing
@@ -60,6 +65,7 @@ from bench import loadgen
 HOST = "127.0.0.1"
 RSS_CEILING_MB = 7000  # stop a server that grows past this: the machine is shared
 ROOT = Path(__file__).resolve().parent.parent
+SEND_PIECE = 256 * 1024  # a body is written in pieces, the answer checked for between them
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -125,6 +131,29 @@ def json_bomb(megabytes: int = 16) -> bytes:
     return head + b"[]," * count + tail
 
 
+def echo_bomb(megabytes: int = 16) -> tuple[bytes, int]:
+    """A valid V2 infer body (one 32x32 UINT8 image in binary) whose `id` is a `megabytes` string."""
+    pixels = np.zeros((1, 32, 32, 3), np.uint8).tobytes()
+    head = (
+        b'{"id":"'
+        + b"x" * (megabytes * 1024 * 1024 - 8192)  # the body just under the 16 MiB limit
+        + (
+            b'","inputs":[{"name":"image","datatype":"UINT8","shape":[1,32,32,3],'
+            b'"parameters":{"binary_data_size":%d}}]}' % len(pixels)
+        )
+    )
+    return head + pixels, len(head)
+
+
+def large_png(side: int = 1400) -> bytes:
+    """A decodable PNG of noise (5.9 MB at 1400x1400): nothing for zlib to squeeze."""
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 # --- client ---------------------------------------------------------------------------------
 
 
@@ -144,27 +173,48 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", content_type: str = "image/png", timeout: float = 30
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "image/png",
+        timeout: float = 30,
+        headers: str = "",
     ) -> Outcome:
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self._request(method, path, body, content_type, started), timeout)
+            request = self._request(method, path, body, content_type, started, headers)
+            return await asyncio.wait_for(request, timeout)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             await self.close()
             return Outcome(0, time.perf_counter() - started)
 
     async def _request(
-        self, method: str, path: str, body: bytes, content_type: str, started: float
+        self, method: str, path: str, body: bytes, content_type: str, started: float, headers: str = ""
     ) -> Outcome:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
         assert self.reader is not None
-        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n{headers}"
         if body:
             head += f"Content-Type: {content_type}\r\n"
-        self.writer.write(head.encode() + b"\r\n" + body)
-        await self.writer.drain()
-        status_line = await self.reader.readline()
+        # Read while sending, as curl does: the server may answer (503, 413) before the body is in
+        # and close without reading the rest; the body then stops at the next piece.
+        reading = asyncio.ensure_future(self.reader.readline())
+        self.writer.write(head.encode() + b"\r\n")
+        early = False
+        for start in range(0, len(body), SEND_PIECE):
+            self.writer.write(body[start : start + SEND_PIECE])
+            sending = asyncio.ensure_future(self.writer.drain())
+            await asyncio.wait({reading, sending}, return_when=asyncio.FIRST_COMPLETED)
+            if not sending.done():
+                sending.cancel()
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await sending
+            if reading.done():
+                early = start + SEND_PIECE < len(body)
+                break
+        status_line = await reading
         if not status_line:
             raise ValueError("connection closed")
         status = int(status_line.split()[1])
@@ -176,7 +226,7 @@ class Connection:
             elif name.lower() == "connection" and value.strip().lower() == "close":
                 close = True
         payload = await self.reader.readexactly(length)
-        if close:
+        if close or early:
             await self.close()
         return Outcome(status, time.perf_counter() - started, payload)
 
@@ -521,6 +571,47 @@ async def phase_crowd(
     }
 
 
+async def phase_echo(server: Server, seconds: float, clients: int = 128) -> dict[str, object]:
+    """`clients` closed-loop clients post a valid V2 body whose `id` is 16 MB long beside the probe."""
+    body, json_length = echo_bomb()
+    header = f"Inference-Header-Content-Length: {json_length}\r\n"
+    path = "/v2/models/nin-cifar10/infer"
+    server.reset_peak()
+    stop = time.perf_counter() + seconds
+    outcomes: list[Outcome] = []
+
+    async def client() -> None:
+        conn = Connection(server.port)
+        while time.perf_counter() < stop:
+            sent = await conn.request("POST", path, body, "application/octet-stream", headers=header)
+            outcomes.append(sent)
+        await conn.close()
+
+    crowd = asyncio.ensure_future(asyncio.gather(*(client() for _ in range(clients))))
+    await asyncio.sleep(0.5)
+    probed = await probe(server.port, seconds - 1.0)
+    await crowd
+    return {
+        "id_bytes": json_length,
+        "clients": clients,
+        "probe_32x32": latency_summary(probed),
+        "echo_bombs": {"n": len(outcomes), "statuses": dict(Counter(o.status for o in outcomes))},
+        "rss_peak_mb": round(server.peak_mb),
+    }
+
+
+async def phase_uploads(server: Server, seconds: float, clients: int = 48) -> dict[str, object]:
+    """`clients` closed-loop uploads of large bodies (a decodable 1400x1400 PNG, 8 MB of random
+    bytes) beside the 32x32 probe: bytes in flight must not queue the cheap request."""
+    noise = np.random.default_rng(11).integers(0, 256, 8 * 1024 * 1024, dtype=np.uint8).tobytes()
+    uploads = [
+        ("POST", "/v1/classify", large_png(), "image/png"),
+        ("POST", "/v1/classify", noise, "image/jpeg"),
+    ]
+    result = await phase_crowd(server, seconds, clients, uploads, "uploads")
+    return {"clients": clients, "upload_bytes": [len(u[2]) for u in uploads]} | result
+
+
 async def run_phases(
     server: Server, phases: list[str], seconds: float, redis: subprocess.Popen[bytes] | None = None
 ) -> dict[str, object]:
@@ -548,6 +639,10 @@ async def run_phases(
         elif phase == "jsonbomb":
             bomb = [("POST", "/v2/models/nin-cifar10/infer", json_bomb(), "application/json")]
             results[phase] = await phase_crowd(server, seconds, 4, bomb, "json_bombs")
+        elif phase == "echo":
+            results[phase] = await phase_echo(server, seconds)
+        elif phase == "uploads":
+            results[phase] = await phase_uploads(server, seconds)
         elif phase == "redis" and redis is not None:
             from bench.redis_stall import phase_redis
 

@@ -11,11 +11,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from app.cli.commands import DefaultsHelp
-from model.config import TrainConfig
+from model.config import HELP, TrainConfig
+from model.places import OVERWRITE_FLAG, REPOSITORY, RUNS
 
 DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "nin-cifar10.onnx"
-DEFAULT_RUN_DIR = "model/training"
 DEFAULT_DATA = Path(TrainConfig.data)
+OVERWRITE_HELP = "allow replacing files that git tracks (the shipped model; what `make artifacts` does)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,32 +24,50 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train NiN (resumable; bf16 on CPU, AMP on CUDA)",
         description="Train NiN on CIFAR-10 (python batches, or a folder or zip of <split>/<class>/<image>) "
-        "and write RUN_DIR/checkpoint.pt after each epoch; `ninserve export` turns it into the ONNX "
-        "artifact. Each flag overrides the field of model/config.py's TrainConfig of the same name.",
+        "and write RUN_DIR/checkpoint.pt after each epoch (RUN_DIR: runs/NAME/, untracked); `ninserve "
+        "export` turns it into a repository model. Each flag overrides the field of model/config.py's "
+        "TrainConfig of the same name.",
     )
     for f in fields(TrainConfig):
         if f.name in {"classes"}:
             continue
         flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, type=type(f.default), default=None, help=f"default: {f.default}")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+        shown = f" (default: {f.default})" if f.default not in ("",) else ""
+        p.add_argument(flag, type=type(f.default), default=None, help=HELP[f.name] + shown)
+    p.add_argument("--name", help=f"the run's name: RUN_DIR is {RUNS}/NAME/ (default: the UTC start time)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt (default: the latest run)"
+    )
     p.add_argument("--stop-after", type=int, help="stop after this epoch (resume later with --resume)")
+    p.add_argument(OVERWRITE_FLAG, action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(handler=_train)
 
     p = sub.add_parser(
         "export",
-        help="export a checkpoint to the ONNX artifact (parity-checked)",
+        help="export a checkpoint into a model repository (parity-checked)",
         description="Export a checkpoint of `ninserve train` to the self-contained ONNX artifact the server "
-        "loads (uint8 pixels in; scores and confidence maps out), BatchNorm folded; it is written only if "
-        "ONNX Runtime matches PyTorch on it.",
+        "loads (uint8 pixels in; scores and confidence maps out), BatchNorm folded, as the next version of a "
+        "repository model: REPOSITORY/MODEL/<next version>/model.onnx (and model-int8.onnx with --int8), "
+        "which appears whole, so a polling server never sees half of it. It is written only if ONNX "
+        "Runtime matches PyTorch on it.",
         formatter_class=DefaultsHelp,
     )
+    p.add_argument("--checkpoint", type=Path, help="from ninserve train (default: the latest run's)")
     p.add_argument(
-        "--checkpoint", type=Path, default=Path(DEFAULT_RUN_DIR) / "checkpoint.pt", help="from ninserve train"
+        "--repository",
+        type=Path,
+        help=f"the model repository (default: NINSERVE_MODEL_REPOSITORY, else {REPOSITORY}/)",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT, help="the ONNX artifact to write")
+    p.add_argument("--model-name", help="the repository model (default: the run's folder name)")
+    p.add_argument(
+        "--int8", action="store_true", help="add the int8 variant (ninserve quantize) to the version"
+    )
+    p.add_argument("--data", type=Path, help="--int8 calibration data (default: the data the run trained on)")
+    p.add_argument("--calibration-images", type=int, default=1024, help="--int8: images to calibrate on")
+    p.add_argument("--out", type=Path, help="one ONNX file to write instead of a repository version")
     p.add_argument("--weights", choices=["ema", "raw"], default="ema", help="EMA or raw trained weights")
     p.add_argument("--flip-tta", action="store_true", help="bake horizontal-flip averaging into the graph")
+    p.add_argument(OVERWRITE_FLAG, action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(handler=_export)
 
     p = sub.add_parser(
@@ -67,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method", choices=["minmax", "percentile", "entropy"], default="percentile", help="calibration"
     )
+    p.add_argument(OVERWRITE_FLAG, action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(handler=_quantize)
 
     p = sub.add_parser(
@@ -97,7 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from model.train import train
+    from model.errors import DataError
+    from model.places import latest_run, refuse_tracked, run_name
 
     given = {
         f.name: getattr(args, f.name)
@@ -105,22 +126,57 @@ def _train(args: argparse.Namespace) -> int:
         if f.name != "classes" and getattr(args, f.name) is not None
     }
     config = TrainConfig(**given)
+    if not config.run_dir:
+        if args.resume and args.name is None:
+            latest = latest_run()
+            if latest is None:
+                raise DataError(f"--resume: no run under {RUNS}/ to continue; name one with --run-dir")
+            config.run_dir = str(latest)
+        else:
+            config.run_dir = str(RUNS / (args.name or run_name()))
+    refuse_tracked(Path(config.run_dir), args.overwrite_tracked, "--run-dir")
     if args.resume and "data" not in given:
         config.data = ""  # take the data path recorded in the checkpoint
+    print(f"run: {config.run_dir}", flush=True)
+    from model.train import train
+
     train(config, resume=args.resume, stop_after=args.stop_after)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from model.export import export
+    from model.errors import DataError
+    from model.places import latest_run, refuse_tracked
+    from model.publish import export_version, quiet_export  # first: a missing `train` extra says so
 
-    export(args.checkpoint, args.out, weights=args.weights, flip_tta=args.flip_tta)
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        run = latest_run()
+        if run is None:
+            raise DataError(f"no run under {RUNS}/ to export; name a checkpoint with --checkpoint")
+        checkpoint = run / "checkpoint.pt"
+    if args.out is not None:
+        refuse_tracked(args.out, args.overwrite_tracked, "--out")
+        quiet_export(checkpoint, args.out, weights=args.weights, flip_tta=args.flip_tta)
+        return 0
+    export_version(
+        checkpoint,
+        repository=args.repository,
+        model=args.model_name,
+        int8=args.int8,
+        data=args.data,
+        calibration_images=args.calibration_images,
+        weights=args.weights,
+        flip_tta=args.flip_tta,
+    )
     return 0
 
 
 def _quantize(args: argparse.Namespace) -> int:
+    from model.places import refuse_tracked
     from model.quantize import quantize
 
+    refuse_tracked(args.out, args.overwrite_tracked, "--out")
     quantize(args.model, args.out, args.data, args.calibration_images, args.method)
     return 0
 

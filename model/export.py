@@ -1,6 +1,7 @@
 """Export a trained checkpoint to the self-contained ONNX artifact the server loads.
 
-    ninserve export --checkpoint model/training/checkpoint.pt --out model/artifacts/nin-cifar10.onnx
+    ninserve export --checkpoint runs/c10/checkpoint.pt --out /tmp/nin.onnx   # one file
+    ninserve export --int8        # the latest run -> repository/<run>/<next version>/ (model/publish.py)
 
 The graph takes uint8 RGB pixels [N, H, W, 3] and returns `scores` (softmax) and
 `confidence_maps` (the last mlpconv's per-class maps), with BatchNorm folded into the convs and

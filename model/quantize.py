@@ -1,6 +1,6 @@
 """Static int8 quantization of the artifact for CPU serving (QDQ, per-channel, calibrated).
 
-    ninserve quantize --model model/artifacts/nin-cifar10.onnx --out model/artifacts/nin-cifar10-int8.onnx
+    ninserve quantize --model repository/c10/1/model.onnx --out repository/c10/1/model-int8.onnx
 
 Weights are quantized per output channel (symmetric int8), activations per tensor (uint8 ranges
 from calibration on training-split images, never the validation split). The graph keeps the
@@ -38,11 +38,14 @@ class _PixelBatches(CalibrationDataReader):
     """Feeds uint8 NHWC calibration batches to the calibrator."""
 
     def __init__(self, images: np.ndarray, batch_size: int = 64) -> None:
-        # Equal batches only: the histogram calibrators stack per-batch outputs and reject a ragged tail.
-        usable = len(images) - len(images) % batch_size or len(images)
-        self._batches = iter([images[i : i + batch_size] for i in range(0, usable, batch_size)])
-        self.count = usable
-        self.progress = tqdm(total=usable, desc="calibrating", unit="img", disable=None, leave=False)
+        # Equal batches only: the histogram calibrators stack per-batch outputs and reject a ragged
+        # tail. The largest batch up to `batch_size` that divides the count: every image is used.
+        batch_size = max(
+            d for d in range(1, min(batch_size, max(1, len(images))) + 1) if len(images) % d == 0
+        )
+        self._batches = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
+        self.count = len(images)
+        self.progress = tqdm(total=self.count, desc="calibrating", unit="img", disable=None, leave=False)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
@@ -61,8 +64,21 @@ def calibration_and_validation(
     data = load_dataset(data_path, "train", int(meta["native_size"]))
     facts = json.loads(meta["val_split"])
     train_idx, val_idx = split_train_val(data.labels, facts["val_size"], facts["seed"])
-    _, picked = split_train_val(data.labels[train_idx], count, seed)
+    picked = balanced(data.labels[train_idx], count, seed)
     return data.images[train_idx[picked]], data.subset(val_idx)
+
+
+def balanced(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """`count` indices (all, if there are fewer), classes taken in turn so each has its share
+    (16 of 3 classes: 6, 5, 5), in index order."""
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    picked: list[int] = []
+    while len(picked) < count and any(queues):
+        for queue in queues:
+            if queue and len(picked) < count:
+                picked.append(int(queue.pop()))
+    return np.sort(np.asarray(picked, dtype=np.int64))
 
 
 def quantize(

@@ -1,7 +1,7 @@
 """Train NiN on CIFAR-10 (or any `<split>/<class>/<image>` set) with a resumable checkpoint.
 
-    ninserve train --data ../shared/data/cifar10-jpeg-train.zip --run-dir model/training
-    ninserve train --run-dir model/training --resume        # continue after an interruption
+    ninserve train --data ../shared/data/cifar10-jpeg-train.zip --name cifar   # -> runs/cifar/
+    ninserve train --name cifar --resume                     # continue after an interruption
 
 Every epoch appends a line to `metrics.jsonl`, redraws `training_curve.png` and overwrites the one
 `checkpoint.pt` (weights, EMA weights, optimiser state, config, data split facts), so a run can
@@ -197,6 +197,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
 
     `stop_after` ends the run after that epoch with the checkpoint ready for `--resume`, to fit a
     long schedule into several shorter sittings."""
+    if not config.run_dir:  # never the shipped model/training: a new untracked run
+        from model.places import RUNS, run_name
+
+        config.run_dir = str(RUNS / run_name())
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"

@@ -3,6 +3,8 @@
     ninserve serve --port 8000 --model model/artifacts/nin-cifar10.onnx
     ninserve predict app/web/samples/cat.jpg --top-k 3 --maps maps/
     ninserve predict photos/ --out results.csv
+    ninserve predict photo.jpg --model shapes:2
+    ninserve models
 
 Flags override NINSERVE_* environment variables, which override the defaults in app/config.py;
 `predict` reads the server's URL from NINSERVE_URL.
@@ -92,7 +94,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print each result as one line of JSON")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument(
+        "--model",
+        metavar="NAME[:VERSION]",
+        help="a model of the server's repository, optionally one version (`ninserve models` lists "
+        "them); without it, the server's default model",
+    )
     p.set_defaults(handler=_predict)
+
+    p = sub.add_parser(
+        "models",
+        help="list the models and versions a running server has loaded",
+        description="GET /v1/models: one line per loaded version (name, version, precision, classes, "
+        "validation top-1, whether it is the default model and the latest version).",
+        formatter_class=DefaultsHelp,
+    )
+    p.add_argument(
+        "--url",
+        default=os.environ.get("NINSERVE_URL") or DEFAULT_URL,
+        help="server base URL (environment: NINSERVE_URL)",
+    )
+    p.add_argument("--json", action="store_true", help="print the server's JSON instead of a table")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    p.set_defaults(handler=_models)
 
 
 SERVE_FLAGS = (
@@ -251,9 +275,15 @@ def serve_banner(host: str, port: int, model: Path | str, *, grpc_port: int | No
 
 def _predict(args: argparse.Namespace) -> int:
     from app.cli.predict import predict
+    from app.cli.reach import parse_model
 
     if args.top_k < 1:
         print("ninserve predict: --top-k must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        model, version = parse_model(args.model)
+    except ValueError as exc:
+        print(f"ninserve predict: {exc}", file=sys.stderr)
         return 2
     return predict(
         args.images,
@@ -263,4 +293,31 @@ def _predict(args: argparse.Namespace) -> int:
         out_path=args.out,
         as_json=args.json,
         timeout=args.timeout,
+        model=model,
+        version=version,
     )
+
+
+def _models(args: argparse.Namespace) -> int:
+    import orjson
+
+    from app.cli.reach import Unreachable, models_table, preflight
+    from app.client.v1 import ApiError, Client
+
+    if not args.url.lower().startswith(("http://", "https://")):
+        print(f"ninserve models: the URL {args.url} lacks http:// (e.g. http://{args.url})", file=sys.stderr)
+        return 2
+    with Client(args.url, timeout=args.timeout) as client:
+        try:
+            models = preflight(client, args.url)
+        except Unreachable as exc:
+            print(f"ninserve models: {exc}", file=sys.stderr)
+            return 2
+        except ApiError as exc:
+            print(f"ninserve models: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(orjson.dumps({"models": models}, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(models_table(models))
+    return 0

@@ -20,8 +20,19 @@ TRAIN_EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript", "matplotlib"})
 INSTALL_TRAIN = "pip install 'ninserve[cpu,train]' (or `make .venv/.dev-installed` in a checkout)"
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml), or the source tree's when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ninserve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ninserve")
+    parser.add_argument("--version", action="version", version=f"ninserve {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     app_commands.register(sub)
     serving = list(sub.choices)

@@ -2,6 +2,7 @@
 
     ninserve predict app/web/samples/cat.jpg --top-k 3 --maps maps/
     ninserve predict photos/ --out results.csv          # every image under photos/, batched
+    ninserve predict photo.jpg --model shapes:2          # a repository model, one version
 
 One image goes to POST /v1/classify; several (or a folder, searched recursively) go to POST
 /v1/classify/batch in chunks the server accepts, with a progress bar on a terminal. Results
@@ -22,6 +23,7 @@ import httpx
 import orjson
 from tqdm import tqdm
 
+from app.cli.reach import Unreachable, preflight, transport_message
 from app.client.v1 import ApiError, Client
 
 BAR = 24  # characters for a score of 1.0
@@ -134,6 +136,8 @@ def predict(
     out_path: Path | None = None,
     as_json: bool = False,
     timeout: float = 60.0,
+    model: str | None = None,
+    version: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -150,11 +154,15 @@ def predict(
     if out_path is not None and out_path.suffix.lower() not in OUT_FORMATS:
         print(f"ninserve predict: --out must end in {' or '.join(OUT_FORMATS)}: {out_path}", file=err)
         return 2
-    with Client(url, timeout=timeout) as client:
+    with Client(url, model=model, version=version, timeout=timeout) as client:
         try:
+            preflight(client, url, model, version)
             entries = _classify(client, files, top_k, err)
+        except Unreachable as exc:
+            print(f"ninserve predict: {exc}", file=err)
+            return 2
         except httpx.TransportError as exc:
-            print(f"ninserve predict: cannot reach {url} ({exc}); start a server with `make serve`", file=err)
+            print(f"ninserve predict: {transport_message(url, exc)}", file=err)
             return 2
         except ApiError as exc:
             print(f"ninserve predict: {exc}", file=err)

@@ -8,6 +8,8 @@
         maps = client.maps(result)                       # numpy float32 [K, h, w]
         png = client.map_png(result, "cat", overlay=True)  # heatmap over the image, PNG bytes
         items = client.classify_batch(["a.jpg", "b.png"])   # one entry per file, in order
+        client.classify("a.jpg", model="shapes", version="2")   # a repository model, one version
+        [m["name"] for m in client.models()]                    # what the server has loaded
 
 Results are the API's JSON as dicts (documented at /docs and in docs/api.md). A request the
 server refuses raises ApiError with its RFC 9457 problem; an unreachable server raises
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -81,18 +84,38 @@ def _id(prediction: Prediction) -> str:
     return prediction if isinstance(prediction, str) else str(prediction["id"])
 
 
+def classify_path(model: str | None, version: str | None, *, batch: bool = False) -> str:
+    """The v1 route for a model and version: the server's default model without one."""
+    if model is None:
+        if version is not None:
+            raise ValueError("a version needs a model: pass model= too")
+        base = "/v1/classify"
+    else:
+        base = f"/v1/models/{quote(model, safe='')}"
+        if version is not None:
+            base += f"/versions/{quote(str(version), safe='')}"
+        base += "/classify"
+    return base + "/batch" if batch else base
+
+
 class Client:
-    """A connection to one ninserve server; use it as a context manager or call close()."""
+    """A connection to one ninserve server; use it as a context manager or call close().
+
+    `model` and `version` pick what classify and classify_batch use (default: the server's
+    default model, its latest version); each call can name its own."""
 
     def __init__(
         self,
         url: str = DEFAULT_URL,
         *,
+        model: str | None = None,
+        version: str | None = None,
         timeout: float = 60.0,
         batch_files: int = BATCH_FILES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.model, self.version = model, version
         self.batch_files = batch_files  # lowered for good when the server says 413 too-many-files
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
 
@@ -127,14 +150,28 @@ class Client:
         return self._request("GET", "/v1/models").json()["models"]
 
     def classify(
-        self, image: Image, *, top_k: int = 5, maps: str = "none", resolution: int | None = None
+        self,
+        image: Image,
+        *,
+        top_k: int = 5,
+        maps: str = "none",
+        resolution: int | None = None,
+        model: str | None = None,
+        version: str | None = None,
     ) -> dict[str, Any]:
-        """POST /v1/classify: top-k, all scores, image size, timings and links to the maps.
+        """POST /v1/classify (or /v1/models/{model}[/versions/{version}]/classify): top-k, all
+        scores, image size, timings and links to the maps.
 
         `maps="inline"` adds the raw map values; `resolution` runs the network at that square
         size (a multiple of 4, at least the native 32) for finer maps."""
         params = _params(top_k, maps, resolution)
-        return self._request("POST", "/v1/classify", params=params, files={"file": image_part(image)}).json()
+        path = self._path(model, version)
+        return self._request("POST", path, params=params, files={"file": image_part(image)}).json()
+
+    def _path(self, model: str | None, version: str | None, *, batch: bool = False) -> str:
+        if model is None:
+            model, version = self.model, version if version is not None else self.version
+        return classify_path(model, version, batch=batch)
 
     def classify_batch(
         self,
@@ -144,6 +181,8 @@ class Client:
         maps: str = "none",
         resolution: int | None = None,
         progress: Callable[[int], None] | None = None,
+        model: str | None = None,
+        version: str | None = None,
     ) -> list[dict[str, Any]]:
         """POST /v1/classify/batch in chunks; one entry per image, in order: `index`, `filename`,
         `status` and either `result` (as from classify) or `error` (an RFC 9457 problem).
@@ -151,12 +190,13 @@ class Client:
         Files that cannot be read locally get an entry with status 0 and the reason. `progress`
         is called with the number of images finished after each chunk."""
         params = _params(top_k, maps, resolution)
+        path = self._path(model, version, batch=True)
         entries: list[dict[str, Any]] = []
         start = 0
         while start < len(images):
             chunk = images[start : start + self.batch_files]
             try:
-                answered = self._batch(chunk, params)
+                answered = self._batch(chunk, params, path)
             except ApiError as exc:
                 # Too many files or too many bytes for one request: halve and try again.
                 if exc.status == 413 and len(chunk) > 1:
@@ -174,7 +214,7 @@ class Client:
                 progress(len(chunk))
         return entries
 
-    def _batch(self, chunk: Sequence[Image], params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _batch(self, chunk: Sequence[Image], params: dict[str, Any], path: str) -> list[dict[str, Any]]:
         parts: list[tuple[str, tuple[str, bytes, str]]] = []
         unreadable: dict[int, dict[str, Any]] = {}
         for i, image in enumerate(chunk):
@@ -184,7 +224,7 @@ class Client:
                 unreadable[i] = _local_error(i, _name(image), 0, {"detail": exc.strerror or str(exc)})
         answered = iter([])
         if parts:
-            response = self._request("POST", "/v1/classify/batch", params=params, files=parts)
+            response = self._request("POST", path, params=params, files=parts)
             answered = iter(response.json()["results"])
         entries = []
         for i in range(len(chunk)):

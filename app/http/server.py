@@ -10,6 +10,10 @@ protocol with what it lacks:
   byte (or of connecting): 408 and close otherwise, however steadily bytes trickle in;
 - body deadline: the whole body within body_timeout_s of the end of the headers, else close;
 - header limits: max_header_bytes for the request line and headers, max_headers lines: 431;
+- large bodies in turns: a body over 64 KiB is read only while its connection holds one of a few
+  reading turns (app/http/body_readers.py), so uploads cannot fill every loop iteration and a
+  cheap request is not queued behind them; one answered before it was read (a 503 when the
+  bytes in flight are full, a 413) is not read at all: `Connection: close`, FIN, linger;
 - connection cap: at max_connections a new connection first takes the place of the oldest idle
   one: a keep-alive connection between requests, or one that has not sent a byte since it
   connected (nginx drains both kinds too), closed as the keep-alive or header timeout would close
@@ -44,6 +48,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import Settings
+from app.http.body_readers import LARGE_BODY_BYTES, BodyReaders, HeldFlow
 from app.logs import uvicorn_log_config
 
 logger = logging.getLogger("ninserve")
@@ -83,6 +88,10 @@ _FRAMING = (b"content-length", b"transfer-encoding", b"connection")
 # Idle keep-alive connections of each server, oldest first (a dict keeps insertion order).
 _IDLE: weakref.WeakKeyDictionary[ServerState, dict[GuardedHttpToolsProtocol, None]]
 _IDLE = weakref.WeakKeyDictionary()
+# Reading turns for large request bodies, one scheduler per server.
+_READERS: weakref.WeakKeyDictionary[ServerState, BodyReaders] = weakref.WeakKeyDictionary()
+# Connections closing after a refused large body (_close_unread): not counted against the cap.
+_REFUSED: weakref.WeakKeyDictionary[ServerState, set[GuardedHttpToolsProtocol]] = weakref.WeakKeyDictionary()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -110,12 +119,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._draining = False  # shutting down: the next answer closes the connection
         self._drain: asyncio.TimerHandle | None = None
         self._idle = _IDLE.setdefault(self.server_state, {})  # this server's idle connections
+        self._readers = _READERS.setdefault(self.server_state, BodyReaders())
+        self._large_body = False  # the current request's body waits for or holds a reading turn
+        self._closing_after_refusal = _REFUSED.setdefault(self.server_state, set())
 
     # --- connection ---
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.guard.max_connections and not self._evict_idle():
+        self.flow = HeldFlow(transport)
+        counted = len(self.connections) - len(self._closing_after_refusal)
+        if counted > self.guard.max_connections and not self._evict_idle():
             self._answer_and_close(503, "too many open connections; retry later")
             return
         self._start_headers()  # a connection that never sends a request is closed too
@@ -123,12 +137,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._idle.pop(self, None)
+        self._closing_after_refusal.discard(self)
+        self._end_large_body()
         self._disarm()
         if self._drain is not None:
             self._drain.cancel()
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
+        if self._lingering:  # closed after an answer that came before its body (_close_unread)
+            self.server_state.total_requests += 1
+            return
         super().on_response_complete()
         if self.timeout_keep_alive_task is not None:  # idle until the next request or the timeout
             self._idle[self] = None
@@ -228,16 +247,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._ignore_upgrade()
         self._reading_headers = False
         self._disarm()
+        # uvicorn's own concurrency check counts every connection: not those closing after a refusal.
+        self.limit_concurrency = self.guard.max_connections + 1 + len(self._closing_after_refusal)
         super().on_headers_complete()
         if self._draining:
             self.cycle.keep_alive = False
         self._arm(self.guard.body_timeout_s, self._body_timed_out)
+        if self._declares_large_body():
+            self._large_body = True
+            self._watch_unread_body()
+            self._readers.start(self)
 
     def on_message_complete(self) -> None:
         if self._body_skipped:  # the end httptools reports after an Upgrade's headers: not the end
             self._body_skipped = False
             return
         self._disarm()
+        self._end_large_body()
         super().on_message_complete()
 
     def shutdown(self) -> None:
@@ -254,6 +280,72 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # Closing now would reset it; give it DRAIN_S to arrive, answer it with `Connection: close`.
         self._unset_keepalive_if_required()
         self._drain = self.loop.call_later(DRAIN_S, self._close_idle)
+
+    # --- large bodies: read in turns (app/http/body_readers.py) ---
+
+    def _declares_large_body(self) -> bool:
+        for name, value in self.headers:
+            if name == b"content-length":
+                return not value.isdigit() or len(value) > 18 or int(value) > LARGE_BODY_BYTES
+            if name == b"transfer-encoding" and b"chunked" in value.lower():
+                return True
+        return False
+
+    def may_read(self) -> None:
+        """This connection's turn to read its body."""
+        if isinstance(self.flow, HeldFlow) and not self._lingering and not self.transport.is_closing():
+            self.flow.release()
+
+    def must_wait(self) -> None:
+        """Others read first: its bytes wait in the kernel until its turn."""
+        if isinstance(self.flow, HeldFlow):
+            self.flow.hold()
+
+    def _watch_unread_body(self) -> None:
+        """An answer that starts before the large body is read (a 503 when the bytes in flight are
+        full, a 413, a 415) says `Connection: close`, and the connection is then closed without
+        reading the rest (_close_unread) instead of reading up to max_body_bytes only to drop
+        them: under an upload flood, refused bodies were most of what the event loop read."""
+        # Weak references only: a cycle that referred to itself (or to this protocol, which
+        # refers to it) would keep its request, body included, until the garbage collector ran.
+        cycle = weakref.ref(self.cycle)
+        send = type(self.cycle).send
+
+        async def send_then_close_if_unread(message: Any) -> None:
+            current = cycle()
+            if current is None:
+                return
+            if message["type"] == "http.response.start" and current.more_body:
+                current.keep_alive = False
+            await send(current, message)
+
+        self.cycle.send = send_then_close_if_unread  # type: ignore[method-assign]
+        self.cycle.transport = _CloseUnread(self)  # type: ignore[assignment]
+
+    def _close_unread(self) -> None:
+        """FIN after the answer, stop reading, close after LINGER_S: a client still sending gets
+        a write error and then reads the answer (as curl and httpx do); closing at once would
+        reset the connection, and the answer with it if it were still in flight."""
+        unread = self.cycle is not None and self.cycle.more_body
+        self._end_large_body()
+        if not unread or self.transport.is_closing():
+            self.transport.close()
+            return
+        self._unset_keepalive_if_required()
+        self._idle.pop(self, None)
+        # Answered and closing: it must not hold a place under the connection cap for LINGER_S,
+        # or refusals at a few hundred a second would fill the cap and push idle clients out.
+        # It stays in `connections`, so that a shutdown still closes it.
+        self._closing_after_refusal.add(self)
+        self._disarm()
+        self._linger()
+
+    def _end_large_body(self) -> None:
+        if self._large_body:
+            self._large_body = False
+            self._readers.done(self)
+            if self.flow.held:  # a pipelined request after it reads again (uvicorn resumes it)
+                self.flow.held = False
 
     # --- Upgrade: ignored, the request is served as HTTP/1.1 ---
 
@@ -341,6 +433,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _answer_and_close(self, status: int, message: str) -> None:
         self._idle.pop(self, None)  # closing already: no place for a newcomer to take
+        self._end_large_body()
         self._disarm()
         self._reading_headers = False
         if self.transport.is_closing():
@@ -368,6 +461,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write_eof()
         self.transport.pause_reading()
         self._arm(LINGER_S, self.transport.close)
+
+
+class _CloseUnread:
+    """The transport as a large-body request's cycle sees it: closing it closes the connection
+    the way `_close_unread` does; the rest is the transport's."""
+
+    def __init__(self, protocol: GuardedHttpToolsProtocol) -> None:
+        self._protocol = weakref.ref(protocol)
+        self._transport = protocol.transport
+
+    def close(self) -> None:
+        protocol = self._protocol()
+        if protocol is None:
+            self._transport.close()
+        else:
+            protocol._close_unread()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _AfterIgnoredUpgrade:

@@ -17,7 +17,51 @@ const state = {
 
 // ---- model facts and the model picker (shown when the server has more than one version) ----
 
+// The page's words follow the picked model: its dataset, classes and native size come from its
+// metadata (GET /v1/models), and the bundled samples (CIFAR-10 classes and photos) are offered
+// only for a model with CIFAR-10's classes.
+const CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+const RESOLUTION_STEPS = [1, 2, 4, 8]; // times the native size, up to MAX_RESOLUTION
+const MAX_RESOLUTION = 256;
+
+function isCifar10(model) {
+  return model.classes.length === CIFAR10.length && model.classes.every((c, i) => c === CIFAR10[i]);
+}
+
+function describe(model) {
+  const n = model.native_size;
+  const k = model.classes.length;
+  if (isCifar10(model)) return `CIFAR-10 (${n}\u00d7${n} photos of ${k} classes)`;
+  const shown = model.classes.slice(0, 4).join(", ") + (k > 4 ? ", \u2026" : "");
+  const from = model.dataset ? ` from ${model.dataset}` : "";
+  return `${n}\u00d7${n} images of ${k} classes (${shown})${from}`;
+}
+
+function followModel(model) {
+  $("model-dataset").textContent = describe(model);
+  const n = model.native_size;
+  $("native-size").textContent = String(n);
+  const pick = $("resolution");
+  const sizes = RESOLUTION_STEPS.map((f) => f * n).filter((r) => r <= Math.max(n, MAX_RESOLUTION));
+  pick.replaceChildren(
+    ...sizes.map((r, i) => {
+      const option = new Option(`${r} \u00d7 ${r}${i === 0 ? " (trained size)" : ""}`, String(r));
+      option.selected = i === 0;
+      return option;
+    })
+  );
+  const cifar = isCifar10(model);
+  $("samples").hidden = !cifar;
+  $("samples-title").hidden = !cifar;
+  $("no-samples").hidden = cifar;
+  $("no-samples").textContent = cifar
+    ? ""
+    : `The bundled samples are CIFAR-10 pictures; ${model.name} knows ${model.classes.join(", ")}: ` +
+      "drop, pick or paste an image of one of those.";
+}
+
 function showModel(model) {
+  followModel(model);
   $("model-version").textContent = model.version;
   $("model-provider").textContent = `${model.device} (${model.execution_provider})`;
   $("model-accuracy").textContent =

@@ -47,6 +47,15 @@ MAX_LENGTH_DIGITS = 15
 # JSON numbers a datatype accepts, by numpy kind: no silent float -> int truncation, no bools as 0/1.
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 MAX_DIMS = 64  # numpy's own limit on an array's dimensions
+# The request `id` is echoed in the response (and in logs): Triton clients send UUIDs (36 chars)
+# or trace ids (<= 128); 256 leaves room and keeps the echo small. A 16 MB `id` was held three
+# times per request (the body, the parsed string, the response) and took RSS past the budget.
+MAX_ID_CHARS = 256
+# Strings in `parameters` (request, inputs, outputs) are names and switches such as
+# content_type "base64": 1,024 is far above any the protocol defines. Only BYTES `data` may hold
+# long strings (encoded images), and those are priced and counted as tensor data.
+MAX_PARAMETER_CHARS = 1024
+MAX_PARAMETERS = 64  # entries in one `parameters` object, nested objects and lists included
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,10 @@ def parse_infer_request(
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidTensor("`id` must be a string")
+    if request_id is not None and len(request_id) > MAX_ID_CHARS:
+        raise InvalidTensor(
+            f"`id` is over the limit of {MAX_ID_CHARS} characters ({len(request_id)} characters)"
+        )
     return InferRequest(
         request_id, inputs, _parse_outputs(doc.get("outputs"), binary_output), binary_output, parameters
     )
@@ -144,7 +157,26 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise InvalidTensor(f"`parameters` of {where} must be a JSON object")
+    _check_strings(value, f"`parameters` of {where}", [0])
     return value
+
+
+def _check_strings(value: Any, where: str, seen: list[int]) -> None:
+    """Every key and string in a `parameters` value within MAX_PARAMETER_CHARS, at most
+    MAX_PARAMETERS entries in all: what is echoed or logged stays small."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        seen[0] += 1
+        if seen[0] > MAX_PARAMETERS:
+            raise InvalidTensor(f"{where} has more than {MAX_PARAMETERS} entries")
+        for text in (key, item):
+            if isinstance(text, str) and len(text) > MAX_PARAMETER_CHARS:
+                raise InvalidTensor(
+                    f"{where} holds a string over the limit of {MAX_PARAMETER_CHARS} characters "
+                    f"({len(text)} characters)"
+                )
+        if isinstance(item, dict | list):
+            _check_strings(item, where, seen)
 
 
 def _flag(value: Any, name: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -258,6 +259,73 @@ def test_400_with_an_error_body(client: httpx.Client, doc: dict, contains: str) 
 def test_long_names_and_values_are_quoted_short(client: httpx.Client, doc: dict) -> None:
     message = assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=orjson.dumps(doc)), 400)
     assert "characters)" in message and len(message) < 400, message
+
+
+def binary_doc(request_id: str, datatype: str = "UINT8", **extra) -> tuple[bytes, dict[str, str]]:
+    """A valid binary V2 body (one 32x32 image, pixels or a PNG) with this `id`."""
+    data = bytes(3072) if datatype == "UINT8" else struct.pack("<I", len(png(1))) + png(1)
+    shape = [1, 32, 32, 3] if datatype == "UINT8" else [1]
+    tensor = {
+        "name": "image",
+        "datatype": datatype,
+        "shape": shape,
+        "parameters": {"binary_data_size": len(data)},
+    }
+    header = orjson.dumps({"id": request_id, "inputs": [tensor]} | extra)
+    return header + data, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def test_an_id_is_echoed_up_to_its_limit(client: httpx.Client) -> None:
+    body, headers = binary_doc("r" * 256)
+    answered = client.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers)
+    assert answered.status_code == 200 and b'"id":"' + b"r" * 256 + b'"' in answered.content
+
+
+@pytest.mark.parametrize("datatype", ["UINT8", "BYTES"])
+def test_a_long_id_is_refused_not_echoed(client: httpx.Client, datatype: str) -> None:
+    body, headers = binary_doc("x" * 257, datatype)
+    message = assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers), 400)
+    assert "`id` is over the limit of 256 characters (257 characters)" in message
+    body, headers = binary_doc("x" * (4 << 20), datatype)  # 4 MB: the echo that took RSS past budget
+    answered = client.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers)
+    assert answered.status_code == 400 and len(answered.content) < 400, answered.content[:200]
+
+
+def test_a_long_id_without_bytes_inputs_is_refused_before_it_is_parsed(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.http.routes.v2 as v2_routes
+
+    def never(*args: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(v2_routes, "_parse", never)
+    body, headers = binary_doc("x" * (4 << 20))
+    message = assert_v2_error(client.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers), 400)
+    assert "no string may be longer than 6144" in message
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"note": "p" * 1025}, {"n" * 1025: 1}, {"deep": [{"x": "p" * 2000}]}, {f"k{i}": i for i in range(65)}],
+)
+def test_parameter_strings_are_bounded(client: httpx.Client, parameters: dict) -> None:
+    for where in ("request", "input"):
+        body, headers = binary_doc("id", "BYTES")
+        doc = orjson.loads(body[: int(headers["Inference-Header-Content-Length"])])
+        if where == "request":
+            doc["parameters"] = parameters
+        else:
+            doc["inputs"][0]["parameters"] |= parameters
+        header = orjson.dumps(doc)
+        tail = body[int(headers["Inference-Header-Content-Length"]) :]
+        answered = client.post(
+            f"/v2/models/{MODEL}/infer",
+            content=header + tail,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        message = assert_v2_error(answered, 400, "`parameters` of")
+        assert "1024 characters" in message or "64 entries" in message
 
 
 def test_raw_http_errors_are_v2_shaped(client: httpx.Client) -> None:
