@@ -15,7 +15,8 @@ import re
 from urllib.parse import unquote_plus
 
 REDACTED = "[redacted]"
-LOGGERS = ("uvicorn.access", "uvicorn.error", "ninserve")
+# Filters apply only where a record is made, not to children: ninserve.access is named on its own.
+LOGGERS = ("uvicorn.access", "uvicorn.error", "ninserve", "ninserve.access")
 # A query parameter's name that says it carries a credential (after percent-decoding).
 SECRET_NAME = re.compile(r"key|token|auth|secret|passw|pwd|signature|credential|session", re.IGNORECASE)
 QUERY_PAIR = re.compile(r"([?&;])([^=&;#\s\"'?]+)=([^&;#\s\"']*)")
@@ -47,6 +48,9 @@ class RedactSecrets(logging.Filter):
                 record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
         elif isinstance(args, dict):
             record.args = {k: redact(v) if isinstance(v, str) else v for k, v in args.items()}
+        access = getattr(record, "access", None)  # JSON access lines carry the path as a field too
+        if isinstance(access, dict):
+            record.access = {k: redact(v) if isinstance(v, str) else v for k, v in access.items()}
         return True
 
 
