@@ -3,7 +3,8 @@ interleaved round by round so both see the same machine load (wrk, loopback only
 
     .venv/bin/python -m bench.ab_hot --a /tmp/old-checkout --b . --rounds 3 --seconds 5
     .venv/bin/python -m bench.ab_hot --a /tmp/old-checkout --b . --image jpeg --multipart
-    .venv/bin/python -m bench.ab_hot --a . --b . --a-env NINSERVE_ORT_ARENA=shared --b-env NINSERVE_ORT_ARENA=off
+    .venv/bin/python -m bench.ab_hot --a . --b . --a-env NINSERVE_ORT_ARENA=shared \
+        --b-env NINSERVE_ORT_ARENA=off                  # one setting A/B, same checkout
 
 The image is a 32x32 PNG by default (`--image jpeg`: bench.images' 640x480 JPEG), sent as the raw
 body (`--multipart`: as the `file` field of a form, as bench.run sends it).
