@@ -255,18 +255,18 @@ class Registry:
     def _prune(self, scan: Scan, present: set[str]) -> None:
         """Index entries of versions and models gone from the repository, and not serving, go."""
         for name in list(self._states):
-            if name in self._versions or name in self._loads or name == self.default_name:
-                continue
-            if name not in present:
+            busy = name in self._versions or name in self._loads
+            if name not in present and not busy and name != self.default_name:
                 del self._states[name]
                 continue
             source = scan.models.get(name)
             if source is None or any(v.label is None for v in source.versions.values()):
                 continue
-            labels = {v.label for v in source.versions.values()}
+            keep = {v.label for v in source.versions.values()} | set(self._versions.get(name, {}))
             versions = self._states[name]
-            for version in [v for v in versions if v is not None and v not in labels]:
-                del versions[version]
+            for version in [v for v, e in versions.items() if v is not None and v not in keep]:
+                if versions[version].state != "LOADING":
+                    del versions[version]
 
     def _changed(self, source: ModelSource) -> bool:
         """New or replaced files among the selected versions, a selected version not serving (the
