@@ -24,6 +24,8 @@ Phases (docs/reliability.md has the targets and the numbers):
   scanbomb  2 clients post a 4000x4000 progressive JPEG of 3,000 scans (~30 s of libjpeg each)
             beside the probe
   jsonbomb  4 clients post 16 MB of V2 JSON `[[],[],...]` (~530 MB once parsed) beside the probe
+  churn, configbomb   the model repository under churn and config.json bombs, polled every
+            second (bench/hostile_repository.py)
   redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
             `seconds` during classify load: 200s/s and p99 before, during, after
             (bench/redis_stall.py); needs redis-server
@@ -522,7 +524,11 @@ async def phase_crowd(
 
 
 async def run_phases(
-    server: Server, phases: list[str], seconds: float, redis: subprocess.Popen[bytes] | None = None
+    server: Server,
+    phases: list[str],
+    seconds: float,
+    redis: subprocess.Popen[bytes] | None = None,
+    repository: Path | None = None,
 ) -> dict[str, object]:
     results: dict[str, object] = {"baseline_rss_mb": round(server.rss_mb())}
     for phase in phases:
@@ -548,6 +554,8 @@ async def run_phases(
         elif phase == "jsonbomb":
             bomb = [("POST", "/v2/models/nin-cifar10/infer", json_bomb(), "application/json")]
             results[phase] = await phase_crowd(server, seconds, 4, bomb, "json_bombs")
+        elif phase in REPOSITORY_PHASES and repository is not None:
+            results[phase] = await repository_phase(server, phase, seconds, repository)
         elif phase == "redis" and redis is not None:
             from bench.redis_stall import phase_redis
 
@@ -556,6 +564,28 @@ async def run_phases(
         await asyncio.sleep(2)
     results["final_rss_mb"] = round(server.rss_mb())
     return results
+
+
+REPOSITORY_PHASES = ("churn", "configbomb")  # bench/hostile_repository.py
+
+
+async def repository_phase(server: Server, phase: str, seconds: float, root: Path) -> dict[str, object]:
+    from bench import hostile_repository
+
+    run = hostile_repository.phase_churn if phase == "churn" else hostile_repository.phase_configbomb
+    return await run(server, seconds, root)
+
+
+def repository_env(phases: list[str], stack: ExitStack) -> tuple[Path | None, dict[str, str]]:
+    """With a repository phase, the server serves a temporary repository the phase writes to."""
+    if not set(phases) & set(REPOSITORY_PHASES):
+        return None, {}
+    import tempfile
+
+    from bench.hostile_repository import make_repository
+
+    root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ninserve-repo-")))
+    return root, make_repository(root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -588,10 +618,12 @@ def main(argv: list[str] | None = None) -> int:
                 redis_port = args.redis_port or args.port + 1
                 redis = stack.enter_context(redis_server(redis_port))
                 env["NINSERVE_RESULT_STORE"] = f"redis://127.0.0.1:{redis_port}/0"
+        repository, repository_settings = repository_env(phases, stack)
+        env |= repository_settings
         server = Server(args.app_dir.resolve(), args.port, env)
         server.start()
         try:
-            results = asyncio.run(run_phases(server, phases, args.seconds, redis))
+            results = asyncio.run(run_phases(server, phases, args.seconds, redis, repository))
         finally:
             server.stop()
     results |= {"app_dir": str(args.app_dir), "env": env, "server_peak_rss_mb": round(server.peak_mb)}

@@ -98,7 +98,9 @@ class ConfigCache:
     """Parsed config.json files by path, re-read only when (inode, size, mtime) changes."""
 
     def __init__(self) -> None:
-        self._seen: dict[Path, tuple[Stamp, dict[str, Any] | ConfigError]] = {}
+        # A failure is kept as its message: a cached exception raised again on every pass would
+        # grow its traceback by the frames of each pass (and keep their listings alive).
+        self._seen: dict[Path, tuple[Stamp, dict[str, Any] | str]] = {}
 
     def read(self, path: Path, name: str) -> dict[str, Any]:
         """{} when there is none; raises ConfigError (also for an unreadable file)."""
@@ -114,21 +116,21 @@ class ConfigCache:
         if cached is None or cached[0] != stamp:
             cached = (stamp, self._parse(path, st.st_size, name))
             self._seen[path] = cached
-        if isinstance(cached[1], ConfigError):
-            raise cached[1]
+        if isinstance(cached[1], str):
+            raise ConfigError(cached[1])
         return cached[1]
 
-    def _parse(self, path: Path, size: int, name: str) -> dict[str, Any] | ConfigError:
+    def _parse(self, path: Path, size: int, name: str) -> dict[str, Any] | str:
         if size > MAX_CONFIG_BYTES:
-            return ConfigError(f"larger than {MAX_CONFIG_BYTES // 1024} KB ({size} bytes)")
+            return f"larger than {MAX_CONFIG_BYTES // 1024} KB ({size} bytes)"
         try:
             with open(path, "rb") as f:
                 data = f.read(MAX_CONFIG_BYTES + 1)  # it may have grown since the stat
             return parse_config(data, name)
         except ConfigError as exc:
-            return exc
+            return str(exc)
         except OSError as exc:
-            return ConfigError(f"cannot read it: {exc.strerror or exc}")
+            return f"cannot read it: {exc.strerror or exc}"
 
     def forget_except(self, paths: set[Path]) -> None:
         """Drop the entries of config.json files no longer in the repository."""

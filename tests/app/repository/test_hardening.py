@@ -254,6 +254,20 @@ def test_config_json_is_read_again_only_when_it_changes(tmp_path: Path, monkeypa
     assert scanner().models["good"].precision == "int8" and len(parsed) == 2
 
 
+def test_a_bad_config_json_read_on_every_pass_holds_nothing_from_earlier_passes(tmp_path: Path) -> None:
+    put(tmp_path, "good", 1)
+    config = tmp_path / "good" / "config.json"
+    config.write_text("[" * 60_000)
+    cache = config_file.ConfigCache()
+    for _ in range(50):
+        with pytest.raises(config_file.ConfigError) as raised:
+            cache.read(config, "good")
+    frames, tb = 0, raised.value.__traceback__
+    while tb is not None:
+        frames, tb = frames + 1, tb.tb_next
+    assert frames <= 2  # a fresh error each pass: its traceback does not chain every earlier pass
+
+
 def test_symlinks_out_of_the_repository_are_not_followed(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     put(root, "good", 1)
