@@ -69,6 +69,9 @@ class LoadControl:
         self.limit_bytes = limit_bytes  # RSS growth beyond this stops the load
         self.warmup_deadline_s = warmup_deadline_s
         self.options = ort.RunOptions()  # the warm-up's: terminate stops its run
+        # Each warm-up run hands the CPU arena back at its end: what stays is the version's own
+        # (weights, session), not the runs' share that the shared arena holds for serving.
+        self.options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.reason: str | None = None  # why it was stopped
         self.base = 0
         self.peak = 0

@@ -350,3 +350,39 @@ def test_control_characters_in_folder_names_are_escaped_in_the_log(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "x\\nERROR forged line" in text
     assert not any(line.startswith("ERROR forged") for line in text.splitlines())
+
+
+def test_the_default_model_memory_holds_three_nins_and_the_swap_of_the_largest(
+    tmp_path: Path, registry_for
+) -> None:
+    """The shipped artifacts, default memory settings: fp32 `alpha`, int8 `beta`, fp32 `gamma`,
+    then `alpha/2` loading beside `alpha/1`. Each is charged what it measurably holds."""
+    artifacts = Path(__file__).resolve().parents[3] / "model" / "artifacts"
+    for name, source, target in (
+        ("alpha", "nin-cifar10.onnx", "model.onnx"),
+        ("beta", "nin-cifar10-int8.onnx", "model-int8.onnx"),
+        ("gamma", "nin-cifar10.onnx", "model.onnx"),
+    ):
+        folder(tmp_path, name)
+        shutil.copy(artifacts / source, tmp_path / name / "1" / target)
+    models = registry_for(tmp_path, default="alpha", max_batch_wait_ms=0.0)
+    assert models.plan.models == 96 * 2**20  # the default
+
+    async def main() -> None:
+        await models.start()
+        assert [(s.name, s.precision) for s in models.loaded()] == [
+            ("alpha", "fp32"),
+            ("beta", "int8"),
+            ("gamma", "fp32"),
+        ]
+        shutil.copy(artifacts / "nin-cifar10.onnx", folder(tmp_path, "alpha", 2) / "model.onnx")
+        await models.poll()
+        assert models.resolve("alpha").version == "2"
+        for served in models.loaded():
+            assert served.memory < 40 * 2**20, (served.name, served.memory)
+        assert models.used_bytes <= models.plan.models
+        await models.stop()
+
+    asyncio.run(main())
+    found = states(models)
+    assert found[("alpha", "2")][0] == found[("beta", "1")][0] == found[("gamma", "1")][0] == "READY"
