@@ -2,8 +2,8 @@
 to, polled every second (NINSERVE_REPOSITORY_POLL_S=1), while the 32x32 probe measures what a
 cheap request waits.
 
-  churn       10,000 folders that are not models (a dataset left in the repository): the probe
-              with only the poll running; then a version
+  churn       the probe alone, then beside 10,000 folders that are not models (a dataset left
+              in the repository) with only the poll running; then a version
               of model `churn` added and removed every 0.5 s, and a client calling
               POST /v2/repository/models/nin-cifar10/load in a loop: the probe's p50/p99, the load
               calls' p50, their statuses, and the index's size at the end (stale entries)
@@ -58,6 +58,7 @@ async def _index_size(port: int) -> int:
 
 
 async def phase_churn(server: Server, seconds: float, root: Path) -> dict[str, object]:
+    baseline = await probe(server.port, seconds / 2)  # the same poll, before the folders
     for i in range(10_000):
         (root / f"class_{i}").mkdir(exist_ok=True)
     await asyncio.sleep(3)  # the first pass over them
@@ -82,6 +83,7 @@ async def phase_churn(server: Server, seconds: float, root: Path) -> dict[str, o
     )
     await asyncio.sleep(2)
     return {
+        "probe_baseline": latency_summary(baseline),
         "probe_folders_only": latency_summary(quiet),
         "probe": latency_summary(probed),
         "load_calls": {"statuses": _statuses(loads), **latency_summary(loads)},

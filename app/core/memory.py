@@ -7,7 +7,8 @@
 The budget is the RSS the process should stay within (the shipped containers allow 1 GiB, so the
 default 800 MB leaves ~220 MB for allocator fragmentation and what is not modelled). It is split:
 
-    runtime reserve  interpreter, libraries, ONNX Runtime itself (~100 MB measured without a model)
+    runtime reserve  interpreter, libraries, ONNX Runtime itself (~100 MB measured without a model,
+                     the first session's start charged to the models)
     models           loaded model versions: session and weights (model_memory_mb; model_cost
                      below); with a per-session arena (ort_arena shrink/keep) also the arena each
                      keeps for a full batch of native-size images
@@ -46,9 +47,11 @@ from PIL import Image
 from app.core.decode import REDUCING_GAP, jpeg_first_scan, open_image
 
 MiB = 1024 * 1024
-# 163 MB measured after start and warm-up with one fp32 NiN (2 ORT threads), ~63 MB of it the model:
-# the process's part, and the models' own share (model_memory_mb, 64 MB by default), add up to 192.
-RUNTIME_RESERVE = 128 * MiB
+# 163 MB measured after start and warm-up with one fp32 NiN (2 ORT threads), ~63 MB of it the model
+# and its arena: the process's own part is ~100 MB, of which the first session's start (~20 MB) is
+# charged to the models (each load is charged the RSS it adds). Reserve and models (96 MB by default)
+# add up to 192, as before the shared arena: decoding and rendering keep their shares.
+RUNTIME_RESERVE = 96 * MiB
 # One loaded version, measured as the RSS growth of loading and warming up one more session (batch
 # 1 and 32 at 32x32; bench/model_memory.py): with a per-session arena (`shrink`, `keep`) fp32 NiN
 # (3.9 MB file) 54 MB, int8 (1.0 MB) 15 MB; with the shared arena (`shared`) 7-13 MB and 2-3 MB,
