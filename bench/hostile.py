@@ -24,8 +24,8 @@ Phases (docs/reliability.md has the targets and the numbers):
   scanbomb  2 clients post a 4000x4000 progressive JPEG of 3,000 scans (~30 s of libjpeg each)
             beside the probe
   jsonbomb  4 clients post 16 MB of V2 JSON `[[],[],...]` (~530 MB once parsed) beside the probe
-  churn, configbomb   the model repository under churn and config.json bombs, polled every
-            second (bench/hostile_repository.py)
+  churn, configbomb, loadbombs   the model repository under churn, config.json bombs and
+            hostile models loaded over the API, polled every second (bench/hostile_repository.py)
   redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
             `seconds` during classify load: 200s/s and p99 before, during, after
             (bench/redis_stall.py); needs redis-server
@@ -566,13 +566,17 @@ async def run_phases(
     return results
 
 
-REPOSITORY_PHASES = ("churn", "configbomb")  # bench/hostile_repository.py
+REPOSITORY_PHASES = ("churn", "configbomb", "loadbombs")  # bench/hostile_repository.py
 
 
 async def repository_phase(server: Server, phase: str, seconds: float, root: Path) -> dict[str, object]:
     from bench import hostile_repository
 
-    run = hostile_repository.phase_churn if phase == "churn" else hostile_repository.phase_configbomb
+    run = {
+        "churn": hostile_repository.phase_churn,
+        "configbomb": hostile_repository.phase_configbomb,
+        "loadbombs": hostile_repository.phase_loadbombs,
+    }[phase]
     return await run(server, seconds, root)
 
 

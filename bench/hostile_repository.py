@@ -10,6 +10,10 @@ cheap request waits.
   configbomb  model `bomb`'s config.json replaced in turn by `[` x 100,000 and by a 500 MB file
               (sparse) while the load loop runs: the load calls' statuses (a 500 is a failure), the
               probe, and whether the server is still up
+  loadbombs   models loaded in turn over the API: a ConstantOfShape of 300 M floats (its shape an
+              initializer, then a Constant node), one of 75 M floats whose shape only the run
+              shows (a Constant through an Identity), native_size 2048, external data outside the
+              folder, a Loop of 10^9 steps: each load's status, reason, time, and the peak RSS
 """
 
 from __future__ import annotations
@@ -127,3 +131,51 @@ async def phase_configbomb(server: Server, seconds: float, root: Path) -> dict[s
         "server_alive": alive,
         "peak_rss_mb": round(server.peak_mb),
     }
+
+
+def _hostile_models(root: Path) -> list[str]:
+    """The load attacks, as models of their own (tests/app/repository/hostile_models.py)."""
+    from tests.app.repository import hostile_models
+
+    made = []
+    for name, build in (
+        ("expand-init", lambda p: hostile_models.expanding(p, 300 * 2**20, from_initializer=True)),
+        ("expand-const", lambda p: hostile_models.expanding(p, 300 * 2**20, from_initializer=False)),
+        (
+            "expand-hidden",
+            lambda p: hostile_models.expanding(p, 75 * 2**20, from_initializer=False, hidden=True),
+        ),
+        ("native2048", lambda p: hostile_models.with_metadata(p, native_size="2048")),
+        ("outside", lambda p: hostile_models.external_outside(p, "../../../../etc/hostname")),
+        ("loop", hostile_models.endless_loop),
+    ):
+        folder = root / name / "1"
+        folder.mkdir(parents=True, exist_ok=True)
+        build(folder / "model.onnx")
+        made.append(name)
+    return made
+
+
+async def phase_loadbombs(server: Server, seconds: float, root: Path) -> dict[str, object]:
+    """Each hostile model loaded over the API in turn (the server was started without them):
+    its status, its reason, how long the load took, and the server's peak RSS around it."""
+    staging = root.parent / f"{root.name}-staging"
+    names = _hostile_models(staging)
+    out: dict[str, object] = {}
+    conn = Connection(server.port)
+    for name in names:
+        shutil.move(str(staging / name), str(root / name))
+        server.reset_peak()
+        outcome = await conn.request("POST", f"/v2/repository/models/{name}/load", timeout=max(seconds, 90))
+        body = json.loads(outcome.body or b"{}") if outcome.status else {}
+        out[name] = {
+            "status": outcome.status,
+            "seconds": round(outcome.seconds, 2),
+            "reason": str(body.get("error", body))[:200],
+            "peak_rss_mb": round(server.peak_mb),
+        }
+        await conn.request("POST", f"/v2/repository/models/{name}/unload", timeout=90)
+        shutil.rmtree(root / name, ignore_errors=True)
+    await conn.close()
+    shutil.rmtree(staging, ignore_errors=True)
+    return out

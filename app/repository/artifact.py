@@ -27,7 +27,7 @@ from app.core.engine import ModelLoadError
 # ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto field numbers (onnx.proto3)
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE = 1, 5, 15
-_NODE_INPUT, _NODE_OP, _NODE_ATTRIBUTE = 1, 4, 5
+_NODE_INPUT, _NODE_OUTPUT, _NODE_OP, _NODE_ATTRIBUTE = 1, 2, 4, 5
 _ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS = 5, 6, 10, 11
 _TENSOR_DIMS, _TENSOR_DTYPE, _TENSOR_INT64, _TENSOR_NAME, _TENSOR_RAW = 1, 2, 7, 8, 9
 _TENSOR_EXTERNAL, _TENSOR_LOCATION = 13, 14
@@ -127,10 +127,13 @@ class _Walk:
                 self.node(value, depth)
 
     def node(self, buf: memoryview, depth: int) -> None:
-        inputs, op = [], ""
+        inputs, outputs, op = [], [], ""
+        constant: int | None = None  # a Constant node's int64 value, as a shape's element count
         for number, _, value in fields(buf):
             if number == _NODE_INPUT:
                 inputs.append(_text(value))
+            elif number == _NODE_OUTPUT:
+                outputs.append(_text(value))
             elif number == _NODE_OP:
                 op = _text(value)
             elif number == _NODE_ATTRIBUTE and not isinstance(value, int):
@@ -138,13 +141,16 @@ class _Walk:
                     if isinstance(a_value, int):
                         continue
                     if a_number in (_ATTR_T, _ATTR_TENSORS):
-                        self.tensor(a_value)
+                        constant = self.tensor(a_value)
                     elif a_number in (_ATTR_G, _ATTR_GRAPHS):
                         self.graph(a_value, depth + 1)
+        if op == "Constant" and constant is not None and outputs:
+            self.shapes[outputs[0]] = constant
         if op == "ConstantOfShape" and inputs and inputs[0] in self.shapes:
             self.expanded += self.shapes[inputs[0]] * 8  # up to 8 bytes an element
 
-    def tensor(self, buf: memoryview) -> None:
+    def tensor(self, buf: memoryview) -> int | None:
+        """Checks external data; returns the product of a small int64 tensor's values (a shape)."""
         dims: list[int] = []
         dtype, name, raw, ints = 0, "", b"", []
         external: dict[str, str] = {}
@@ -167,15 +173,20 @@ class _Walk:
                 stored_externally = True
         if stored_externally or external:
             self.external_file(external.get("location", ""))
-        if dtype == _INT64 and name and len(dims) <= 1:
-            values = ints or [
-                int.from_bytes(raw[i : i + 8], "little", signed=True) for i in range(0, len(raw), 8)
-            ]
-            if values:
-                product = 1
-                for v in values:
-                    product *= max(v, 0)
-                self.shapes[name] = product
+            return None
+        if dtype != _INT64 or len(dims) > 1:
+            return None
+        values = ints or [
+            int.from_bytes(raw[i : i + 8], "little", signed=True) for i in range(0, len(raw), 8)
+        ]
+        if not values:
+            return None
+        product = 1
+        for v in values:
+            product *= max(v, 0)
+        if name:
+            self.shapes[name] = product
+        return product
 
     def external_file(self, location: str) -> None:
         where = os.path.realpath(os.path.join(self.folder, location))

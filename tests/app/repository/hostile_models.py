@@ -65,19 +65,23 @@ def endless_loop(path: Path, steps: int = 10**9) -> Path:
     return _with_extra(path, [loop], inits, "counted")
 
 
-def expanding(path: Path, elements: int, *, from_initializer: bool) -> Path:
+def expanding(path: Path, elements: int, *, from_initializer: bool, hidden: bool = False) -> Path:
     """ConstantOfShape of `elements` floats, summed: a few hundred bytes that fill 4 x elements.
-    Its shape from an initializer is visible before loading; from a Constant node it is not."""
+    Its shape from an initializer or a Constant node is visible before loading; passed through
+    an Identity (`hidden`), only the run shows it."""
     from onnx import helper, numpy_helper
 
     shape = np.array([elements], np.int64)
     nodes, inits = [], []
+    source = "shape_source" if hidden else "bomb_shape"
     if from_initializer:
-        inits.append(numpy_helper.from_array(shape, "bomb_shape"))
+        inits.append(numpy_helper.from_array(shape, source))
     else:
         nodes.append(
-            helper.make_node("Constant", [], ["bomb_shape"], value=numpy_helper.from_array(shape, "ignored"))
+            helper.make_node("Constant", [], [source], value=numpy_helper.from_array(shape, "ignored"))
         )
+    if hidden:
+        nodes.append(helper.make_node("Identity", [source], ["bomb_shape"]))
     nodes += [
         helper.make_node("ConstantOfShape", ["bomb_shape"], ["filled"]),
         helper.make_node("ReduceSum", ["filled"], ["total"], keepdims=0),

@@ -150,6 +150,8 @@ def test_broken_and_oversized_files_are_refused_before_they_are_priced(tmp_path:
     hostile_models.with_metadata(tmp_path / "big" / "1" / "model.onnx", native_size="2048")
     (tmp_path / "bomb" / "1").mkdir(parents=True)
     hostile_models.expanding(tmp_path / "bomb" / "1" / "model.onnx", 10**9, from_initializer=True)
+    (tmp_path / "bomb2" / "1").mkdir(parents=True)
+    hostile_models.expanding(tmp_path / "bomb2" / "1" / "model.onnx", 10**9, from_initializer=False)
     models = registry_for(tmp_path)
 
     async def main() -> None:
@@ -164,6 +166,7 @@ def test_broken_and_oversized_files_are_refused_before_they_are_priced(tmp_path:
     assert "not a file inside the version's folder" in found[("far", "1")][1]
     assert "native_size 2048" in found[("big", "1")][1] and "max_resolution 256" in found[("big", "1")][1]
     assert "needs at least 7629 MB" in found[("bomb", "1")][1]
+    assert "needs at least 7629 MB" in found[("bomb2", "1")][1]  # a Constant node's shape too
     assert models.used_bytes < 32 * 2**20  # only `good` is charged
 
 
@@ -172,8 +175,10 @@ def test_a_load_that_grows_past_its_reservation_is_stopped_with_a_memory_reason(
 ) -> None:
     put(tmp_path, "good", 1)
     (tmp_path / "grow" / "1").mkdir(parents=True)
-    # 300 MB filled at run time from a shape no scan can see (a Constant node's value).
-    hostile_models.expanding(tmp_path / "grow" / "1" / "model.onnx", 75 * 2**20, from_initializer=False)
+    # 300 MB filled at run time from a shape no scan follows (a Constant through an Identity).
+    hostile_models.expanding(
+        tmp_path / "grow" / "1" / "model.onnx", 75 * 2**20, from_initializer=False, hidden=True
+    )
     models = registry_for(tmp_path)
 
     async def main() -> None:
