@@ -26,7 +26,7 @@ from app.core.engine import ModelLoadError
 
 # ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto field numbers (onnx.proto3)
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
-_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE = 1, 5, 15
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_SPARSE = 1, 5, 11, 12, 15
 _NODE_INPUT, _NODE_OUTPUT, _NODE_OP, _NODE_ATTRIBUTE = 1, 2, 4, 5
 _ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS = 5, 6, 10, 11
 _TENSOR_DIMS, _TENSOR_DTYPE, _TENSOR_INT64, _TENSOR_NAME, _TENSOR_RAW = 1, 2, 7, 8, 9
@@ -232,6 +232,7 @@ def inspect_artifact(path: Path, *, max_bytes: int, max_resolution: int) -> Arti
                 key, value = _pairs(v)
                 metadata[key] = value
         walk.graph(graphs[0], 0)
+        _contract(graphs[0], path)
     except NotOnnx as exc:
         raise NotOnnx(f"{path.name} is not a valid ONNX model (truncated or corrupt: {exc})") from None
     facts = ArtifactFacts(
@@ -247,6 +248,20 @@ def inspect_artifact(path: Path, *, max_bytes: int, max_resolution: int) -> Arti
             f"constant-shaped tensors), more than the {max_bytes / 2**20:.0f} MB for models"
         )
     return facts
+
+
+def _contract(graph: memoryview, path: Path) -> None:
+    """The artifact contract's names, before any price is quoted (the engine checks types and
+    ranks once the session exists)."""
+    names: dict[int, list[str]] = {_GRAPH_INPUT: [], _GRAPH_OUTPUT: []}
+    for number, _, value in fields(graph):
+        if number in names and not isinstance(value, int):
+            names[number] += [_text(v) for n, _, v in fields(value) if n == 1]
+    if "image" not in names[_GRAPH_INPUT] or not {"scores", "confidence_maps"} <= set(names[_GRAPH_OUTPUT]):
+        raise ModelLoadError(
+            f"{path.name} breaks the artifact contract: expected input 'image' and outputs 'scores' and "
+            f"'confidence_maps', got inputs {names[_GRAPH_INPUT][:4]} and outputs {names[_GRAPH_OUTPUT][:4]}"
+        )
 
 
 def _classes(metadata: dict[str, str], path: Path) -> tuple[str, ...]:

@@ -120,3 +120,18 @@ def external_outside(path: Path, location: str) -> Path:
 
 def classes_json(classes: list[str]) -> str:
     return json.dumps(classes)
+
+
+def renamed_output(path: Path) -> Path:
+    """The tiny model whose `scores` output is called `probs`: outside the artifact contract."""
+    import onnx
+
+    build_tiny_model(path)
+    model = onnx.load(path)
+    for node in model.graph.node:
+        node.output[:] = ["probs" if o == "scores" else o for o in node.output]
+    for output in model.graph.output:
+        if output.name == "scores":
+            output.name = "probs"
+    onnx.save(model, path)
+    return path

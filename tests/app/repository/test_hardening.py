@@ -150,6 +150,7 @@ def test_broken_and_oversized_files_are_refused_before_they_are_priced(tmp_path:
     hostile_models.with_metadata(tmp_path / "big" / "1" / "model.onnx", native_size="2048")
     (tmp_path / "bomb" / "1").mkdir(parents=True)
     hostile_models.expanding(tmp_path / "bomb" / "1" / "model.onnx", 10**9, from_initializer=True)
+    hostile_models.renamed_output(folder(tmp_path, "probs") / "model.onnx")
     (tmp_path / "bomb2" / "1").mkdir(parents=True)
     hostile_models.expanding(tmp_path / "bomb2" / "1" / "model.onnx", 10**9, from_initializer=False)
     models = registry_for(tmp_path)
@@ -167,6 +168,7 @@ def test_broken_and_oversized_files_are_refused_before_they_are_priced(tmp_path:
     assert "native_size 2048" in found[("big", "1")][1] and "max_resolution 256" in found[("big", "1")][1]
     assert "needs at least 7629 MB" in found[("bomb", "1")][1]
     assert "needs at least 7629 MB" in found[("bomb2", "1")][1]  # a Constant node's shape too
+    assert "breaks the artifact contract" in found[("probs", "1")][1]
     assert models.used_bytes < 32 * 2**20  # only `good` is charged
 
 
