@@ -174,6 +174,7 @@ async def phase_loadbombs(server: Server, seconds: float, root: Path) -> dict[st
             "reason": str(body.get("error", body))[:200],
             "peak_rss_mb": round(server.peak_mb),
         }
+        print(json.dumps({name: out[name]}), flush=True)  # one line each: a hung load keeps the rest
         await conn.request("POST", f"/v2/repository/models/{name}/unload", timeout=90)
         shutil.rmtree(root / name, ignore_errors=True)
     await conn.close()
