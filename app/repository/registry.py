@@ -24,8 +24,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Literal
 
 from app.config import Settings
 from app.core.batcher import Batcher
@@ -34,31 +32,14 @@ from app.core.engine import Engine, ModelLoadError, cuda_problem
 from app.core.errors import ModelNotFound, ModelUnloaded, NotReady
 from app.core.memory import LOAD_SLACK, MemoryPlan, MiB, model_cost
 from app.repository.artifact import inspect_artifact
-from app.repository.layout import ModelSource, Scan, Skipped, VersionSource, name_problem
+from app.repository.index import Index, IndexEntry, State, order, printable
+from app.repository.layout import ModelSource, Scan, VersionSource, name_problem
 from app.repository.loading import LoadControl, load_version, variant
 from app.repository.served import Served
 
 logger = logging.getLogger("ninserve")
 
-State = Literal["LOADING", "READY", "UNLOADING", "UNAVAILABLE"]  # Triton's index states
 Scanner = Callable[[], Scan]
-Key = tuple[str, str | None]  # (model, version); version None: the model as a whole
-
-
-def printable(text: str | None) -> str:
-    """A folder name fit for one log line: control characters escaped (a newline in a name could
-    forge a line of its own)."""
-    if text is None:
-        return ""
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
-    name: str
-    version: str | None
-    state: State
-    reason: str = ""
 
 
 class Registry:
@@ -69,10 +50,9 @@ class Registry:
         self._scanner = scanner
         self._versions: dict[str, dict[str, Served]] = {}  # name -> version -> serving
         self._latest: dict[str, Served] = {}  # name -> its highest loaded version
-        self._states: dict[str, dict[str | None, IndexEntry]] = {}  # name -> version -> entry
+        self._index = Index()
         self._fingerprints: dict[tuple[str, str], tuple[tuple[str, int, int], ...]] = {}  # loaded
         self._failed: dict[tuple[str, str], tuple[tuple[str, int, int], ...]] = {}  # not retried
-        self._skipped: dict[Key, Skipped] = {}
         self._unloaded: set[str] = set()  # over the API: polling leaves them until their files change
         self._loads: dict[str, LoadControl] = {}  # the load in progress per model (unload cancels it)
         self._locks: dict[str, asyncio.Lock] = {}  # only while someone holds or waits for one
@@ -111,7 +91,7 @@ class Registry:
                 f"it serves {', '.join(versions)}",
                 served=self.served_names(),
             )
-        entries = list(self._states.get(name, {}).values())
+        entries = self._index.of(name)
         if any(e.state == "LOADING" for e in entries):
             return NotReady(f"not ready: model {shown(name)} is loading")
         if name in self._unloaded or any(e.state == "UNLOADING" for e in entries):
@@ -152,11 +132,11 @@ class Registry:
         s = self.settings
         self._device = "cpu" if s.device == "cpu" or (s.device == "auto" and cuda_problem()) else "cuda"
         scan = await asyncio.to_thread(self._scanner)
-        self._take_scan(scan)
+        self._index.take_scan(scan)
         names = sorted(scan.models, key=lambda n: (n != self.default_name, n))
         if self.default_name not in scan.models:
             why = next((k.reason for k in scan.skipped if k.model == self.default_name), None)
-            self._set(self.default_name, None, "UNAVAILABLE", why or "not in the repository")
+            self._index.set(self.default_name, None, "UNAVAILABLE", why or "not in the repository")
         try:
             for name in names:
                 await self._guarded_load(scan.models[name])
@@ -175,7 +155,7 @@ class Registry:
         """Why the default model serves nothing, once the first load has been tried."""
         if self._latest.get(self.default_name) is not None:
             return None
-        reasons = [e.reason for e in self._states.get(self.default_name, {}).values() if e.reason]
+        reasons = [e.reason for e in self._index.of(self.default_name) if e.reason]
         return reasons[0] if reasons else "not loaded"
 
     async def load(self, name: str) -> list[str]:
@@ -185,7 +165,7 @@ class Registry:
         if (problem := name_problem(name)) is not None:
             raise ModelNotFound(f"no model {shown(name)}: {problem}")
         scan = await asyncio.to_thread(self._scanner)
-        self._take_scan(scan)
+        self._index.take_scan(scan)
         source = scan.models.get(name)
         if source is None:
             why = "; ".join(k.reason for k in scan.skipped if k.model == name)
@@ -201,7 +181,7 @@ class Registry:
         A load of it in progress is stopped first (its warm-up terminated)."""
         if (problem := name_problem(name)) is not None:
             raise ModelNotFound(f"no model {shown(name)}: {problem}")
-        if name not in self._states and name not in self._versions and name not in self._loads:
+        if not self._index.knows(name) and name not in self._versions and name not in self._loads:
             raise ModelNotFound(f"unknown model {shown(name)}", served=self.served_names())
         self._unloaded.add(name)
         if (control := self._loads.get(name)) is not None:
@@ -216,16 +196,16 @@ class Registry:
             if not versions:
                 return
             for served in versions.values():
-                self._set(name, served.version, "UNLOADING")
+                self._index.set(name, served.version, "UNLOADING")
             await asyncio.gather(*(self._retire(served) for served in versions.values()))
             for served in versions.values():
-                self._set(name, served.version, "UNAVAILABLE", reason)
+                self._index.set(name, served.version, "UNAVAILABLE", reason)
             logger.info("unloaded model %s (versions %s)", name, ", ".join(versions))
 
     async def poll(self) -> None:
         """One pass of NINSERVE_REPOSITORY_POLL_S: load new and changed models, unload removed ones."""
         scan = await asyncio.to_thread(self._scanner)
-        self._take_scan(scan)
+        self._index.take_scan(scan)
         for _, source in sorted(scan.models.items()):
             if self._changed(source):
                 self._unloaded.discard(source.name)
@@ -241,7 +221,12 @@ class Registry:
             for key in [key for key in marks if key[0] not in present]:
                 del marks[key]
         self._unloaded &= present
-        self._prune(scan, present)
+        self._index.prune(
+            scan,
+            present,
+            busy=lambda n: n in self._versions or n in self._loads or n == self.default_name,
+            loaded=lambda n: set(self._versions.get(n, {})),
+        )
 
     async def _guarded_load(self, source: ModelSource) -> list[str]:
         """_load_model, where nothing one model's files do can stop the others (or the poller)."""
@@ -249,24 +234,8 @@ class Registry:
             return await self._load_model(source)
         except Exception as exc:  # noqa: BLE001 - the index shows it; the other models go on
             logger.exception("model %s: load failed", printable(source.name))
-            self._set(source.name, None, "UNAVAILABLE", f"load failed: {type(exc).__name__}")
+            self._index.set(source.name, None, "UNAVAILABLE", f"load failed: {type(exc).__name__}")
             return [f"{type(exc).__name__}"]
-
-    def _prune(self, scan: Scan, present: set[str]) -> None:
-        """Index entries of versions and models gone from the repository, and not serving, go."""
-        for name in list(self._states):
-            busy = name in self._versions or name in self._loads
-            if name not in present and not busy and name != self.default_name:
-                del self._states[name]
-                continue
-            source = scan.models.get(name)
-            if source is None or any(v.label is None for v in source.versions.values()):
-                continue
-            keep = {v.label for v in source.versions.values()} | set(self._versions.get(name, {}))
-            versions = self._states[name]
-            for version in [v for v, e in versions.items() if v is not None and v not in keep]:
-                if versions[version].state != "LOADING":
-                    del versions[version]
 
     def _changed(self, source: ModelSource) -> bool:
         """New or replaced files among the selected versions, a selected version not serving (the
@@ -291,7 +260,7 @@ class Registry:
         return not failed and bool(set(loaded) - set(wanted))
 
     def _state(self, name: str, version: str) -> State | None:
-        entry = self._states.get(name, {}).get(version)
+        entry = self._index.get(name, version)
         return entry.state if entry is not None else None
 
     def _label(self, name: str, version: VersionSource) -> str:
@@ -319,13 +288,14 @@ class Registry:
                     continue
                 served = await self._load_version(source, version, label)
                 if served is None:
-                    failures.append(f"version {label}: {self._states[source.name][label].reason}")
+                    failed = self._index.get(source.name, label)
+                    failures.append(f"version {label}: {failed.reason if failed else 'not loaded'}")
                     continue
                 new.append(served)
             versions = {**keep, **{s.version: s for s in new}}
             if failures:  # what served before keeps serving where its successor did not load
                 versions = {**{v: s for v, s in old.items() if v not in versions}, **versions}
-            ordered = dict(sorted(versions.items(), key=lambda item: _order(item[0])))
+            ordered = dict(sorted(versions.items(), key=lambda item: order(item[0])))
             retired = [s for v, s in old.items() if v not in ordered or ordered[v] is not s]
             # The swap: one assignment each, no await in between.
             if ordered:
@@ -335,24 +305,24 @@ class Registry:
                 self._versions.pop(source.name, None)
                 self._latest.pop(source.name, None)
             for served in new:
-                self._set(source.name, served.version, "READY")
+                self._index.set(source.name, served.version, "READY")
             for version in ordered:  # files replaced in place by ones that failed
-                entry = self._states.get(source.name, {}).get(version)
+                entry = self._index.get(source.name, version)
                 if entry is not None and entry.state == "UNAVAILABLE":
                     why = f"serving the files loaded before; the new ones failed: {entry.reason}"
-                    self._set(source.name, version, "READY", why)
+                    self._index.set(source.name, version, "READY", why)
             if new or retired:
                 logger.info(
                     "model %s serves versions %s", printable(source.name), ", ".join(ordered) or "none"
                 )
             for served in retired:
                 if served.version not in ordered:
-                    self._set(source.name, served.version, "UNLOADING")
+                    self._index.set(source.name, served.version, "UNLOADING")
             await asyncio.gather(*(self._retire(s) for s in retired))
             for served in retired:
                 if served.version not in ordered:
                     why = "unloaded: no longer selected by the version policy"
-                    self._set(source.name, served.version, "UNAVAILABLE", why)
+                    self._index.set(source.name, served.version, "UNAVAILABLE", why)
             return failures
 
     async def _load_version(self, source: ModelSource, version: VersionSource, label: str) -> Served | None:
@@ -384,7 +354,7 @@ class Registry:
             )
             return None
         self._used += cost  # charged while it loads, so two loads cannot both take the last room
-        self._set(name, label, "LOADING")
+        self._index.set(name, label, "LOADING")
         # The warm-up's runs are the ORT runs' share; beyond that and the reservation, it stops.
         control = LoadControl(
             limit_bytes=cost + self.plan.run_bytes + LOAD_SLACK, warmup_deadline_s=s.model_warmup_timeout_s
@@ -415,7 +385,7 @@ class Registry:
             self._used -= cost
             if not isinstance(exc, Exception):  # cancelled (the server is stopping): tried again later
                 control.cancel("the load was cancelled")
-                self._set(name, label, "UNAVAILABLE", "the load was cancelled")
+                self._index.set(name, label, "UNAVAILABLE", "the load was cancelled")
                 raise
             why = (
                 str(exc) if isinstance(exc, MemoryError | ModelLoadError) else f"{type(exc).__name__}: {exc}"
@@ -429,7 +399,7 @@ class Registry:
             self._used += served.held - cost
             served.memory = served.held
         if served.version != label:  # one-file repositories: the artifact names the version
-            self._states.get(name, {}).pop(label, None)
+            self._index.drop(name, label)
         self._fingerprints[(name, served.version)] = version.fingerprint()
         self._failed.pop((name, served.version), None)
         logger.info(
@@ -454,26 +424,8 @@ class Registry:
         logger.error(
             "model %s version %s not loaded: %s", printable(name), printable(label), printable(reason)
         )
-        self._set(name, label, "UNAVAILABLE", reason)
+        self._index.set(name, label, "UNAVAILABLE", reason)
         self._failed[(name, label)] = version.fingerprint()  # not retried until it changes
-
-    def _set(self, name: str, version: str | None, state: State, reason: str = "") -> None:
-        versions = self._states.setdefault(name, {})
-        versions[version] = IndexEntry(name, version, state, reason)
-        if version is not None:  # the model is in the repository after all
-            versions.pop(None, None)
-
-    def _take_scan(self, scan: Scan) -> None:
-        skipped = {(k.model, k.version): k for k in scan.skipped}
-        for key, entry in skipped.items():
-            if self._skipped.get(key) != entry:  # logged once, not on every pass
-                logger.warning(
-                    "repository: skipped %s%s: %s",
-                    printable(entry.model) or "(repository)",
-                    f" version {printable(entry.version)}" if entry.version else "",
-                    printable(entry.reason),
-                )
-        self._skipped = skipped
 
     @asynccontextmanager
     async def _turn(self, name: str) -> AsyncIterator[None]:
@@ -490,16 +442,4 @@ class Registry:
 
     def index(self) -> list[IndexEntry]:
         """Every model and version known: serving, loading, failed (with why), and skipped entries."""
-        entries: dict[Key, IndexEntry] = {
-            (name, version): entry
-            for name, versions in self._states.items()
-            for version, entry in versions.items()
-        }
-        for key, skipped in self._skipped.items():
-            entries.setdefault(key, IndexEntry(skipped.model, skipped.version, "UNAVAILABLE", skipped.reason))
-        return sorted(entries.values(), key=lambda e: (e.name, _order(e.version or "")))
-
-
-def _order(version: str) -> tuple[int, int, str]:
-    """Numeric versions in number order, named ones (one-file repositories) after them."""
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+        return self._index.listing()

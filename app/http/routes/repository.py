@@ -24,7 +24,7 @@ from starlette.responses import Response
 from app.core.echo import shown
 from app.core.errors import InvalidParameter, ModelLoadFailed
 from app.http.deps import ServingDep, json_response
-from app.repository.registry import IndexEntry
+from app.repository.index import IndexEntry
 
 router = APIRouter(prefix="/v2/repository", tags=["v2 repository (Triton)"])
 
