@@ -73,6 +73,7 @@ class LoadControl:
         # (weights, session), not the runs' share that the shared arena holds for serving.
         self.options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.reason: str | None = None  # why it was stopped
+        self.over_memory = False  # stopped by the watchdog
         self.base = 0
         self.peak = 0
         self._done = threading.Event()
@@ -92,6 +93,7 @@ class LoadControl:
             grown = rss_bytes() - self.base
             self.peak = max(self.peak, grown)
             if grown > self.limit_bytes:
+                self.over_memory = True
                 self.cancel(
                     f"memory: loading grew the process by {grown / 2**20:.0f} MB, more than the "
                     f"{self.limit_bytes / 2**20:.0f} MB reserved for it; stopped"

@@ -356,28 +356,29 @@ class Registry:
         self._used += cost  # charged while it loads, so two loads cannot both take the last room
         self._index.set(name, label, "LOADING")
         # The warm-up's runs are the ORT runs' share; beyond that and the reservation, it stops.
-        control = LoadControl(
-            limit_bytes=cost + self.plan.run_bytes + LOAD_SLACK, warmup_deadline_s=s.model_warmup_timeout_s
-        )
-        self._loads[name] = control
+        control = LoadControl(limit_bytes=0, warmup_deadline_s=s.model_warmup_timeout_s)
         try:
             async with self._load_gate:
-                control.check()  # unloaded while it waited for its turn
-                served = await load_version(
-                    source,
-                    version,
-                    s,
-                    precision=precision,
-                    run_pixels=self.plan.run_pixels,
-                    run_gate=self._run_gate,
-                    cost=cost,
-                    control=control,
-                )
-            if served.held > cost + LOAD_SLACK:
-                raise MemoryError(
-                    f"memory: loading and warm-up took ~{served.held / MiB:.0f} MB, more than the "
-                    f"~{cost / MiB:.0f} MB reserved from its file; unloaded"
-                )
+                # RSS is the whole process's: requests decoding meanwhile can make a load look
+                # larger than it is. A load over its memory is tried once more before it fails;
+                # one that really takes more fails twice (and costs what it took, twice, once).
+                for attempt in (1, 2):
+                    control = LoadControl(
+                        limit_bytes=cost + self.plan.run_bytes + LOAD_SLACK,
+                        warmup_deadline_s=s.model_warmup_timeout_s,
+                    )
+                    self._loads[name] = control
+                    if name in self._unloaded and attempt > 1:
+                        control.cancel("the load was cancelled: the model was unloaded while it loaded")
+                    try:
+                        served = await self._attempt(source, version, precision, cost, control)
+                        break
+                    except MemoryError as exc:
+                        if attempt == 2 or control.reason not in (None, str(exc)):
+                            raise
+                        logger.warning(
+                            "model %s version %s: %s; trying once more", printable(name), label, exc
+                        )
             for hook in self.on_load:
                 hook(served.engine, served.batcher)
             await served.batcher.start()
@@ -410,6 +411,33 @@ class Registry:
             served.engine.provider,
             served.memory / MiB,
         )
+        return served
+
+    async def _attempt(
+        self, source: ModelSource, version: VersionSource, precision: str, cost: int, control: LoadControl
+    ) -> Served:
+        """One try: MemoryError when the watchdog stopped it or it holds more than reserved."""
+        control.check()  # unloaded while it waited for its turn
+        try:
+            served = await load_version(
+                source,
+                version,
+                self.settings,
+                precision=precision,
+                run_pixels=self.plan.run_pixels,
+                run_gate=self._run_gate,
+                cost=cost,
+                control=control,
+            )
+        except ModelLoadError as exc:
+            if control.over_memory:
+                raise MemoryError(str(exc)) from None
+            raise
+        if served.held > cost + LOAD_SLACK:
+            raise MemoryError(
+                f"memory: loading and warm-up took ~{served.held / MiB:.0f} MB, more than the "
+                f"~{cost / MiB:.0f} MB reserved from its file; unloaded"
+            )
         return served
 
     async def _retire(self, served: Served) -> None:

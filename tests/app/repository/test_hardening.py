@@ -393,3 +393,32 @@ def test_the_default_model_memory_holds_three_nins_and_the_swap_of_the_largest(
     asyncio.run(main())
     found = states(models)
     assert found[("alpha", "2")][0] == found[("beta", "1")][0] == found[("gamma", "1")][0] == "READY"
+
+
+def test_a_load_that_looks_too_large_once_is_tried_again_before_it_fails(
+    tmp_path: Path, registry_for, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RSS is the whole process's: a large decode running beside a load can make it look larger
+    than it is. One such reading is not enough to refuse a version."""
+    from app.repository import registry as registry_module
+
+    put(tmp_path, "good", 1)
+    models = registry_for(tmp_path)
+    real, calls = registry_module.load_version, []
+
+    async def noisy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        served = await real(*args, **kwargs)
+        calls.append(served)
+        if len(calls) == 1:
+            served.held = 500 * 2**20  # what a decode of a large image beside it would look like
+        return served
+
+    monkeypatch.setattr(registry_module, "load_version", noisy)
+
+    async def main() -> None:
+        await models.start()
+        assert models.resolve("good").version == "1" and len(calls) == 2
+        assert models.used_bytes < 100 * 2**20
+        await models.stop()
+
+    asyncio.run(main())
