@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # and unload through POST /v2/repository/models/{name}/load and /unload).
     repository_poll_s: float = Field(0.0, ge=0, le=86_400)
     # Part of memory_budget_mb held for loaded model versions. Each is priced from its file
-    # before it loads (file + external data, x3, + 4 MB: fp32 NiN ~16 MB, int8 ~7 MB, with the
+    # before it loads (file + external data, x3, + 4 MB: fp32 NiN ~15 MB, int8 ~7 MB, with the
     # shared ORT arena) and then charged what its load and warm-up measurably took; a load that
     # would not fit is refused. 96 MB holds the bundled model, two more fp32 NiNs and a new fp32
     # version loading beside the largest (a hot swap), with room to spare.
