@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.memory import default_store_bytes, plan_for
-from app.repository.layout import name_problem
+from app.repository.layout import name_problem, repository_problem
 
 # The artifact the model side exports; relative to the repository / installed package root.
 ARTIFACTS = Path(__file__).resolve().parent.parent / "model" / "artifacts"
@@ -64,10 +64,16 @@ class Settings(BaseSettings):
     # Rescan the repository this often and load, reload or unload what changed; 0: never (load
     # and unload through POST /v2/repository/models/{name}/load and /unload).
     repository_poll_s: float = Field(0.0, ge=0, le=86_400)
-    # Part of memory_budget_mb held for loaded model versions (each estimated from its file before
-    # it loads: fp32 NiN ~55 MB, int8 ~20 MB); a load that would not fit is refused. 64 MB holds
-    # the int8 NiN and two more versions beside it (a swap), or one fp32 NiN.
-    model_memory_mb: int = Field(64, ge=8)
+    # Part of memory_budget_mb held for loaded model versions. Each is priced from its file
+    # before it loads (file + external data, x3, + 4 MB: fp32 NiN ~15 MB, int8 ~7 MB, with the
+    # shared ORT arena) and then charged what its load and warm-up measurably took; a load that
+    # would not fit is refused. 96 MB holds the bundled model, two more fp32 NiNs and a new fp32
+    # version loading beside the largest (a hot swap), with room to spare.
+    model_memory_mb: int = Field(96, ge=8)
+    # A version's warm-up (batch 1 and max_batch_size; every size on CUDA) running longer than
+    # this is stopped (ONNX Runtime terminates the run): the version fails to load, with this as
+    # its reason, and its memory charge is returned.
+    model_warmup_timeout_s: float = Field(60.0, gt=0, le=3600)
 
     # --- ONNX Runtime ---
     device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: CUDA EP when the runtime has it
@@ -201,10 +207,12 @@ class Settings(BaseSettings):
     max_run_pixels: int = Field(0, ge=0)
     # Peak bytes ORT holds per input pixel: 1.5-1.8 KB measured for the fp32 NiN, 1.3 KB for int8.
     ort_bytes_per_pixel: int = Field(2048, ge=1)
-    # shrink: hand ORT's CPU arena back after runs larger than a batch of native-size images, so
-    # the 32x32 path never pays and a resolution-256 peak does not stay; off: no arena at all
-    # (costs every run); keep: ORT's default, which keeps the largest run's peak for good.
-    ort_arena: Literal["shrink", "off", "keep"] = "shrink"
+    # shared: one CPU arena in ORT's environment for every loaded version (a version then holds
+    # its weights, ~8-13 MB for the fp32 NiN, not an arena of its own: 54 MB; docs/repository.md),
+    # handed back after runs larger than a batch of native-size images as with `shrink`.
+    # shrink: the same with one arena per session; off: no arena at all (costs every run);
+    # keep: ORT's default, one arena per session that keeps the largest run's peak for good.
+    ort_arena: Literal["shared", "shrink", "off", "keep"] = "shared"
     # Large decodes (priced above 16 MB from the header) run one at a time on their own thread;
     # this many may wait for it before the next is refused with 503 (each takes ~0.3 s).
     decode_queue: int = Field(4, ge=0)
@@ -273,6 +281,8 @@ class Settings(BaseSettings):
             raise ValueError("set model_repository or model_path, not both")
         if self.grpc_port and self.grpc_port == self.port:
             raise ValueError("grpc_port must differ from port (HTTP and gRPC listen side by side)")
+        if self.model_repository is not None and (problem := repository_problem(self.model_repository)):
+            raise ValueError(problem)  # before the server starts, not after its banner
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ValueError("max_body_bytes_in_flight must hold at least one body of max_body_bytes")
         return self

@@ -3,6 +3,8 @@ interleaved round by round so both see the same machine load (wrk, loopback only
 
     .venv/bin/python -m bench.ab_hot --a /tmp/old-checkout --b . --rounds 3 --seconds 5
     .venv/bin/python -m bench.ab_hot --a /tmp/old-checkout --b . --image jpeg --multipart
+    .venv/bin/python -m bench.ab_hot --a . --b . --a-env NINSERVE_ORT_ARENA=shared \
+        --b-env NINSERVE_ORT_ARENA=off                  # one setting A/B, same checkout
 
 The image is a 32x32 PNG by default (`--image jpeg`: bench.images' 640x480 JPEG), sent as the raw
 body (`--multipart`: as the `file` field of a form, as bench.run sends it).
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         help="bench.images' png32 or jpeg; small: hostile's 32x32 PNG (the default)",
     )
     parser.add_argument("--multipart", action="store_true", help="send a multipart form, not the raw body")
+    parser.add_argument("--a-env", default="", help="KEY=VALUE,... for A's server only (A/B a setting)")
+    parser.add_argument("--b-env", default="", help="KEY=VALUE,... for B's server only")
     args = parser.parse_args(argv)
     if not loadgen.available("wrk"):
         print("wrk is needed (bash bench/setup_peers.sh installs it)", file=sys.stderr)
@@ -62,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         "NINSERVE_LOG_LEVEL": "warning",
     }
     ports = [int(p) for p in args.ports.split(",")]
-    servers = {"A": Server(args.a.resolve(), ports[0], env), "B": Server(args.b.resolve(), ports[1], env)}
+    servers = {
+        "A": Server(args.a.resolve(), ports[0], env | _pairs(args.a_env)),
+        "B": Server(args.b.resolve(), ports[1], env | _pairs(args.b_env)),
+    }
     if args.image == "small":
         image, (content_type, ext) = small_png(1), ("image/png", "png")
     else:
@@ -114,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"c={c}: A {_point(a)}  B {_point(b)}  B/A {ratios}")
     print(json.dumps({"a": str(args.a), "b": str(args.b), "rounds": args.rounds, "summary": summary}))
     return 0
+
+
+def _pairs(text: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in text.split(",") if pair)
 
 
 def _point(m: dict[str, float]) -> str:

@@ -28,6 +28,8 @@ Phases (docs/reliability.md has the targets and the numbers):
             to echo it whole) beside the probe: peak RSS, their statuses, the probe's p50/p99
   uploads   48 clients upload large bodies (half a 5.9 MB decodable 1400x1400 PNG, half 8 MB of
             random bytes as image/jpeg) beside the probe: is a cheap request queued behind them?
+  churn, configbomb, loadbombs   the model repository under churn, config.json bombs and
+            hostile models loaded over the API, polled every second (bench/hostile_repository.py)
   redis     the server on a Redis result store (started here, --redis-port), SIGSTOPped for
             `seconds` during classify load: 200s/s and p99 before, during, after
             (bench/redis_stall.py); needs redis-server
@@ -613,7 +615,11 @@ async def phase_uploads(server: Server, seconds: float, clients: int = 48) -> di
 
 
 async def run_phases(
-    server: Server, phases: list[str], seconds: float, redis: subprocess.Popen[bytes] | None = None
+    server: Server,
+    phases: list[str],
+    seconds: float,
+    redis: subprocess.Popen[bytes] | None = None,
+    repository: Path | None = None,
 ) -> dict[str, object]:
     results: dict[str, object] = {"baseline_rss_mb": round(server.rss_mb())}
     for phase in phases:
@@ -643,6 +649,8 @@ async def run_phases(
             results[phase] = await phase_echo(server, seconds)
         elif phase == "uploads":
             results[phase] = await phase_uploads(server, seconds)
+        elif phase in REPOSITORY_PHASES and repository is not None:
+            results[phase] = await repository_phase(server, phase, seconds, repository)
         elif phase == "redis" and redis is not None:
             from bench.redis_stall import phase_redis
 
@@ -651,6 +659,32 @@ async def run_phases(
         await asyncio.sleep(2)
     results["final_rss_mb"] = round(server.rss_mb())
     return results
+
+
+REPOSITORY_PHASES = ("churn", "configbomb", "loadbombs")  # bench/hostile_repository.py
+
+
+async def repository_phase(server: Server, phase: str, seconds: float, root: Path) -> dict[str, object]:
+    from bench import hostile_repository
+
+    run = {
+        "churn": hostile_repository.phase_churn,
+        "configbomb": hostile_repository.phase_configbomb,
+        "loadbombs": hostile_repository.phase_loadbombs,
+    }[phase]
+    return await run(server, seconds, root)
+
+
+def repository_env(phases: list[str], stack: ExitStack) -> tuple[Path | None, dict[str, str]]:
+    """With a repository phase, the server serves a temporary repository the phase writes to."""
+    if not set(phases) & set(REPOSITORY_PHASES):
+        return None, {}
+    import tempfile
+
+    from bench.hostile_repository import make_repository
+
+    root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ninserve-repo-")))
+    return root, make_repository(root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -683,10 +717,12 @@ def main(argv: list[str] | None = None) -> int:
                 redis_port = args.redis_port or args.port + 1
                 redis = stack.enter_context(redis_server(redis_port))
                 env["NINSERVE_RESULT_STORE"] = f"redis://127.0.0.1:{redis_port}/0"
+        repository, repository_settings = repository_env(phases, stack)
+        env |= repository_settings
         server = Server(args.app_dir.resolve(), args.port, env)
         server.start()
         try:
-            results = asyncio.run(run_phases(server, phases, args.seconds, redis))
+            results = asyncio.run(run_phases(server, phases, args.seconds, redis, repository))
         finally:
             server.stop()
     results |= {"app_dir": str(args.app_dir), "env": env, "server_peak_rss_mb": round(server.peak_mb)}

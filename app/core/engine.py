@@ -13,6 +13,7 @@ import ctypes
 import json
 import logging
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,9 @@ logger = logging.getLogger("ninserve")
 INPUT_NAME = "image"
 SCORES, MAPS = "scores", "confidence_maps"
 CUDA_EP, CPU_EP = "CUDAExecutionProvider", "CPUExecutionProvider"
-ArenaPolicy = Literal["shrink", "off", "keep"]
+ArenaPolicy = Literal["shared", "shrink", "off", "keep"]
+_shared_arena_lock = threading.Lock()
+_shared_arena = False
 
 
 class ModelLoadError(RuntimeError):
@@ -92,7 +95,7 @@ def select_providers(device: str, device_id: int = 0) -> list[Any]:
         return [CPU_EP]
     require_device(device)
     if device == "auto" and (problem := cuda_problem()) is not None:
-        logger.warning("NINSERVE_DEVICE=auto: %s; serving on the CPU", problem)
+        _warn_once(f"NINSERVE_DEVICE=auto: {problem}; serving on the CPU")
         return [CPU_EP]
     if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu from pip finds CUDA/cuDNN wheels this way
         try:
@@ -102,6 +105,29 @@ def select_providers(device: str, device_id: int = 0) -> list[Any]:
     return [(CUDA_EP, {"device_id": device_id}), CPU_EP]
 
 
+def register_shared_arena() -> None:
+    """One CPU arena in ONNX Runtime's environment, used by every session that opts in
+    (`session.use_env_allocators`): a loaded version then holds its weights, not an arena of its
+    own sized for a full batch (docs/repository.md, "Memory": 54 -> ~12 MB per fp32 NiN)."""
+    global _shared_arena
+    with _shared_arena_lock:
+        if _shared_arena:
+            return
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))  # ORT's defaults
+        _shared_arena = True
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Once per process: the same fact repeated on every version load hides what is new."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning("%s", message)
+
+
 def _describe(args: list[Any]) -> list[dict[str, Any]]:
     return [
         {"name": a.name, "dtype": a.type, "shape": [d if isinstance(d, int) else str(d) for d in a.shape]}
@@ -109,7 +135,7 @@ def _describe(args: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _read_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
+def _read_info(session: ort.InferenceSession, path: Path, name: str | None = None) -> ModelInfo:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     names = {o.name for o in outputs}
     if (
@@ -133,7 +159,7 @@ def _read_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
     if not classes or len(set(classes)) != len(classes):
         raise ModelLoadError(f"{path}: metadata 'classes' must be a non-empty list of unique names")
     return ModelInfo(
-        name=meta.get("name", path.stem),
+        name=name or meta.get("name", path.stem),
         version=meta.get("model_version", "unknown"),
         classes=classes,
         native_size=native_size,
@@ -156,12 +182,16 @@ class Engine:
         intra_op_threads: int = 0,
         arena: ArenaPolicy = "keep",
         shrink_above_images: int = 32,
+        name: str | None = None,
     ):
         options = ort.SessionOptions()
         # ORT's CPU arena keeps the largest run's peak for the life of the process (a batch at
         # resolution 256 left 4 GB behind). `off` frees every run's memory at its end; `shrink`
         # keeps the arena for small runs (the 32x32 hot path) and hands it back after larger ones.
         options.enable_cpu_mem_arena = arena != "off"
+        if arena == "shared":
+            register_shared_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
         self._shrink_above: int | None = None  # input pixels; set from the native size below
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
@@ -181,11 +211,11 @@ class Engine:
                 f"NINSERVE_DEVICE=cuda but the session runs on {self.provider} (CUDA/cuDNN libraries?)"
             )
         if device == "auto" and self.provider != CUDA_EP and providers[0] != CPU_EP:
-            logger.warning("NINSERVE_DEVICE=auto: CUDA failed to initialise; serving on the CPU")
+            _warn_once("NINSERVE_DEVICE=auto: CUDA failed to initialise; serving on the CPU")
         self.device = "cuda" if self.provider == CUDA_EP else "cpu"
         self._device_id = device_id
-        self.info = _read_info(self._session, path)
-        if arena == "shrink":  # runs up to a full batch of native-size images keep the arena
+        self.info = _read_info(self._session, path, name)  # the repository's name, not the file's stem
+        if arena in ("shrink", "shared"):  # runs up to a full batch of native-size images keep the arena
             self._shrink_above = shrink_above_images * self.info.native_size**2
         self._outputs = [SCORES, MAPS]
         logger.info(
@@ -197,31 +227,36 @@ class Engine:
             self.provider,
         )
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [N, H, W, 3] -> scores float32 [N, K], maps float32 [N, K, H/4, W/4]."""
+    def run(self, images: np.ndarray, options: ort.RunOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N, H, W, 3] -> scores float32 [N, K], maps float32 [N, K, H/4, W/4]. `options`:
+        a warm-up's, which another thread can terminate (`options.terminate = True`)."""
         if self.device == "cuda":
-            return self._run_cuda(images)
+            return self._run_cuda(images, options)
         n, height, width = images.shape[:3]
         large = self._shrink_above is not None and n * height * width > self._shrink_above
-        scores, maps = self._session.run(self._outputs, {INPUT_NAME: images}, self._shrink if large else None)
+        scores, maps = self._session.run(
+            self._outputs, {INPUT_NAME: images}, options or (self._shrink if large else None)
+        )
         return scores, maps
 
-    def _run_cuda(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run_cuda(
+        self, images: np.ndarray, options: ort.RunOptions | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         # IOBinding: one explicit host->device copy of the uint8 batch (4x smaller than float),
         # outputs allocated on the device by ORT, then one copy back per output.
         binding = self._session.io_binding()
         binding.bind_cpu_input(INPUT_NAME, np.ascontiguousarray(images))
         for name in self._outputs:
             binding.bind_output(name, "cuda", self._device_id)
-        self._session.run_with_iobinding(binding)
+        self._session.run_with_iobinding(binding, options)
         scores, maps = binding.copy_outputs_to_cpu()
         return scores, maps
 
-    def warmup(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
+    def warmup(self, batch_sizes: tuple[int, ...] = (1,), options: ort.RunOptions | None = None) -> None:
         """Run the native size once per batch size, and check the output shapes against the contract."""
         size, k = self.info.native_size, self.info.num_classes
         for n in batch_sizes:
-            scores, maps = self.run(np.zeros((n, size, size, 3), dtype=np.uint8))
+            scores, maps = self.run(np.zeros((n, size, size, 3), dtype=np.uint8), options)
             if scores.shape != (n, k) or maps.ndim != 4 or maps.shape[:2] != (n, k):
                 raise ModelLoadError(
                     f"warm-up: got scores {scores.shape} and maps {maps.shape} for {n} images of "

@@ -95,6 +95,10 @@ class NotReady(NinServeError):  # model still loading / warming up, or failed to
     status, slug, retry_after = 503, "not-ready", 2
 
 
+class ModelUnloaded(NotReady):  # unloaded over the repository API: nothing brings it back by itself
+    slug, retry_after = "unloaded", None
+
+
 class StoreUnavailable(NinServeError):  # the shared result store (Redis) cannot be reached
     status, slug, retry_after = 503, "store-unavailable", 1
 

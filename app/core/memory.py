@@ -7,9 +7,11 @@
 The budget is the RSS the process should stay within (the shipped containers allow 1 GiB, so the
 default 800 MB leaves ~220 MB for allocator fragmentation and what is not modelled). It is split:
 
-    runtime reserve  interpreter, libraries, ONNX Runtime itself (~100 MB measured without a model)
-    models           loaded model versions: session, weights and the arena each keeps for a full
-                     batch of native-size images (model_memory_mb; model_cost below)
+    runtime reserve  interpreter, libraries, ONNX Runtime itself (~100 MB measured without a model,
+                     the first session's start charged to the models)
+    models           loaded model versions: session and weights (model_memory_mb; model_cost
+                     below); with a per-session arena (ort_arena shrink/keep) also the arena each
+                     keeps for a full batch of native-size images
     result store     the memory store's byte bound (0 with Redis: the results live there)
     ORT runs         up to 35 % of the rest, no more than one image at max_resolution or a
                      full batch of native-size images needs (65,536 pixels, 128 MB by default):
@@ -45,13 +47,22 @@ from PIL import Image
 from app.core.decode import REDUCING_GAP, jpeg_first_scan, open_image
 
 MiB = 1024 * 1024
-# 163 MB measured after start and warm-up with one fp32 NiN (2 ORT threads), ~63 MB of it the model:
-# the process's part, and the models' own share (model_memory_mb, 64 MB by default), add up to 192.
-RUNTIME_RESERVE = 128 * MiB
+# 163 MB measured after start and warm-up with one fp32 NiN (2 ORT threads), ~63 MB of it the model
+# and its arena: the process's own part is ~100 MB, of which the first session's start (~20 MB) is
+# charged to the models (each load is charged the RSS it adds). Reserve and models (96 MB by default)
+# add up to 192, as before the shared arena: decoding and rendering keep their shares.
+RUNTIME_RESERVE = 96 * MiB
 # One loaded version, measured as the RSS growth of loading and warming up one more session (batch
-# 1 and 32 at 32x32, arena `shrink`): fp32 NiN (3.9 MB file) 54 MB, int8 (1.0 MB) 13 MB. Estimated
-# from the file, before loading: fixed + per file byte, scaled with the batch the arena keeps.
+# 1 and 32 at 32x32; bench/model_memory.py): with a per-session arena (`shrink`, `keep`) fp32 NiN
+# (3.9 MB file) 54 MB, int8 (1.0 MB) 15 MB; with the shared arena (`shared`) 7-13 MB and 2-3 MB,
+# the arena itself (~50 MB for a batch of 32) being the ORT runs' share, paid once. Estimated from
+# the file before loading (fixed + per file byte; with its own arena scaled with the batch it
+# keeps); then charged what the load measurably took, if more.
 MODEL_FIXED, MODEL_BYTES_PER_FILE_BYTE, MODEL_COST_BATCH = 8 * MiB, 12, 32
+SHARED_FIXED, SHARED_BYTES_PER_FILE_BYTE = 4 * MiB, 3
+# A load's measured growth may exceed its reservation by this much (other requests allocate while
+# it is measured) before it is stopped or unloaded as over its price.
+LOAD_SLACK = 32 * MiB
 RUN_SHARE, DECODE_SHARE = 0.35, 0.45  # of what is left after reserve and store; rendering: the rest
 SMALL_DECODE = 16 * MiB  # decodes up to this run in the shared pool: a 1080p photo costs ~12 MB
 DEFAULT_STORE_SHARE = 0.08  # the memory store's default byte bound: 64 MB of an 800 MB budget
@@ -121,36 +132,45 @@ def plan_memory(
     decode_threads: int,
     ort_bytes_per_pixel: int,
     run_pixels: int = 0,
-    model_bytes: int = 64 * MiB,
+    model_bytes: int = 96 * MiB,
 ) -> MemoryPlan:
     """Split the budget; raises ValueError when it cannot hold one image at `max_resolution`."""
     budget = budget_mb * MiB
     work = budget - RUNTIME_RESERVE - model_bytes - store_bytes
     min_pixels = max_resolution * max_resolution
     if work <= 0:
+        need = math.ceil((budget - work) / MiB) + 256
         raise ValueError(
             f"memory_budget_mb={budget_mb} leaves nothing for work after the runtime "
             f"({RUNTIME_RESERVE // MiB} MB), the models ({model_bytes // MiB} MB) and the result store "
-            f"({store_bytes // MiB} MB)"
+            f"({store_bytes // MiB} MB): set NINSERVE_MEMORY_BUDGET_MB={need}"
         )
-    if not run_pixels:
+    given = bool(run_pixels)
+    if not given:
         run_pixels = int(work * RUN_SHARE) // (ort_bytes_per_pixel * concurrent_batches)
-        # No more than the largest batch of native-size images needs: the rest goes to decoding.
+        # No more than the largest batch of native-size images needs: the rest goes to decoding;
+        # no less than one image at max_resolution: a larger share elsewhere (models, store)
+        # takes it from decoding and rendering instead of failing the start.
         run_pixels = min(run_pixels, max(max_batch_size * native_size * native_size, min_pixels))
+        run_pixels = max(run_pixels, min_pixels)
     if run_pixels < min_pixels:
         raise ValueError(
-            f"an ONNX Runtime run may hold {run_pixels} pixels, fewer than one image at max_resolution "
-            f"{max_resolution} ({min_pixels}): raise memory_budget_mb ({budget_mb}), lower "
-            "max_resolution, store_max_bytes or concurrent_batches, or set max_run_pixels"
+            f"max_run_pixels {run_pixels} is fewer than one image at max_resolution "
+            f"{max_resolution} ({min_pixels}): set NINSERVE_MAX_RUN_PIXELS={min_pixels} or unset it"
         )
     run_bytes = run_pixels * ort_bytes_per_pixel * concurrent_batches
     rest = work - run_bytes
     decode = int(rest * DECODE_SHARE / (1 - RUN_SHARE))
     small_total = SMALL_DECODE * decode_threads
     if rest <= 0 or decode <= small_total:
+        # The one number to set: the budget that leaves decoding its shared pool and a large decode.
+        least_rest = math.ceil((small_total + SMALL_DECODE) * (1 - RUN_SHARE) / DECODE_SHARE)
+        need = math.ceil((budget - work + run_bytes + least_rest) / MiB)
         raise ValueError(
-            f"memory_budget_mb={budget_mb} is too small: ORT runs take {run_bytes // MiB} MB of the "
-            f"{work // MiB} MB left after the runtime and the store, leaving too little for decoding"
+            f"memory_budget_mb={budget_mb} is too small for these settings: set "
+            f"NINSERVE_MEMORY_BUDGET_MB={need} (runtime {RUNTIME_RESERVE // MiB} MB, models "
+            f"{model_bytes // MiB} MB, store {store_bytes // MiB} MB, ORT runs {run_bytes // MiB} MB, "
+            "and room for decoding)"
         )
     return MemoryPlan(
         budget=budget,
@@ -196,8 +216,11 @@ def plan_for(settings: Settings, native_size: int = 32) -> MemoryPlan:
     )
 
 
-def model_cost(file_bytes: int, max_batch_size: int) -> int:
-    """Bytes one loaded version will hold, estimated from its artifact's size before loading it."""
+def model_cost(file_bytes: int, max_batch_size: int, *, own_arena: bool = False) -> int:
+    """Bytes one loaded version will hold, estimated from its artifact's size (with external data)
+    before loading it; `own_arena`: the session keeps an arena of its own (ort_arena shrink/keep)."""
+    if not own_arena:
+        return SHARED_FIXED + file_bytes * SHARED_BYTES_PER_FILE_BYTE
     scale = max(1.0, max_batch_size / MODEL_COST_BATCH)
     return MODEL_FIXED + int(file_bytes * MODEL_BYTES_PER_FILE_BYTE * scale)
 

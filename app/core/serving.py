@@ -176,13 +176,9 @@ class ServingState:
 def repository_for(settings: Settings) -> tuple[Scanner, str]:
     """How to read the repository these settings name, and the default model's name."""
     if settings.model_repository is not None:
-        root = settings.model_repository
-
-        def scan() -> layout.Scan:
-            return layout.scan(root)
-
-        found = layout.scan(root).models
-        return scan, settings.model_name or (min(found) if found else BUILTIN_NAME)
+        scanner = layout.Scanner(settings.model_repository)  # caches config.json and non-model folders
+        found = scanner().models
+        return scanner, settings.model_name or (min(found) if found else BUILTIN_NAME)
     if settings.model_path is not None:
         path, name = settings.model_path, settings.model_name or settings.model_path.stem
         return (lambda: layout.single_file(name, path)), name

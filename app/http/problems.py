@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.core.echo import clipped, shown
-from app.core.errors import NinServeError
+from app.core.errors import ModelUnloaded, NinServeError
 
 logger = logging.getLogger("ninserve")
 
@@ -82,7 +82,7 @@ def error_problem(exc: NinServeError) -> dict[str, Any]:
 
 async def _on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, NinServeError)
-    if exc.status >= 500 and exc.retry_after is None:
+    if exc.status >= 500 and exc.retry_after is None and not isinstance(exc, ModelUnloaded):
         logger.error("%s %s: %s", request.method, shown(request.url.path), exc.detail)
     return problem_response(
         exc.status,

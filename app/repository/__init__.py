@@ -1,8 +1,11 @@
 """The model repository: which NiNs and versions this process serves, and their life cycle.
 
     layout.py    DIR/<model>/<version>/model.onnx (Triton's layout) -> what is there, what is skipped
+    config_file.py  a model's config.json: bounded in size and depth, re-read only when it changes
+    artifact.py  an ONNX file parsed and priced before it loads (contract names, external data, size)
     policy.py    version policy (latest N / specific / all) and precision (auto / fp32 / int8)
-    loading.py   one version: ONNX Runtime session, NiN contract check, warm-up, its batcher
+    loading.py   one version: ONNX Runtime session, NiN contract check, warm-up (deadline, RSS
+                 watchdog, cancellation), its batcher
     served.py    a loaded version as the request path holds it (in-flight count, drain, close)
     registry.py  name -> versions the request path reads; load, swap, unload, poll, the index
 

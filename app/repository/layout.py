@@ -4,9 +4,13 @@
     DIR/<model-name>/<version>/model.onnx  versions are positive integers
     DIR/<model-name>/<version>/model-int8.onnx   optional int8 variant (`ninserve quantize`)
 
-`scan(DIR)` returns the models it can serve and, for every entry it cannot (a bad name, a folder
-that is not a version, a version without an ONNX file, a model without versions, an unreadable
-config.json), the reason; the registry logs those and shows them in the repository index.
+`Scanner(DIR)()` returns the models it can serve and, for every entry that looks like a model but
+cannot be served (a bad name, a folder that is not a version, a version without an ONNX file, an
+unreadable config.json, a symlink leaving the repository), the reason; the registry logs those
+and shows them in the repository index. A folder that does not look like a model (no config.json,
+no numbered subfolder, no .onnx file: a dataset left beside the models) is passed over silently,
+and remembered by its (inode, mtime) so later passes cost one stat for it. Symlinks are followed
+only where they stay inside the repository. The scanner runs in a thread, never on the event loop.
 Without NINSERVE_MODEL_REPOSITORY the bundled artifacts form a one-model repository
 (`builtin`), and NINSERVE_MODEL_PATH a one-model repository of its file (`single_file`); both
 keep the artifact's own `model_version` as the version name, as before the repository existed.
@@ -14,19 +18,27 @@ keep the artifact's own `model_version` as the version name, as before the repos
 
 from __future__ import annotations
 
-import json
+import logging
+import os
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from app.repository.policy import LATEST_ONE, PRECISIONS, PolicyError, VersionPolicy, parse_policy
+from app.repository.config_file import CONFIG_FILE, ConfigCache, ConfigError
+from app.repository.policy import LATEST_ONE, VersionPolicy
+
+logger = logging.getLogger("ninserve")
 
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model-int8.onnx"}  # precision -> file in a version folder
-CONFIG_FILE = "config.json"
-CONFIG_KEYS = frozenset({"name", "labels", "version_policy", "precision"})
 # A URL path segment and a Prometheus label value as is: no '/', no '..', no leading dot.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A pass over 10,000 folders that are not models takes ~30 ms of Python in the scan's thread; the
+# event loop would wait up to the 5 ms switch interval for the GIL each time it wants it (~0.1 ms
+# of scanning between hand-overs instead).
+YIELD_EVERY = 32
+OUTSIDE = "a symlink leading out of the repository: not followed"
 VERSION = re.compile(r"[1-9][0-9]{0,8}")
 
 
@@ -94,101 +106,189 @@ def single_file(name: str | None, path: Path) -> Scan:
     return Scan({model: ModelSource(model, {1: VersionSource(1, {"fp32": path})})})
 
 
-def scan(root: Path) -> Scan:
-    """Read DIR/<model>/[config.json, <version>/model.onnx]; never raises for a bad entry."""
-    out = Scan()
+def inside(path: str, root: str) -> bool:
+    """`path` (resolved) is `root` or below it: symlinks may not lead out of the repository."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    name: str
+    is_dir: bool
+    path: str
+
+
+def _children(folder: str) -> list[_Child]:
+    with os.scandir(folder) as it:
+        return sorted(
+            (_Child(e.name, _is_dir(e), e.path) for e in it),
+            key=lambda c: c.name,
+        )
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
     try:
-        entries = sorted(root.iterdir())
-    except OSError as exc:
-        out.skipped.append(Skipped("", None, f"cannot read the repository {root}: {exc.strerror or exc}"))
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _looks_like_model(children: list[_Child]) -> bool:
+    return any(
+        c.name == CONFIG_FILE or c.name.endswith(".onnx") or (c.is_dir and c.name.isdigit()) for c in children
+    )
+
+
+class Scanner:
+    """Reads DIR/<model>/[config.json, <version>/model.onnx]; never raises for a bad entry."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._configs = ConfigCache()
+        self._not_models: dict[str, tuple[int, int]] = {}  # folder name -> (inode, mtime_ns)
+        self._lock = threading.Lock()  # a poll and an API load may scan at once, in two threads
+
+    def __call__(self) -> Scan:
+        with self._lock:
+            return self._scan()
+
+    def _scan(self) -> Scan:
+        out = Scan()
+        root = os.path.realpath(self.root)
+        try:
+            with os.scandir(root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            why = f"cannot read the repository {self.root}: {exc.strerror or exc}"
+            out.skipped.append(Skipped("", None, why))
+            return out
+        present: set[str] = set()
+        configs: set[Path] = set()
+        for i, entry in enumerate(entries):
+            if not i % YIELD_EVERY:  # hand the GIL to the event loop now and then, not every 5 ms
+                time.sleep(0)
+            present.add(entry.name)
+            try:
+                self._entry(entry, root, out, configs)
+            except Exception as exc:  # noqa: BLE001 - one model's files never stop the others
+                out.skipped.append(Skipped(entry.name, None, f"cannot read it: {type(exc).__name__}: {exc}"))
+        for name in [n for n in self._not_models if n not in present]:
+            del self._not_models[name]
+        self._configs.forget_except(configs)
         return out
-    for entry in entries:
-        if not entry.is_dir():
-            continue
+
+    def _entry(self, entry: os.DirEntry[str], root: str, out: Scan, configs: set[Path]) -> None:
+        if not _is_dir(entry):
+            return
+        if entry.is_symlink() and not inside(os.path.realpath(entry.path), root):
+            if name_problem(entry.name) is None:
+                out.skipped.append(Skipped(entry.name, None, OUTSIDE))
+            return
+        st = entry.stat()
+        stamp = (st.st_ino, st.st_mtime_ns)
+        if self._not_models.get(entry.name) == stamp:
+            return
+        try:
+            children = _children(entry.path)
+        except OSError as exc:
+            out.skipped.append(Skipped(entry.name, None, f"cannot read the folder: {exc.strerror or exc}"))
+            return
+        if not _looks_like_model(children):
+            self._not_models[entry.name] = stamp
+            return
+        self._not_models.pop(entry.name, None)
         if (problem := name_problem(entry.name)) is not None:
             out.skipped.append(Skipped(entry.name, None, problem))
-            continue
-        model = _scan_model(entry, out.skipped)
+            return
+        configs.add(Path(entry.path) / CONFIG_FILE)
+        model = self._model(entry.name, Path(entry.path), children, root, out.skipped)
         if model is not None:
             out.models[model.name] = model
-    return out
 
+    def _model(
+        self, name: str, folder: Path, children: list[_Child], root: str, skipped: list[Skipped]
+    ) -> ModelSource | None:
+        config_path = folder / CONFIG_FILE
+        try:
+            if os.path.lexists(config_path) and not inside(os.path.realpath(config_path), root):
+                raise ConfigError(OUTSIDE)
+            config = self._configs.read(config_path, name)
+        except ConfigError as exc:
+            skipped.append(Skipped(name, None, f"{CONFIG_FILE}: {exc}"))
+            return None
+        versions: dict[int, VersionSource] = {}
+        for child in children:
+            if not child.is_dir:
+                continue
+            if not VERSION.fullmatch(child.name):
+                if child.name.isdigit():  # 0, 007: numbered but not a version
+                    skipped.append(Skipped(name, child.name, "not a version: versions are positive integers"))
+                continue
+            source = self._version(name, child, root, skipped)
+            if source is not None:
+                versions[source.number] = source
+        if not versions:
+            skipped.append(Skipped(name, None, "no versions: expected <version>/model.onnx"))
+            return None
+        model = ModelSource(name, versions, **config)
+        if not model.selected():
+            why = f"version_policy {model.policy.describe()} selects none of {sorted(versions)}"
+            skipped.append(Skipped(name, None, why))
+            return None
+        return model
 
-def _scan_model(folder: Path, skipped: list[Skipped]) -> ModelSource | None:
-    name = folder.name
-    try:
-        config = _read_config(folder / CONFIG_FILE, name)
-    except (OSError, ValueError) as exc:
-        skipped.append(Skipped(name, None, f"{CONFIG_FILE}: {exc}"))
-        return None
-    try:  # unreadable, or removed since the repository was listed (a poll racing a deploy)
-        entries = sorted(folder.iterdir())
-    except OSError as exc:
-        skipped.append(Skipped(name, None, f"cannot read the folder: {exc.strerror or exc}"))
-        return None
-    versions: dict[int, VersionSource] = {}
-    for entry in entries:
-        if not entry.is_dir():
-            continue
-        if not VERSION.fullmatch(entry.name):
-            skipped.append(Skipped(name, entry.name, "not a version: versions are positive integers"))
-            continue
-        files = {p: entry / f for p, f in MODEL_FILES.items() if (entry / f).is_file()}
+    def _version(self, name: str, child: _Child, root: str, skipped: list[Skipped]) -> VersionSource | None:
+        real = os.path.realpath(child.path)
+        if not inside(real, root):
+            skipped.append(Skipped(name, child.name, OUTSIDE))
+            return None
+        folder = Path(child.path)
+        files: dict[str, Path] = {}
+        for precision, filename in MODEL_FILES.items():
+            path = folder / filename
+            if path.is_file() and inside(os.path.realpath(path), root):
+                files[precision] = path
         if not files:
-            found = ", ".join(sorted(p.name for p in _listing(entry))[:4]) or "nothing"
-            skipped.append(
-                Skipped(name, entry.name, f"no {' or '.join(MODEL_FILES.values())} (found {found})")
-            )
-            continue
-        versions[int(entry.name)] = VersionSource(int(entry.name), files, label=entry.name)
-    if not versions:
-        skipped.append(Skipped(name, None, "no versions: expected <version>/model.onnx"))
-        return None
-    model = ModelSource(name, versions, **config)
-    if not model.selected():
-        why = f"version_policy {model.policy.describe()} selects none of {sorted(versions)}"
-        skipped.append(Skipped(name, None, why))
-        return None
-    return model
+            try:
+                found = ", ".join(c.name for c in _children(child.path)[:4]) or "nothing"
+            except OSError:
+                found = "nothing readable"
+            wanted = " or ".join(MODEL_FILES.values())
+            skipped.append(Skipped(name, child.name, f"no {wanted} (found {found})"))
+            return None
+        return VersionSource(int(child.name), files, label=child.name)
 
 
-def _listing(folder: Path) -> list[Path]:
+def scan(root: Path) -> Scan:
+    """One pass without the caches (tests, and the check at start)."""
+    return Scanner(root)()
+
+
+EXPECTED_LAYOUT = "expected <model>/<version>/model.onnx, e.g. pets/1/model.onnx"
+
+
+def repository_problem(root: Path) -> str | None:
+    """Why `root` cannot be served as a repository (None when it holds a model): checked before
+    the server starts, so a wrong path fails in one line naming it and the layout."""
+    found = scan(root)
+    if found.models:
+        return None
+    if (root / MODEL_FILES["fp32"]).is_file() or (root / MODEL_FILES["int8"]).is_file():
+        hint = f"; {root} is a version folder: point to the folder two levels up"
+    elif any(VERSION.fullmatch(p.name) and p.is_dir() for p in _safe_listing(root)):
+        hint = f"; {root} looks like one model's folder: point to its parent"
+    elif found.skipped:
+        shown_reasons = "; ".join(
+            f"{s.model or '.'}{'/' + s.version if s.version else ''}: {s.reason}" for s in found.skipped[:3]
+        )
+        hint = f"; skipped: {shown_reasons}"
+    else:
+        hint = ""
+    return f"model repository {root} holds no model ({EXPECTED_LAYOUT}){hint}"
+
+
+def _safe_listing(root: Path) -> list[Path]:
     try:
-        return list(folder.iterdir())
+        return list(root.iterdir())[:1000]
     except OSError:
         return []
-
-
-def _read_config(path: Path, name: str) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        raw = json.loads(path.read_bytes())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(raw, dict):
-        raise ValueError("must be a JSON object")
-    if unknown := sorted(set(raw) - CONFIG_KEYS):
-        raise ValueError(f"unknown keys {', '.join(unknown)}; it takes {', '.join(sorted(CONFIG_KEYS))}")
-    if "name" in raw and raw["name"] != name:
-        raise ValueError(f"name {raw['name']!r} differs from the folder's {name!r}")
-    config: dict[str, Any] = {}
-    try:
-        config["policy"] = parse_policy(raw.get("version_policy"))
-    except PolicyError as exc:
-        raise ValueError(str(exc)) from None
-    if "precision" in raw:
-        if raw["precision"] not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {raw['precision']!r}")
-        config["precision"] = raw["precision"]
-    if "labels" in raw:
-        labels = raw["labels"]
-        if (
-            not isinstance(labels, list)
-            or not labels
-            or not all(isinstance(x, str) and x for x in labels)
-            or len(set(labels)) != len(labels)
-        ):
-            raise ValueError("labels must be a non-empty list of unique class names")
-        config["labels"] = tuple(labels)
-    return config

@@ -25,6 +25,7 @@ class Served:
     batcher: Batcher
     precision: str  # the variant loaded: fp32 or int8
     memory: int  # bytes charged to the memory budget while loaded
+    held: int = 0  # RSS growth measured over its load and warm-up
     in_flight: int = 0
     retired: bool = False
     _idle: asyncio.Event = field(default_factory=asyncio.Event)

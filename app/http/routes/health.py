@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.core.errors import NotReady
+from app.core.errors import ModelUnloaded, NotReady
 from app.http.deps import ServingDep, problems
 from app.http.problems import problem_response
 from app.http.schemas import Health
@@ -36,8 +36,11 @@ async def healthz(rt: ServingDep) -> Health | Response:
 
 
 @router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")
-async def readyz(rt: ServingDep) -> Health:
-    engine, _ = rt.ready()  # NotReady -> 503 with Retry-After
+async def readyz(rt: ServingDep) -> Health | Response:
+    try:
+        engine, _ = rt.ready()  # NotReady -> 503 with Retry-After
+    except ModelUnloaded as exc:  # unloaded on purpose: no Retry-After, nothing will bring it back
+        return problem_response(503, exc.detail, slug=exc.slug, instance="/readyz")
     return Health(
         status="ready",
         model=engine.info.name,

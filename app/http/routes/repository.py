@@ -5,7 +5,9 @@
     POST /v2/repository/models/{name}/unload       stop serving it; running requests finish
 
 The answers are Triton's: the index is a JSON list of {name, version, state, reason}; load and
-unload answer 200 with an empty body once done, or `{"error": ...}`: 404 for a model the
+unload answer 200 once done with the model's entries, `{"name", "versions": [{version, state,
+reason}]}` (Triton sends an empty body; a JSON one is what the OpenAPI schema says), or
+`{"error": ...}`: 404 for a model the
 repository lacks (naming why, when it skipped it), 400 when a version failed to load (each
 reason, and what still serves: a failed version leaves its predecessor serving). With API keys
 set (NINSERVE_API_KEYS) these routes need one, like the rest.
@@ -22,7 +24,7 @@ from starlette.responses import Response
 from app.core.echo import shown
 from app.core.errors import InvalidParameter, ModelLoadFailed
 from app.http.deps import ServingDep, json_response
-from app.repository.registry import IndexEntry
+from app.repository.index import IndexEntry
 
 router = APIRouter(prefix="/v2/repository", tags=["v2 repository (Triton)"])
 
@@ -32,6 +34,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "a version failed to load (the reasons; what served before still serves), or a bad body"),
         (404, "no such model in the repository"),
     )
+}
+_DONE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "done: the model's versions and their states",
+        "content": {
+            "application/json": {
+                "example": {"name": "pets", "versions": [{"version": "2", "state": "READY"}]}
+            }
+        },
+    }
 }
 
 
@@ -59,17 +71,23 @@ async def index(request: Request, rt: ServingDep) -> Response:
     return json_response(orjson.dumps([_entry(e) for e in entries if e.name]))
 
 
-@router.post("/models/{model_name}/load", summary="Load or reload a model", responses=_ERRORS)
+def _model_entries(rt: ServingDep, name: str) -> Response:
+    entries = [_entry(e) for e in rt.models.index() if e.name == name]
+    versions = [{k: v for k, v in e.items() if k != "name"} for e in entries if "version" in e]
+    return json_response(orjson.dumps({"name": name, "versions": versions}))
+
+
+@router.post("/models/{model_name}/load", summary="Load or reload a model", responses=_DONE | _ERRORS)
 async def load(rt: ServingDep, model_name: str) -> Response:
     failures = await rt.models.load(model_name)
     if failures:
         serving = rt.models.versions_of(model_name)
         still = f"; serving {', '.join(serving)}" if serving else "; nothing of it serves"
         raise ModelLoadFailed(f"failed to load {shown(model_name)}: {'; '.join(failures)}{still}")
-    return Response(status_code=200)
+    return _model_entries(rt, model_name)
 
 
-@router.post("/models/{model_name}/unload", summary="Unload a model", responses=_ERRORS)
+@router.post("/models/{model_name}/unload", summary="Unload a model", responses=_DONE | _ERRORS)
 async def unload(rt: ServingDep, model_name: str) -> Response:
     await rt.models.unload(model_name)
-    return Response(status_code=200)
+    return _model_entries(rt, model_name)

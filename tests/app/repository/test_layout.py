@@ -4,6 +4,7 @@ which versions a policy selects and which precision variant loads."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,13 @@ def version(root: Path, model: str, v: str, files: tuple[str, ...] = ("model.onn
 def test_a_repository_lists_models_and_versions_and_skips_what_it_cannot_serve(tmp_path: Path) -> None:
     version(tmp_path, "pets", "1")
     version(tmp_path, "pets", "2", ("model.onnx", "model-int8.onnx"))
-    version(tmp_path, "pets", "latest")  # not a version number
+    version(tmp_path, "pets", "latest")  # not a number: not a version, not shown
+    version(tmp_path, "pets", "0")  # numbered, but versions are positive
     version(tmp_path, "pets", "3", ("model.pt",))  # no ONNX file
-    version(tmp_path, "empty", "notes")  # a model folder without versions
+    version(tmp_path, "empty", "notes")  # does not look like a model: not shown
     (tmp_path / "lonely").mkdir()
+    (tmp_path / "nearly" / "config.json").parent.mkdir()
+    (tmp_path / "nearly" / "config.json").write_text("{}")  # a model's config, no versions yet
     version(tmp_path, ".hidden", "1")
     version(tmp_path, "bad..name", "1")
     (tmp_path / "README.md").write_text("files beside models are ignored")
@@ -36,9 +40,10 @@ def test_a_repository_lists_models_and_versions_and_skips_what_it_cannot_serve(t
     assert sorted(pets.versions) == [1, 2] and set(pets.versions[2].files) == {"fp32", "int8"}
     assert [v.label for v in pets.selected()] == ["2"]  # latest 1 by default
     reasons = {(s.model, s.version): s.reason for s in found.skipped}
-    assert "positive integers" in reasons[("pets", "latest")]
+    assert "positive integers" in reasons[("pets", "0")]
     assert "no model.onnx or model-int8.onnx (found model.pt)" in reasons[("pets", "3")]
-    assert "no versions" in reasons[("empty", None)] and "no versions" in reasons[("lonely", None)]
+    assert "no versions" in reasons[("nearly", None)]
+    assert {("pets", "latest"), ("empty", None), ("lonely", None)}.isdisjoint(reasons)
     assert "'..'" in reasons[("bad..name", None)] and "starting with a letter" in reasons[(".hidden", None)]
 
 
@@ -58,7 +63,7 @@ def test_config_json_sets_labels_policy_and_precision_and_a_bad_one_skips_the_mo
     assert pets.labels == ("cat", "dog") and pets.precision == "fp32"
     assert [v.number for v in pets.selected()] == [1, 3]
     assert "broken" not in found.models
-    assert "unknown keys max_batch_size" in next(s.reason for s in found.skipped if s.model == "broken")
+    assert "unknown keys 'max_batch_size'" in next(s.reason for s in found.skipped if s.model == "broken")
 
 
 @pytest.mark.parametrize(
@@ -114,14 +119,14 @@ def test_a_model_folder_that_cannot_be_listed_is_skipped_not_raised(
 ) -> None:
     version(tmp_path, "pets", "1")
     version(tmp_path, "locked", "1")
-    locked, listing = tmp_path / "locked", Path.iterdir
+    locked, listing = str(tmp_path / "locked"), os.scandir
 
-    def iterdir(self: Path):  # type: ignore[no-untyped-def]
-        if self == locked:  # unreadable, or removed between the repository's listing and its own
-            raise PermissionError(13, "Permission denied", str(self))
-        return listing(self)
+    def scandir(path: str):  # type: ignore[no-untyped-def]
+        if str(path) == locked:  # unreadable, or removed between the repository's listing and its own
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
 
-    monkeypatch.setattr(Path, "iterdir", iterdir)
+    monkeypatch.setattr(os, "scandir", scandir)
     found = scan(tmp_path)
     assert list(found.models) == ["pets"]
     (skipped,) = found.skipped

@@ -27,9 +27,9 @@ def test_not_ready_until_warm(make_settings, monkeypatch: pytest.MonkeyPatch) ->
     gate = threading.Event()
     real_warmup = Engine.warmup
 
-    def slow_warmup(self, batch_sizes=(1,)):
+    def slow_warmup(self, batch_sizes=(1,), options=None):
         gate.wait(10)
-        real_warmup(self, batch_sizes)
+        real_warmup(self, batch_sizes, options)
 
     monkeypatch.setattr(Engine, "warmup", slow_warmup)
     with live_server(make_settings(), wait_ready=False) as url, httpx.Client(base_url=url) as client:
@@ -52,7 +52,7 @@ def test_not_ready_until_warm(make_settings, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_failed_load_is_not_healthy(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self, batch_sizes=(1,)):
+    def broken(self, batch_sizes=(1,), options=None):
         raise RuntimeError("warm-up exploded")
 
     monkeypatch.setattr(Engine, "warmup", broken)
@@ -67,7 +67,7 @@ def test_failed_load_is_not_healthy(make_settings, monkeypatch: pytest.MonkeyPat
         assert health.json()["detail"] == "the model failed to load; the server log says why"
         ready = client.get("/readyz").json()["detail"]
         assert ready == "not ready: the model failed to load"
-        assert app.state.serving.error == "RuntimeError: warm-up exploded"  # for the log
+        assert app.state.serving.error == "warm-up failed: RuntimeError: warm-up exploded"  # for the log
         for path in ("/v2/health/live", "/v2/health/ready"):
             response = client.get(path)
             assert response.status_code == 503 and "exploded" not in response.text

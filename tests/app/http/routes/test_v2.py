@@ -416,7 +416,7 @@ def test_body_and_pixel_limits_are_v1s(small_url: str) -> None:
 
 
 def test_not_ready_and_failed_load_answer_503(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self, batch_sizes=(1,)):
+    def broken(self, batch_sizes=(1,), options=None):
         raise RuntimeError("warm-up exploded")
 
     monkeypatch.setattr(Engine, "warmup", broken)
