@@ -33,7 +33,8 @@ function describe(model) {
   const k = model.classes.length;
   if (isCifar10(model)) return `CIFAR-10 (${n}\u00d7${n} photos of ${k} classes)`;
   const shown = model.classes.slice(0, 4).join(", ") + (k > 4 ? ", \u2026" : "");
-  const from = model.dataset ? ` from ${model.dataset}` : "";
+  // A comma-set aside, so the sentence reads on into "classifies your image".
+  const from = model.dataset ? `, data set \u201c${model.dataset}\u201d,` : "";
   return `${n}\u00d7${n} images of ${k} classes (${shown})${from}`;
 }
 
