@@ -23,7 +23,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2_grpc
 
 from tests.app.grpc.conftest import KEY
 from tests.app.grpc.flood import CLIENT_OPTIONS, crowd, flood_beside_a_client, infer_request, peak_rss_mb
