@@ -7,10 +7,11 @@
 
 Limits mirror HTTP's (docs/security.md), priced in the same settings. gRPC's core reads each open
 stream's message before a handler (or the call limit) sees it, so the bytes it can hold at once are
-bounded by construction: connections x streams per connection x one message <= max_body_bytes_in_flight.
+bounded by construction: connections x streams per connection x one message, held twice while it is
+converted, fits in max_body_bytes_in_flight.
 
-    one message            max_body_bytes_in_flight / (grpc_max_connections x
-                           grpc_max_streams_per_connection): 128 MiB / (4 x 16) = 2 MiB by default,
+    one message            max_body_bytes_in_flight / (2 x grpc_max_connections x
+                           grpc_max_streams_per_connection): 128 MiB / (2 x 4 x 8) = 2 MiB by default,
                            at most max_body_bytes (RESOURCE_EXHAUSTED beyond, from gRPC itself)
     metadata               max_header_bytes
     connections            grpc_max_connections (past it closed at once: UNAVAILABLE, reconnect)
@@ -43,6 +44,7 @@ from app.http.middleware.auth import CHALLENGE, bearer_token, key_matches
 logger = logging.getLogger("ninserve")
 
 OPEN_METHODS = frozenset({f"/{SERVICE}/ServerLive", f"/{SERVICE}/ServerReady"})  # probes carry no secrets
+HELD_COPIES = 2  # a message as parsed, and the raw contents converted from it
 LOOKAHEAD_BYTES = 64 * 1024  # a stream's flow-control window before its message is read
 IDLE_CONNECTION_S = 300  # a connection without calls for this long is closed; clients reconnect
 
@@ -54,10 +56,10 @@ def streams_at_once(s: Settings) -> int:
 
 def message_limit(s: Settings) -> int:
     """The largest request message: gRPC's core receives every open stream's whole message before
-    any handler can price it, so all the streams it may hold must fit in max_body_bytes_in_flight,
-    as HTTP's bodies do (one connection sending 400 messages of 1.9 MB at once peaked at 857 MB RSS
-    when only the calls at once were bounded)."""
-    return min(s.max_body_bytes, s.max_body_bytes_in_flight // streams_at_once(s))
+    any handler can price it, so all the streams it may hold, each message twice while converted,
+    must fit in max_body_bytes_in_flight, as HTTP's bodies do (one connection sending 400 messages
+    of 1.9 MB at once peaked at 857 MB RSS when only the calls at once were bounded)."""
+    return min(s.max_body_bytes, s.max_body_bytes_in_flight // (HELD_COPIES * streams_at_once(s)))
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
