@@ -1,6 +1,6 @@
 """Message floods on a gRPC port, for tests/app/grpc/test_hostile.py and the measurements in
-docs/api.md#memory-under-a-flood: many near-limit ModelInfer calls at once, on one connection or spread over many,
-while a well-behaved client on its own connection keeps calling.
+docs/api.md#memory-under-a-flood: many near-limit ModelInfer calls at once, on one connection or
+spread over many, while a well-behaved client on its own connection keeps calling.
 
     python -m tests.app.grpc.flood 127.0.0.1:18650 --calls 400 --side 800 --connections 1 --key KEY --pid PID
 
