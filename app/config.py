@@ -163,11 +163,22 @@ class Settings(BaseSettings):
     # the container image, compose file and Kubernetes manifests set it to 8001. 0 picks a free
     # port (tests). Same host, limits, API keys, deadlines and budget as HTTP.
     grpc_port: int | None = Field(None, ge=0, le=65535)
-    # Calls in progress at once (receiving, queued or running); beyond it RESOURCE_EXHAUSTED before
-    # the message is read. gRPC holds a call's whole message before it can be priced, so one
-    # message may be at most max_body_bytes_in_flight / this (128 MiB / 64 = 2 MiB: 8 images of
-    # 256x256 as raw pixels); fewer calls at once allow larger messages, up to max_body_bytes.
+    # Calls in progress at once (queued or running); beyond it RESOURCE_EXHAUSTED before any
+    # handler runs. Calls past it still had their message read by gRPC's core: the bound
+    # on those bytes is grpc_max_connections x grpc_max_streams_per_connection, below.
     grpc_max_concurrent_rpcs: int = Field(64, ge=1, le=100_000)
+    # gRPC's core reads every open stream's message before any handler runs (and before the call
+    # limit above applies), so what it may hold at once is connections x streams x one message,
+    # and a call holds its message twice while converting it (the parsed protobuf, and the raw
+    # contents taken from it). These two bound that product; one message may be at most
+    # max_body_bytes_in_flight / (2 x connections x streams) (128 MiB / (2 x 4 x 8) = 2 MiB).
+    # A connection past the limit is closed at once (clients see UNAVAILABLE and reconnect); a
+    # stream past a connection's limit waits in the client (a burst of more as the client
+    # connects, before it has read the server's settings, is refused: REFUSED_STREAM). A client
+    # keeps one connection; raise these where more clients or calls come at once, and messages
+    # get smaller.
+    grpc_max_connections: int = Field(4, ge=1, le=10_000)
+    grpc_max_streams_per_connection: int = Field(8, ge=1, le=1000)
     # A connection is asked to close (GOAWAY) after this long, and its calls get body_timeout_s to
     # finish: a client trickling a message cannot hold a call for longer. Clients reconnect.
     grpc_max_connection_age_s: float = Field(300.0, gt=0, le=86_400)

@@ -5,14 +5,21 @@
     await frontend.start()          # in create_app's lifespan, beside uvicorn
     await frontend.stop()           # at shutdown: new calls UNAVAILABLE, those running get the grace
 
-Limits mirror HTTP's (docs/security.md), priced in the same settings:
+Limits mirror HTTP's (docs/security.md), priced in the same settings. gRPC's core reads each open
+stream's message before a handler (or the call limit) sees it, so the bytes it can hold at once are
+bounded by construction: connections x streams per connection x one message, held twice while it is
+converted, fits in max_body_bytes_in_flight.
 
-    one message            max_body_bytes_in_flight / grpc_max_concurrent_rpcs (2 MiB by default),
+    one message            max_body_bytes_in_flight / (2 x grpc_max_connections x
+                           grpc_max_streams_per_connection): 128 MiB / (2 x 4 x 8) = 2 MiB by default,
                            at most max_body_bytes (RESOURCE_EXHAUSTED beyond, from gRPC itself)
     metadata               max_header_bytes
-    connections            max_connections
-    streams per connection 2 x grpc_max_concurrent_rpcs (past it REFUSED_STREAM: UNAVAILABLE, unstarted)
-    calls at once          grpc_max_concurrent_rpcs (RESOURCE_EXHAUSTED beyond, before the message is read)
+    connections            grpc_max_connections (past it closed at once: UNAVAILABLE, reconnect)
+    streams per connection grpc_max_streams_per_connection, also before the client has acknowledged
+                           the setting (past it REFUSED_STREAM / ENHANCE_YOUR_CALM: never started)
+    flow control           fixed 64 KiB windows (no BDP growth): a stream holds its one message,
+                           whatever else a client sends on it waits
+    calls at once          grpc_max_concurrent_rpcs (RESOURCE_EXHAUSTED beyond, before a handler runs)
     the HTTP/2 handshake   header_timeout_s
     a connection           grpc_max_connection_age_s, then body_timeout_s to finish its calls
 
@@ -37,14 +44,22 @@ from app.http.middleware.auth import CHALLENGE, bearer_token, key_matches
 logger = logging.getLogger("ninserve")
 
 OPEN_METHODS = frozenset({f"/{SERVICE}/ServerLive", f"/{SERVICE}/ServerReady"})  # probes carry no secrets
+HELD_COPIES = 2  # a message as parsed, and the raw contents converted from it
+LOOKAHEAD_BYTES = 64 * 1024  # a stream's flow-control window before its message is read
 IDLE_CONNECTION_S = 300  # a connection without calls for this long is closed; clients reconnect
 
 
+def streams_at_once(s: Settings) -> int:
+    """The most streams gRPC's core can hold open at once, each with one message read."""
+    return s.grpc_max_connections * s.grpc_max_streams_per_connection
+
+
 def message_limit(s: Settings) -> int:
-    """The largest request message: gRPC receives a call's whole message before any handler can
-    price it, so every call at once must fit in max_body_bytes_in_flight, as HTTP's bodies do
-    (a hostile round of 32 calls of 15 MB at once peaked at 1055 MB RSS without this bound)."""
-    return min(s.max_body_bytes, s.max_body_bytes_in_flight // s.grpc_max_concurrent_rpcs)
+    """The largest request message: gRPC's core receives every open stream's whole message before
+    any handler can price it, so all the streams it may hold, each message twice while converted,
+    must fit in max_body_bytes_in_flight, as HTTP's bodies do (one connection sending 400 messages
+    of 1.9 MB at once peaked at 857 MB RSS when only the calls at once were bounded)."""
+    return min(s.max_body_bytes, s.max_body_bytes_in_flight // (HELD_COPIES * streams_at_once(s)))
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
@@ -97,10 +112,15 @@ class GrpcFrontend:
             ("grpc.max_receive_message_length", message_limit(s)),
             ("grpc.max_send_message_length", -1),  # answers are ours: maps at most ~5 MB a request
             ("grpc.max_metadata_size", s.max_header_bytes),
-            # Twice the calls the server runs at once: a client at exactly that concurrency opens
-            # its next stream before the server has retired the last (REFUSED_STREAM otherwise).
-            ("grpc.max_concurrent_streams", 2 * s.grpc_max_concurrent_rpcs),
-            ("grpc.max_allowed_incoming_connections", s.max_connections),
+            # Streams a connection may have open, each holding one message; gRPC's core allows no
+            # more before the client has acknowledged the setting either (it resets the rest).
+            ("grpc.max_concurrent_streams", s.grpc_max_streams_per_connection),
+            ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
+            # Windows stay at HTTP/2's 64 KiB rather than growing with the measured bandwidth:
+            # gRPC opens a stream's window to its whole message when a handler reads it, and
+            # anything more a client sends on a stream waits in its own buffers, not ours.
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", LOOKAHEAD_BYTES),
             ("grpc.server_handshake_timeout_ms", int(s.header_timeout_s * 1000)),
             ("grpc.max_connection_idle_ms", IDLE_CONNECTION_S * 1000),
             ("grpc.max_connection_age_ms", int(s.grpc_max_connection_age_s * 1000)),

@@ -53,23 +53,23 @@ class Note:
 
 
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext, Note], Awaitable[Any]]
-Call = Callable[[Any, bytes, grpc.aio.ServicerContext], Awaitable[Any]]
-CALLS: dict[str, type[Message]] = {}  # method name -> its reply's type, filled by @_rpc
+Call = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+CALLS: dict[str, tuple[type[Message], type[Message]]] = {}  # name -> (request, reply), by @_rpc
 
 
 def _rpc(request_type: type[Message], reply_type: type[Message]) -> Callable[[Handler], Call]:
-    """A call: its message parsed here (malformed protobuf is the client's INVALID_ARGUMENT, where
-    gRPC's own deserializer would answer INTERNAL), domain errors -> their status code, anything
+    """A call: a malformed message (MALFORMED from `deserializer`) is the client's INVALID_ARGUMENT,
+    domain errors -> their status code, anything
     else INTERNAL (logged), counted in the metrics."""
 
     def wrap(handler: Handler) -> Call:
         method = f"/{SERVICE}/{handler.__name__}"
-        CALLS[handler.__name__] = reply_type
+        CALLS[handler.__name__] = (request_type, reply_type)
 
-        async def call(self: Service, data: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def call(self: Service, request: Any, context: grpc.aio.ServicerContext) -> Any:
             started, note, code = time.perf_counter(), Note(), grpc.StatusCode.OK
             try:
-                return await handler(self, _parsed(request_type, data), context, note)
+                return await handler(self, _parsed(request_type, request), context, note)
             except NinServeError as exc:
                 code, note.reason = status.status_for(exc), exc.slug
                 if code == grpc.StatusCode.INTERNAL and exc.retry_after is None:
@@ -96,11 +96,31 @@ def _rpc(request_type: type[Message], reply_type: type[Message]) -> Callable[[Ha
     return wrap
 
 
-def _parsed(request_type: type[Message], data: bytes) -> Any:
-    try:
-        return request_type.FromString(data)
-    except DecodeError:
-        raise InvalidTensor(f"the {request_type.__name__} message is not valid protobuf") from None
+class Malformed:
+    """What the deserializer hands a call whose message is not valid protobuf: the call answers
+    INVALID_ARGUMENT, where an exception in gRPC's own deserializer would answer INTERNAL."""
+
+
+MALFORMED = Malformed()
+
+
+def deserializer(request_type: type[Message]) -> Callable[[bytes], Any]:
+    """Parsed by gRPC as it receives the message, so that its bytes are freed before the handler
+    runs: a call holds its message once, not twice (docs/api.md#grpc prices messages so)."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return request_type.FromString(data)
+        except DecodeError:
+            return MALFORMED
+
+    return parse
+
+
+def _parsed(request_type: type[Message], request: Any) -> Any:
+    if request is MALFORMED:
+        raise InvalidTensor(f"the {request_type.__name__} message is not valid protobuf")
+    return request
 
 
 def _named(value: str) -> str:
@@ -266,12 +286,14 @@ def _repository_only(request: Any) -> None:
 
 
 def handlers(service: Service) -> grpc.GenericRpcHandler:
-    """The service's calls for grpc.aio: requests arrive as bytes (parsed in `_rpc`), replies are
-    serialised by protobuf."""
+    """The service's calls for grpc.aio: requests parsed by `deserializer` (malformed ones reach the
+    call as MALFORMED), replies serialised by protobuf."""
     methods = {
         name: grpc.unary_unary_rpc_method_handler(
-            getattr(service, name), response_serializer=reply.SerializeToString
+            getattr(service, name),
+            request_deserializer=deserializer(request),
+            response_serializer=reply.SerializeToString,
         )
-        for name, reply in CALLS.items()
+        for name, (request, reply) in CALLS.items()
     }
     return grpc.method_handlers_generic_handler(SERVICE, methods)

@@ -28,7 +28,7 @@ from app.http.v2.codec import (
     InputTensor,
     OutputTensor,
     RequestedOutput,
-    _binary_bytes,  # the length-prefixed BYTES split, as HTTP's binary tensor data
+    binary_bytes,
 )
 
 # The typed field of InferTensorContents for each datatype, and the numpy type it holds.
@@ -119,7 +119,7 @@ def _input(tensor: Any, raw: bytes | None) -> InputTensor:
 
 def _from_raw(raw: bytes, datatype: str, dims: tuple[int, ...], count: int, where: str) -> Any:
     if datatype == BYTES:
-        return _binary_bytes(memoryview(raw), count, where)
+        return binary_bytes(memoryview(raw), count, where)
     dtype = DATATYPES[datatype]
     if len(raw) != count * dtype.itemsize:
         raise InvalidTensor(

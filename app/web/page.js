@@ -61,8 +61,28 @@ function followModel(model) {
       "drop, pick or paste an image of one of those.";
 }
 
+// The gRPC client call for the picked model; the port is the documented one (docs/api.md#grpc).
+const GRPC_PORT = 8001;
+
+function showClients(model) {
+  const n = model.native_size;
+  const version = state.model ? `, model_version="${model.version}"` : "";
+  $("grpc-snippet").textContent = [
+    "import numpy as np",
+    "import tritonclient.grpc as grpcclient",
+    "",
+    `client = grpcclient.InferenceServerClient("${location.hostname}:${GRPC_PORT}")`,
+    `pixels = np.zeros((1, ${n}, ${n}, 3), np.uint8)  # N x H x W x RGB`,
+    `image = grpcclient.InferInput("image", list(pixels.shape), "UINT8")`,
+    "image.set_data_from_numpy(pixels)",
+    `result = client.infer("${model.name}", [image]${version})`,
+    'print(result.as_numpy("scores"))  # one probability per class',
+  ].join("\n");
+}
+
 function showModel(model) {
   followModel(model);
+  showClients(model);
   $("model-version").textContent = model.version;
   $("model-provider").textContent = `${model.device} (${model.execution_provider})`;
   $("model-accuracy").textContent =

@@ -224,7 +224,7 @@ def _parse_input(raw: Any, tail: memoryview) -> tuple[InputTensor, int]:
     if size > len(tail):
         raise InvalidTensor(f"{where}: binary_data_size is {size} but only {len(tail)} bytes remain")
     if datatype == BYTES:
-        data = _binary_bytes(tail[:size], math.prod(dims), where)
+        data = binary_bytes(tail[:size], math.prod(dims), where)
     else:
         dtype, count = DATATYPES[datatype], math.prod(dims)
         if size != count * dtype.itemsize:
@@ -287,7 +287,7 @@ def _json_bytes(data: Any, count: int, where: str, base64: bool) -> list[bytes]:
         raise InvalidTensor(f"{where}: `data` is not valid base64") from None
 
 
-def _binary_bytes(chunk: memoryview, count: int, where: str) -> list[bytes]:
+def binary_bytes(chunk: memoryview, count: int, where: str) -> list[bytes]:
     """Length-prefixed BYTES elements (Triton's serialisation) -> their bytes."""
     items: list[bytes] = []
     pos, end = 0, len(chunk)

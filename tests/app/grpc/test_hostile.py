@@ -23,17 +23,18 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2_grpc
 
 from tests.app.grpc.conftest import KEY
+from tests.app.grpc.flood import CLIENT_OPTIONS, crowd, flood_beside_a_client, infer_request, peak_rss_mb
 from tests.app.helpers import free_port, pattern
 
 ROOT = Path(__file__).resolve().parents[3]
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 AUTH = (("authorization", f"Bearer {KEY}"),)
 BUDGET_MB = 800
-# Clients may send as much as they like: the limits under test are the server's.
-UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+UNLIMITED = CLIENT_OPTIONS  # clients may send as much as they like: the limits under test are the server's
+STREAMS = 8  # grpc_max_streams_per_connection's default
 
 
 @pytest.fixture(scope="module")
@@ -76,28 +77,12 @@ def server(tiny_model: Path) -> Iterator[tuple[subprocess.Popen, str, str]]:
         proc.stdout.close()
 
 
-def infer_request(
-    images: np.ndarray, datatype: str = "UINT8", model: str = "tiny"
-) -> service_pb2.ModelInferRequest:
-    request = service_pb2.ModelInferRequest(model_name=model)
-    request.inputs.add(name="image", datatype=datatype, shape=list(images.shape))
-    request.raw_input_contents.append(images.tobytes())
-    return request
-
-
 def code_of(call) -> str:
     try:
         call()
     except grpc.RpcError as exc:
         return exc.code().name
     return "OK"
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def test_hostile_round(server: tuple[subprocess.Popen, str, str]) -> None:
@@ -151,31 +136,30 @@ def test_hostile_round(server: tuple[subprocess.Popen, str, str]) -> None:
             lambda: stub.ModelInfer(infer_request(pattern(1)[None], model="x" * 5000), metadata=AUTH),
         )
 
-    # many streams on one connection: more than it may open and the server runs at once
-    # (grpc_max_concurrent_rpcs, 64); streams past it are refused unstarted (REFUSED_STREAM:
-    # UNAVAILABLE, safe to retry), calls past it RESOURCE_EXHAUSTED before their message is read
-    async def crowd(n: int, request: service_pb2.ModelInferRequest) -> Counter[str]:
-        async with grpc.aio.insecure_channel(target, options=UNLIMITED) as channel:
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    # many streams on one connection: more than it may open (grpc_max_streams_per_connection,
+    # 8); streams past it are refused unstarted (REFUSED_STREAM: UNAVAILABLE, safe to retry) or
+    # wait in the client. Then floods of messages just under the limit (1.9 MB of 2 MiB), 400 at
+    # once on one connection and spread over 40 (past grpc_max_connections: UNAVAILABLE), and 32
+    # of 15 MB, each while a well-behaved client on its own connection keeps calling. One event
+    # loop for all of them: gRPC's asyncio channels are closed before it ends.
+    near_limit = infer_request(np.zeros((1, 800, 800, 3), np.uint8))
+    huge = infer_request(np.zeros((1, 2236, 2236, 3), np.uint8))
 
-            async def one() -> str:
-                try:
-                    await stub.ModelInfer(request, metadata=AUTH, timeout=60)
-                except grpc.aio.AioRpcError as exc:
-                    return exc.code().name
-                return "OK"
+    async def floods() -> list[tuple[Counter[str], Counter[str]]]:
+        return [
+            (await crowd(target, 400, good, AUTH), Counter()),
+            await flood_beside_a_client(target, 400, near_limit, good, AUTH, connections=1),
+            await flood_beside_a_client(target, 400, near_limit, good, AUTH, connections=40),
+            await flood_beside_a_client(target, 32, huge, good, AUTH, connections=1),
+        ]
 
-            return Counter(await asyncio.gather(*(one() for _ in range(n))))
-
-    streams = asyncio.run(crowd(400, good))
+    (streams, _), *heavy = asyncio.run(floods())
     seen.update(streams)
-    assert set(streams) <= {"OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE"} and streams["OK"] >= 64, streams
-    # messages just under the limit (1.9 MB), as many at once as the server runs; 15 MB ones,
-    # 32 at once (docs/reliability.md#grpc: more large messages at once than calls allowed)
-    for side, n in ((800, 64), (2236, 32)):
-        heavy = asyncio.run(crowd(n, infer_request(np.zeros((1, side, side, 3), np.uint8))))
-        seen.update(heavy)
-        assert set(heavy) <= {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, heavy
+    assert set(streams) <= {"OK", "UNAVAILABLE"} and streams["OK"] >= STREAMS, streams
+    for flooded, normal in heavy:
+        seen.update(flooded)
+        assert set(flooded) <= {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE"}, flooded
+        assert normal["OK"] >= 2 and set(normal) <= {"OK", "RESOURCE_EXHAUSTED"}, normal  # still served
 
     # slow clients: one trickling the HTTP/2 preface, one trickling a message's bytes
     assert slow_preface_is_cut_off(target) < 6
