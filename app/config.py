@@ -171,13 +171,14 @@ class Settings(BaseSettings):
     # limit above applies), so what it may hold at once is connections x streams x one message,
     # and a call holds its message twice while converting it (the parsed protobuf, and the raw
     # contents taken from it). These two bound that product; one message may be at most
-    # max_body_bytes_in_flight / (2 x connections x streams) (128 MiB / (2 x 4 x 8) = 2 MiB).
+    # max_body_bytes_in_flight / (2 x connections x streams) (128 MiB / (2 x 16 x 8) = 512 KiB:
+    # two raw 256x256 images, or any encoded image a CIFAR model is sent; measured in docs/api.md).
     # A connection past the limit is closed at once (clients see UNAVAILABLE and reconnect); a
     # stream past a connection's limit waits in the client (a burst of more as the client
     # connects, before it has read the server's settings, is refused: REFUSED_STREAM). A client
     # keeps one connection; raise these where more clients or calls come at once, and messages
     # get smaller.
-    grpc_max_connections: int = Field(4, ge=1, le=10_000)
+    grpc_max_connections: int = Field(16, ge=1, le=10_000)
     grpc_max_streams_per_connection: int = Field(8, ge=1, le=1000)
     # A connection is asked to close (GOAWAY) after this long, and its calls get body_timeout_s to
     # finish: a client trickling a message cannot hold a call for longer. Clients reconnect.

@@ -11,7 +11,7 @@ bounded by construction: connections x streams per connection x one message, hel
 converted, fits in max_body_bytes_in_flight.
 
     one message            max_body_bytes_in_flight / (2 x grpc_max_connections x
-                           grpc_max_streams_per_connection): 128 MiB / (2 x 4 x 8) = 2 MiB by default,
+                           grpc_max_streams_per_connection): 128 MiB / (2 x 16 x 8) = 512 KiB by default,
                            at most max_body_bytes (RESOURCE_EXHAUSTED beyond, from gRPC itself)
     metadata               max_header_bytes
     connections            grpc_max_connections (past it closed at once: UNAVAILABLE, reconnect)

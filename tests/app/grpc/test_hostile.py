@@ -105,7 +105,7 @@ def test_hostile_round(server: tuple[subprocess.Popen, str, str]) -> None:
             lambda: stub.ModelInfer(good, metadata=(("authorization", "Bearer " + "x" * 30),)),
         )
         expect("UNAUTHENTICATED", lambda: stub.ModelInfer(good, metadata=(("authorization", "Basic Zm9v"),)))
-        # oversize: messages past the limit (2 MiB: 128 MiB in flight / 64 calls), one past
+        # oversize: messages past the limit (512 KiB: 128 MiB in flight / 2 x 16 x 8 streams), one past
         # max_body_bytes (16 MiB), and metadata past max_header_bytes
         for side in (840, 2400):
             huge = infer_request(np.zeros((1, side, side, 3), np.uint8))
@@ -124,7 +124,7 @@ def test_hostile_round(server: tuple[subprocess.Popen, str, str]) -> None:
             infer_request(np.zeros((1, 32, 32), np.uint8)),
             infer_request(np.zeros((40, 32, 32, 3), np.uint8)),
             infer_request(np.zeros((1, 33, 32, 3), np.uint8)),
-            infer_request(np.zeros((1, 512, 512, 3), np.uint8)),
+            infer_request(np.zeros((1, 300, 300, 3), np.uint8)),  # over max_resolution
             infer_request(np.zeros((1, 32, 32, 3), np.uint8), "BYTES"),
         ):
             expect("INVALID_ARGUMENT", lambda bad=bad: stub.ModelInfer(bad, metadata=AUTH, timeout=30))
@@ -138,11 +138,11 @@ def test_hostile_round(server: tuple[subprocess.Popen, str, str]) -> None:
 
     # many streams on one connection: more than it may open (grpc_max_streams_per_connection,
     # 8); streams past it are refused unstarted (REFUSED_STREAM: UNAVAILABLE, safe to retry) or
-    # wait in the client. Then floods of messages just under the limit (1.9 MB of 2 MiB), 400 at
+    # wait in the client. Then floods of messages just under the limit (0.48 MB of 512 KiB), 400 at
     # once on one connection and spread over 40 (past grpc_max_connections: UNAVAILABLE), and 32
     # of 15 MB, each while a well-behaved client on its own connection keeps calling. One event
     # loop for all of them: gRPC's asyncio channels are closed before it ends.
-    near_limit = infer_request(np.zeros((1, 800, 800, 3), np.uint8))
+    near_limit = infer_request(np.zeros((1, 400, 400, 3), np.uint8))
     huge = infer_request(np.zeros((1, 2236, 2236, 3), np.uint8))
 
     async def floods() -> list[tuple[Counter[str], Counter[str]]]:
