@@ -13,9 +13,9 @@ from starlette.routing import BaseRoute
 
 from app.core.echo import ECHO_LIMIT, clipped, shown
 from app.core.errors import InvalidParameter, PredictionNotFound
-from app.core.serving import ServingState
 from app.core.store import StoredPrediction
 from app.http.schemas import Problem
+from app.serving.state import ServingState
 
 JSON = "application/json"
 
@@ -28,9 +28,9 @@ ServingDep = Annotated[ServingState, Depends(get_runtime)]
 
 
 async def get_record(
-    rt: ServingDep, prediction_id: Annotated[str, Path(description="from POST /v1/classify")]
+    serving: ServingDep, prediction_id: Annotated[str, Path(description="from POST /v1/classify")]
 ) -> StoredPrediction:
-    record = await rt.store.get(prediction_id)
+    record = await serving.store.get(prediction_id)
     if record is None:
         raise PredictionNotFound(
             f"no prediction {shown(prediction_id)}: unknown, or expired from the result store"

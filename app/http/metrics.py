@@ -35,9 +35,9 @@ from app.core.admission import Admission
 from app.core.batcher import Batcher
 from app.core.engine import Engine
 from app.core.errors import NinServeError
-from app.core.serving import ServingState
+from app.core.served import Served
 from app.http.problems import ERROR_SLUG, MODEL_KEY, note_error
-from app.repository.served import Served
+from app.serving.state import ServingState
 
 if TYPE_CHECKING:
     from app.core.store_redis import StoreHealth  # redis-py loads only with a Redis store
@@ -248,11 +248,11 @@ class _RuntimeCollector(Collector):
         self._rt = runtime
 
     def collect(self) -> Iterator[Metric]:
-        rt = self._rt
+        serving = self._rt
         yield GaugeMetricFamily(
-            "ninserve_model_ready", "1 once the default model is loaded and warm", rt.state == "ready"
+            "ninserve_model_ready", "1 once the default model is loaded and warm", serving.state == "ready"
         )
-        loaded = rt.models.loaded()
+        loaded = serving.models.loaded()
         info = GaugeMetricFamily(
             "ninserve_model_info",
             "The loaded model versions (value 1)",
@@ -271,8 +271,8 @@ class _RuntimeCollector(Collector):
             "Memory charged to loaded model versions, of the model_memory_mb the plan holds for them",
             labels=["kind"],
         )
-        memory.add_metric(["used"], rt.models.used_bytes)
-        memory.add_metric(["limit"], rt.models.plan.models)
+        memory.add_metric(["used"], serving.models.used_bytes)
+        memory.add_metric(["limit"], serving.models.plan.models)
         for served in loaded:
             model = [served.name, served.version]
             engine, stats = served.engine, served.batcher.stats
@@ -285,18 +285,18 @@ class _RuntimeCollector(Collector):
             ):
                 dropped.add_metric([*model, reason], value)
         yield from (info, pending, dropped, memory)
-        yield from _store_metrics(rt)
-        if rt.state != "ready":
+        yield from _store_metrics(serving)
+        if serving.state != "ready":
             return
-        yield from _admission_metrics(rt.admission)
+        yield from _admission_metrics(serving.admission)
 
 
-def _store_metrics(rt: ServingState) -> Iterator[Metric]:
+def _store_metrics(serving: ServingState) -> Iterator[Metric]:
     """The shared result store (Redis): its breaker, write backlog and losses. /readyz stays 200
     through an outage (classification goes on), so these are where one shows. None for the
     per-process memory store, which cannot be unavailable."""
     try:
-        health = getattr(rt.store, "health", None)
+        health = getattr(serving.store, "health", None)
     except NinServeError:  # not started yet
         return
     if health is None:

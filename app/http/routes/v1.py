@@ -11,8 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from app.core.errors import NinServeError
-from app.core.pipeline import classify, classify_batch
-from app.core.serving import ServingState
+from app.core.served import Served
 from app.http.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, naming_file, read_image, read_images
 from app.http.deps import (
     MapsMode,
@@ -27,7 +26,8 @@ from app.http.deps import (
 )
 from app.http.problems import error_problem, note_model
 from app.http.schemas import BatchResponse, ClassifyResponse
-from app.repository.served import Served
+from app.serving.pipeline import classify, classify_batch
+from app.serving.state import ServingState
 
 router = APIRouter(prefix="/v1", tags=["classify"], dependencies=[Depends(reject_unknown_query)])
 
@@ -40,10 +40,14 @@ router = APIRouter(prefix="/v1", tags=["classify"], dependencies=[Depends(reject
     summary="Classify one image: class scores and per-class confidence maps",
 )
 async def classify_one(
-    request: Request, rt: ServingDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
+    request: Request,
+    serving: ServingDep,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
 ) -> Response:
     # Plain queries are answered by api/fast_classify.py, which runs the same function.
-    return await classify_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
+    return await classify_response(request, serving, top_k=top_k, maps=maps, resolution=resolution)
 
 
 @router.post(
@@ -55,14 +59,14 @@ async def classify_one(
 )
 async def classify_with(
     request: Request,
-    rt: ServingDep,
+    serving: ServingDep,
     model_name: ModelName,
     top_k: TopK = 5,
     maps: MapsMode = "none",
     resolution: Resolution = None,
 ) -> Response:
     return await classify_response(
-        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
+        request, serving, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
     )
 
 
@@ -75,7 +79,7 @@ async def classify_with(
 )
 async def classify_with_version(
     request: Request,
-    rt: ServingDep,
+    serving: ServingDep,
     model_name: ModelName,
     model_version: ModelVersion,
     top_k: TopK = 5,
@@ -83,29 +87,29 @@ async def classify_with_version(
     resolution: Resolution = None,
 ) -> Response:
     return await classify_response(
-        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
+        request, serving, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
     )
 
 
 async def classify_response(
     request: Request,
-    rt: ServingState,
+    serving: ServingState,
     *,
     top_k: int,
     maps: str,
     resolution: int | None,
     model: tuple[str | None, str | None] = (None, None),
 ) -> Response:
-    rt.model(*model)  # 404 or 503 before reading a large body we could not use
+    serving.model(*model)  # 404 or 503 before reading a large body we could not use
     # From arrival, as for batches and V2: a slow upload uses up the request's time.
-    deadline = time.monotonic() + rt.settings.request_timeout_s
+    deadline = time.monotonic() + serving.settings.request_timeout_s
     filename, data = await read_image(request)
     # Looked up again: a version swapped out while the body arrived is not the one to hold.
-    with rt.model(*model).use() as served:
+    with serving.model(*model).use() as served:
         note_model(request.scope, served.name, served.version)
         try:
             out = await classify(
-                rt,
+                serving,
                 data,
                 top_k=top_k,
                 inline_maps=maps == "inline",
@@ -116,7 +120,7 @@ async def classify_response(
         except NinServeError as exc:
             raise naming_file(exc, filename) from None
     # Built only where it will be sent: the security-header middleware drops it otherwise.
-    timing = {"Server-Timing": out.timings.header()} if rt.settings.send_server_timing else None
+    timing = {"Server-Timing": out.timings.header()} if serving.settings.send_server_timing else None
     return json_response(out.body, headers=timing)
 
 
@@ -128,9 +132,13 @@ async def classify_response(
     summary="Classify several images; each item succeeds or fails on its own",
 )
 async def classify_many(
-    request: Request, rt: ServingDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
+    request: Request,
+    serving: ServingDep,
+    top_k: TopK = 5,
+    maps: MapsMode = "none",
+    resolution: Resolution = None,
 ) -> Response:
-    return await classify_many_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
+    return await classify_many_response(request, serving, top_k=top_k, maps=maps, resolution=resolution)
 
 
 @router.post(
@@ -142,14 +150,14 @@ async def classify_many(
 )
 async def classify_many_with(
     request: Request,
-    rt: ServingDep,
+    serving: ServingDep,
     model_name: ModelName,
     top_k: TopK = 5,
     maps: MapsMode = "none",
     resolution: Resolution = None,
 ) -> Response:
     return await classify_many_response(
-        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
+        request, serving, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
     )
 
 
@@ -162,7 +170,7 @@ async def classify_many_with(
 )
 async def classify_many_with_version(
     request: Request,
-    rt: ServingDep,
+    serving: ServingDep,
     model_name: ModelName,
     model_version: ModelVersion,
     top_k: TopK = 5,
@@ -170,13 +178,13 @@ async def classify_many_with_version(
     resolution: Resolution = None,
 ) -> Response:
     return await classify_many_response(
-        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
+        request, serving, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
     )
 
 
 async def classify_many_response(
     request: Request,
-    rt: ServingState,
+    serving: ServingState,
     *,
     top_k: int,
     maps: str,
@@ -184,16 +192,16 @@ async def classify_many_response(
     model: tuple[str | None, str | None] = (None, None),
 ) -> Response:
     started = time.perf_counter()
-    deadline = time.monotonic() + rt.settings.request_timeout_s
-    rt.model(*model)  # 404 or 503 before reading a large body we could not use
-    items = await read_images(request, rt.settings.max_request_images)
-    with rt.model(*model).use() as served:
+    deadline = time.monotonic() + serving.settings.request_timeout_s
+    serving.model(*model)  # 404 or 503 before reading a large body we could not use
+    items = await read_images(request, serving.settings.max_request_images)
+    with serving.model(*model).use() as served:
         note_model(request.scope, served.name, served.version)
-        return await _classify_items(rt, served, items, started, deadline, top_k, maps, resolution)
+        return await _classify_items(serving, served, items, started, deadline, top_k, maps, resolution)
 
 
 async def _classify_items(
-    rt: ServingState,
+    serving: ServingState,
     served: Served,
     items: list[tuple[str | None, bytes | Exception]],
     started: float,
@@ -207,7 +215,13 @@ async def _classify_items(
     images = [data for _, data in items]
     inline = maps == "inline"
     outcomes = await classify_batch(
-        rt, images, top_k=top_k, inline_maps=inline, resolution=resolution, deadline=deadline, model=served
+        serving,
+        images,
+        top_k=top_k,
+        inline_maps=inline,
+        resolution=resolution,
+        deadline=deadline,
+        model=served,
     )
     results: list[dict[str, Any]] = []
     for index, ((filename, _), out) in enumerate(zip(items, outcomes, strict=True)):
