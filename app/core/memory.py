@@ -150,7 +150,7 @@ def decode_cost(data: bytes, size: int, max_pixels: int) -> int:
         held = DECODE_FIXED
         if img.format == "JPEG":
             if img.info.get("progressive") or jpeg_first_scan(data)[1]:
-                held += jpeg_coefficient_bytes(width, height, img.layer)
+                held += jpeg_coefficient_bytes(width, height, img.layer)  # type: ignore[attr-defined]  # JpegImageFile's
             # Pillow's draft: libjpeg decodes at 1/2, 1/4 or 1/8 scale
             need = math.ceil(REDUCING_GAP * size)
             scale = min(width // need, height // need)

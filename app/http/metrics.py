@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
@@ -36,7 +36,7 @@ from app.core.batcher import Batcher
 from app.core.engine import Engine
 from app.core.errors import NinServeError
 from app.core.served import Served
-from app.http.problems import ERROR_SLUG, MODEL_KEY, note_error
+from app.http.problems import ERROR_SLUG, MODEL_KEY, Handler, installed, note_error
 from app.serving.state import ServingState
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class Metrics:
         self._inference: dict[tuple[str, str, str, str], tuple[Histogram, Counter]] = {}
 
     def attach(self, engine: Engine, batcher: Batcher) -> None:
-        """Observe the batcher (ServingState.on_ready calls this before it starts); keeps other hooks."""
+        """Observe the batcher (ServingState.on_load calls this before it starts); keeps other hooks."""
         labels = {"model": engine.info.name, "version": engine.info.version}
         count, execs = self.count.labels(**labels), self.exec_count.labels(**labels)
         sizes, compute, queue = (h.labels(**labels) for h in (self.batch_size, self.compute, self.queue))
@@ -414,9 +414,6 @@ def error_slug(exc: Exception) -> str:
     return "internal-error"
 
 
-Handler = Callable[[Request, Exception], Awaitable[Response]]
-
-
 def _noting(handler: Handler) -> Handler:
     async def handle(request: Request, exc: Exception) -> Response:
         note_error(request.scope, error_slug(exc))
@@ -431,10 +428,11 @@ def install_metrics(app: FastAPI, runtime: ServingState, routers: Sequence[APIRo
     `routers` are the app's, to name the endpoint of a request answered before routing."""
     metrics = Metrics(runtime)
     app.state.metrics = metrics
-    runtime.on_ready.append(metrics.attach)
+    runtime.on_load.append(metrics.attach)
     runtime.models.on_unload.append(metrics.forget)
-    for kind, handler in list(app.exception_handlers.items()):
-        app.add_exception_handler(kind, _noting(handler))
+    for kind in list(app.exception_handlers):
+        if (handler := installed(app, kind)) is not None:
+            app.add_exception_handler(kind, _noting(handler))
     routes = [route for router in routers for route in router.routes]
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return metrics

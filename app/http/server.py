@@ -105,7 +105,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if cls.limits is None:
             cls.limits = ConnectionLimits(Settings())
         self.guard = cls.limits
-        self.timeout_keep_alive = self.guard.keep_alive_timeout_s
+        self.timeout_keep_alive = self.guard.keep_alive_timeout_s  # type: ignore[assignment]  # uvicorn says int; its timer takes seconds as a float
         # uvicorn answers 503 once connections or running requests reach this; the cap itself is
         # enforced in connection_made, so allow every connection under it one request.
         self.limit_concurrency = self.guard.max_connections + 1
@@ -344,7 +344,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._large_body:
             self._large_body = False
             self._readers.done(self)
-            if self.flow.held:  # a pipelined request after it reads again (uvicorn resumes it)
+            if (
+                isinstance(self.flow, HeldFlow) and self.flow.held
+            ):  # a pipelined request after it reads again (uvicorn resumes it)
                 self.flow.held = False
 
     # --- Upgrade: ignored, the request is served as HTTP/1.1 ---

@@ -307,11 +307,11 @@ class Registry:
                 self._latest.pop(source.name, None)
             for served in new:
                 self._index.set(source.name, served.version, "READY")
-            for version in ordered:  # files replaced in place by ones that failed
-                entry = self._index.get(source.name, version)
+            for label in ordered:  # files replaced in place by ones that failed
+                entry = self._index.get(source.name, label)
                 if entry is not None and entry.state == "UNAVAILABLE":
                     why = f"serving the files loaded before; the new ones failed: {entry.reason}"
-                    self._index.set(source.name, version, "READY", why)
+                    self._index.set(source.name, label, "READY", why)
             if new or retired:
                 logger.info(
                     "model %s serves versions %s", printable(source.name), ", ".join(ordered) or "none"

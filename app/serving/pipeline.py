@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 import orjson
@@ -142,7 +142,8 @@ async def run_images(
             costs.append(None)
     live = [i for i, cost in enumerate(costs) if not isinstance(cost, NinServeError)]
     if not live:
-        return [cost for cost in costs if isinstance(cost, NinServeError)]
+        failed: list[Ran | NinServeError] = [cost for cost in costs if isinstance(cost, NinServeError)]
+        return failed
 
     async def one(i: int) -> Ran:
         image, cost = images[i], costs[i]
@@ -171,7 +172,7 @@ async def run_images(
             except NinServeError as exc:
                 if whole:
                     raise
-                return [exc]
+                return [exc]  # type: ignore[return-value]  # list[Ran | NinServeError], as overloaded
         if whole:
             if batcher.queued + len(live) > batcher.max_queue:
                 raise Overloaded(
@@ -180,7 +181,8 @@ async def run_images(
                 )
             return await _all_or_none([one(i) for i in live])
         ran = dict(zip(live, await asyncio.gather(*(_settled(one(i)) for i in live)), strict=True))
-    return [ran.get(i) or cost for i, cost in enumerate(costs)]  # type: ignore[misc]
+    # The indexes not run hold their error.
+    return [ran.get(i) or cast(NinServeError, cost) for i, cost in enumerate(costs)]
 
 
 async def _settled(work: Awaitable[T]) -> T | NinServeError:

@@ -51,7 +51,7 @@ class ServingState:
         self.on_failure: list[Callable[[str], None]] = []
 
     @property
-    def on_ready(self) -> list[Callable[[Engine, Batcher], None]]:
+    def on_load(self) -> list[Callable[[Engine, Batcher], None]]:
         """Hooks called with every version's engine and not yet started batcher (app/http/metrics.py)."""
         return self.models.on_load
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query
@@ -33,7 +33,7 @@ router = APIRouter(
 )
 
 PNG = "image/png"
-_PNG_DOC = {200: {"content": {PNG: {}}, "description": "PNG image"}}
+_PNG_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}}, "description": "PNG image"}}
 Alpha = Annotated[float, Query(ge=0.0, le=1.0, description="heatmap opacity over the input (with overlay)")]
 Legend = Annotated[
     bool, Query(description="add the class, its score and a colour bar labelled with what its colours mean")

@@ -203,7 +203,7 @@ async def classify_many_response(
 async def _classify_items(
     serving: ServingState,
     served: Served,
-    items: list[tuple[str | None, bytes | Exception]],
+    items: list[tuple[str | None, bytes | NinServeError]],
     started: float,
     deadline: float,
     top_k: int,
