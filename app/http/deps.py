@@ -20,11 +20,11 @@ from app.serving.state import ServingState
 JSON = "application/json"
 
 
-async def get_runtime(request: Request) -> ServingState:  # async: FastAPI runs sync dependencies in a thread
+async def get_serving(request: Request) -> ServingState:  # async: FastAPI runs sync dependencies in a thread
     return request.app.state.serving
 
 
-ServingDep = Annotated[ServingState, Depends(get_runtime)]
+ServingDep = Annotated[ServingState, Depends(get_serving)]
 
 
 async def get_record(

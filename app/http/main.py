@@ -1,4 +1,4 @@
-"""The FastAPI application: `create_app(settings)` wires serving, routers, limits and errors.
+"""The FastAPI application: `create_app(settings)` wires the serving state, routers, limits and errors.
 
     ninserve serve                                     # the usual way (app/cli/commands.py)
     uvicorn --factory app.http.main:app_from_env --http app.http.server:GuardedHttpToolsProtocol \
@@ -7,17 +7,12 @@
 Connection limits (header/body deadlines, header limits, connection cap) live in the uvicorn
 protocol (app/http/server.py), not here: an ASGI app only sees a request once its headers are in.
 
-A request passes the middleware stack, outermost first: request id (logs.py, only with
-NINSERVE_LOG_FORMAT=json), shutdown guard (api/shutdown.py), metrics (metrics.py), security
-headers, CORS, API keys (api/auth.py), body limits (api/body_limits.py: per body and all bodies
-together); then its route (a HEAD goes as GET: api/head.py). POST /v1/classify has a raw ASGI
-fast path ahead of the documented route (api/fast_classify.py).
-
-Data flow: body (api/body.py) -> admission (admission.py: priced from the image header against
-the memory budget, memory.py; 413 or 503 before any decode) -> decode (decode.py, thread pool or
-the large-decode lane) -> batch (batcher.py) -> ONNX Runtime (engine.py, thread) -> result +
-store (pipeline.py, store.py) -> JSON, or PNG (maps.py, in the render lane).
-The KServe V2 protocol (api/v2.py, v2/) shares admission, decode and batcher.
+A request passes the middleware stack, outermost first: request id (app/logs.py, only with
+NINSERVE_LOG_FORMAT=json), shutdown guard (middleware/shutdown.py), metrics (metrics.py), security
+headers, CORS, API keys (middleware/auth.py), body limits (middleware/body_limits.py: per body
+and all bodies together); then its route (a HEAD goes as GET: middleware/head.py). POST
+/v1/classify has a raw ASGI fast path ahead of the documented route (routes/fast_classify.py).
+Where it goes from there, layer by layer, is the map in app/__init__.py.
 """
 
 from __future__ import annotations

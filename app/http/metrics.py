@@ -2,7 +2,7 @@
 alerts built for Triton need only Prometheus's `_total` / `_seconds` suffixes (docs/api.md maps
 every name).
 
-    metrics = install_metrics(app, runtime, ROUTERS)   # in create_app, after the error handlers
+    metrics = install_metrics(app, serving, ROUTERS)   # in create_app, after the error handlers
     metrics.exposition()                               # the text format, for GET /metrics
 
 Each app has its own CollectorRegistry, not prometheus_client's global one, so several apps in
@@ -93,7 +93,7 @@ def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
 
 
 class Metrics:
-    def __init__(self, runtime: ServingState) -> None:
+    def __init__(self, serving: ServingState) -> None:
         self.registry = r = CollectorRegistry()
         self.http_requests = Counter(
             "ninserve_http_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=r
@@ -129,7 +129,7 @@ class Metrics:
             "nv_inference_batch_size",
             "Images per ONNX Runtime execution",
             MODEL_LABELS,
-            buckets=batch_size_buckets(runtime.settings.max_batch_size),
+            buckets=batch_size_buckets(serving.settings.max_batch_size),
             registry=r,
         )
         self.queue = Histogram(
@@ -146,7 +146,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        r.register(_RuntimeCollector(runtime))
+        r.register(_ServingCollector(serving))
         self._inference: dict[tuple[str, str, str, str], tuple[Histogram, Counter]] = {}
 
     def attach(self, engine: Engine, batcher: Batcher) -> None:
@@ -241,14 +241,14 @@ class _WithoutCreated:
             yield metric
 
 
-class _RuntimeCollector(Collector):
+class _ServingCollector(Collector):
     """Values read at scrape time: queue depth, batcher drops, admission, which model runs where."""
 
-    def __init__(self, runtime: ServingState) -> None:
-        self._rt = runtime
+    def __init__(self, serving: ServingState) -> None:
+        self._serving = serving
 
     def collect(self) -> Iterator[Metric]:
-        serving = self._rt
+        serving = self._serving
         yield GaugeMetricFamily(
             "ninserve_model_ready", "1 once the default model is loaded and warm", serving.state == "ready"
         )
@@ -422,14 +422,14 @@ def _noting(handler: Handler) -> Handler:
     return handle
 
 
-def install_metrics(app: FastAPI, runtime: ServingState, routers: Sequence[APIRouter]) -> Metrics:
+def install_metrics(app: FastAPI, serving: ServingState, routers: Sequence[APIRouter]) -> Metrics:
     """Metrics for this app: the middleware (outermost, so it sees body-limit rejections too),
     the batcher hooks, and error slugs noted by every exception handler installed so far.
     `routers` are the app's, to name the endpoint of a request answered before routing."""
-    metrics = Metrics(runtime)
+    metrics = Metrics(serving)
     app.state.metrics = metrics
-    runtime.on_load.append(metrics.attach)
-    runtime.models.on_unload.append(metrics.forget)
+    serving.on_load.append(metrics.attach)
+    serving.models.on_unload.append(metrics.forget)
     for kind in list(app.exception_handlers):
         if (handler := installed(app, kind)) is not None:
             app.add_exception_handler(kind, _noting(handler))

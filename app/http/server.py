@@ -1,5 +1,12 @@
 """uvicorn, hardened against slow and greedy clients: the connection-level limits of docs/security.md.
 
+Follows uvicorn 0.54 (pyproject.toml allows >=0.54,<0.55). Its public extension point is the
+protocol class (`Config(http=...)`, `--http`), used here; the rest is internal: the subclass of
+`uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`, `uvicorn.server.ServerState`, the
+overridden `_should_upgrade` and `_unset_keepalive_if_required`, `data_received` rewritten whole,
+and the protocol's, cycle's and server state's attributes. On upgrade, re-read those in the new
+httptools_impl.py and server.py; tests/app/http/test_uvicorn_contract.py names what moved.
+
 uvicorn bounds idle time between requests (keep-alive) but not the time a client takes to send
 one: its keep-alive timer is reset by every byte, so a client trickling a header line or a body
 byte every 2 s holds a connection (and the memory of what it sent) for ever, and httptools

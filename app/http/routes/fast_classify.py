@@ -32,7 +32,7 @@ def plain_query(query_string: bytes) -> dict[str, Any] | None:
     seen: set[str] = set()
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name not in params:
-            return None  # unknown: the documented route answers 422 (api/deps.py reject_unknown_query)
+            return None  # unknown: the documented route answers 422 (deps.py reject_unknown_query)
         if name in seen:
             return None
         seen.add(name)

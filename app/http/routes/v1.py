@@ -24,7 +24,8 @@ from app.http.deps import (
     problems,
     reject_unknown_query,
 )
-from app.http.problems import error_problem, note_model
+from app.http.lead_in import DEFAULT_MODEL, ModelRef, lead_in
+from app.http.problems import error_problem
 from app.http.schemas import BatchResponse, ClassifyResponse
 from app.serving.pipeline import classify, classify_batch
 from app.serving.state import ServingState
@@ -46,7 +47,7 @@ async def classify_one(
     maps: MapsMode = "none",
     resolution: Resolution = None,
 ) -> Response:
-    # Plain queries are answered by api/fast_classify.py, which runs the same function.
+    # Plain queries are answered by fast_classify.py, which runs the same function.
     return await classify_response(request, serving, top_k=top_k, maps=maps, resolution=resolution)
 
 
@@ -98,15 +99,11 @@ async def classify_response(
     top_k: int,
     maps: str,
     resolution: int | None,
-    model: tuple[str | None, str | None] = (None, None),
+    model: ModelRef = DEFAULT_MODEL,
 ) -> Response:
-    serving.model(*model)  # 404 or 503 before reading a large body we could not use
-    # From arrival, as for batches and V2: a slow upload uses up the request's time.
-    deadline = time.monotonic() + serving.settings.request_timeout_s
-    filename, data = await read_image(request)
-    # Looked up again: a version swapped out while the body arrived is not the one to hold.
-    with serving.model(*model).use() as served:
-        note_model(request.scope, served.name, served.version)
+    lead = await lead_in(request, serving, model, lambda _: read_image(request))
+    filename, data = lead.body
+    with lead.served.use() as served:
         try:
             out = await classify(
                 serving,
@@ -114,7 +111,7 @@ async def classify_response(
                 top_k=top_k,
                 inline_maps=maps == "inline",
                 resolution=resolution,
-                deadline=deadline,
+                deadline=lead.deadline,
                 model=served,
             )
         except NinServeError as exc:
@@ -189,15 +186,16 @@ async def classify_many_response(
     top_k: int,
     maps: str,
     resolution: int | None,
-    model: tuple[str | None, str | None] = (None, None),
+    model: ModelRef = DEFAULT_MODEL,
 ) -> Response:
     started = time.perf_counter()
-    deadline = time.monotonic() + serving.settings.request_timeout_s
-    serving.model(*model)  # 404 or 503 before reading a large body we could not use
-    items = await read_images(request, serving.settings.max_request_images)
-    with serving.model(*model).use() as served:
-        note_model(request.scope, served.name, served.version)
-        return await _classify_items(serving, served, items, started, deadline, top_k, maps, resolution)
+    lead = await lead_in(
+        request, serving, model, lambda _: read_images(request, serving.settings.max_request_images)
+    )
+    with lead.served.use() as served:
+        return await _classify_items(
+            serving, served, lead.body, started, lead.deadline, top_k, maps, resolution
+        )
 
 
 async def _classify_items(

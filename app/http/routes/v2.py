@@ -15,7 +15,6 @@ model or version is a 404 naming what is served. The repository extension is app
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import orjson
@@ -30,6 +29,7 @@ from app.core.errors import ModelNotFound, NotReady
 from app.core.served import Served
 from app.http.body import decompress
 from app.http.deps import ServingDep, json_response
+from app.http.lead_in import lead_in
 from app.http.problems import note_model
 from app.http.v2.codec import InferRequest, encode_infer_response, json_header_length, parse_infer_request
 from app.http.v2.infer import infer, model_config, model_metadata
@@ -182,12 +182,24 @@ async def _infer(
     request: Request, serving: ServingState, served: Served, name: str, version: str | None
 ) -> Response:
     note_model(request.scope, served.name, served.version)  # a bad body counts against its model
-    deadline = time.monotonic() + serving.settings.request_timeout_s
+    lead = await lead_in(
+        request, serving, (name, version), lambda deadline: _read(request, serving, deadline)
+    )
+    with lead.served.use() as served:
+        outputs = await infer(serving, lead.body, served, deadline=lead.deadline)
+    info = served.info
+    payload, json_length = encode_infer_response(info.name, info.version, lead.body.id, outputs)
+    if json_length is None:
+        return json_response(payload)
+    return Response(payload, media_type=BINARY, headers={"Inference-Header-Content-Length": str(json_length)})
+
+
+async def _read(request: Request, serving: ServingState, deadline: float) -> InferRequest:
+    """The infer request, priced from the raw bytes and admitted like an image decode (413 / the
+    large-decode lane) before it is parsed: small JSON expands ~30x into Python objects."""
     encoding = request.headers.get("content-encoding")
     header_length = request.headers.get("inference-header-content-length")
     admission = serving.admission
-    # Priced from the raw bytes and admitted like an image decode (413 / the large-decode lane)
-    # before it is parsed: small JSON expands ~30x into Python objects.
     if encoding:
         body = await request.body()
         body = await serving.in_pool(decompress, body, encoding, serving.settings.max_body_bytes)
@@ -196,18 +208,8 @@ async def _infer(
         body, price = await _priced_body(request, admission, header_length)
         cost = admission.price_json(price.finish(body))
     if len(body) > LARGE_BODY or cost > admission.plan.small_decode:
-        parsed = await admission.run_priced(cost, deadline, _parse, body, header_length)
-    else:
-        parsed = _parse(body, header_length)
-    # Looked up again once the body is in: the version swapped in meanwhile is the one to hold.
-    with serving.models.resolve(name, version).use() as served:
-        note_model(request.scope, served.name, served.version)
-        outputs = await infer(serving, parsed, served, deadline=deadline)
-    info = served.info
-    payload, json_length = encode_infer_response(info.name, info.version, parsed.id, outputs)
-    if json_length is None:
-        return json_response(payload)
-    return Response(payload, media_type=BINARY, headers={"Inference-Header-Content-Length": str(json_length)})
+        return await admission.run_priced(cost, deadline, _parse, body, header_length)
+    return _parse(body, header_length)
 
 
 async def _priced_body(
