@@ -14,12 +14,10 @@ from app.core.errors import NinServeError
 from app.core.served import Served
 from app.http.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, naming_file, read_image, read_images
 from app.http.deps import (
-    MapsMode,
-    ModelName,
-    ModelVersion,
-    Resolution,
+    ClassifyQueryDep,
+    NamedModel,
+    NamedVersion,
     ServingDep,
-    TopK,
     json_response,
     problems,
     reject_unknown_query,
@@ -40,15 +38,9 @@ router = APIRouter(prefix="/v1", tags=["classify"], dependencies=[Depends(reject
     openapi_extra={"requestBody": UPLOAD_DOC},
     summary="Classify one image: class scores and per-class confidence maps",
 )
-async def classify_one(
-    request: Request,
-    serving: ServingDep,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
-) -> Response:
+async def classify_one(request: Request, serving: ServingDep, query: ClassifyQueryDep) -> Response:
     # Plain queries are answered by fast_classify.py, which runs the same function.
-    return await classify_response(request, serving, top_k=top_k, maps=maps, resolution=resolution)
+    return await classify_response(request, serving, **query)
 
 
 @router.post(
@@ -59,16 +51,9 @@ async def classify_one(
     summary="Classify one image with a named model (its highest loaded version)",
 )
 async def classify_with(
-    request: Request,
-    serving: ServingDep,
-    model_name: ModelName,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
+    request: Request, serving: ServingDep, query: ClassifyQueryDep, model: NamedModel
 ) -> Response:
-    return await classify_response(
-        request, serving, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
-    )
+    return await classify_response(request, serving, **query, model=model)
 
 
 @router.post(
@@ -79,17 +64,9 @@ async def classify_with(
     summary="Classify one image with one version of a named model",
 )
 async def classify_with_version(
-    request: Request,
-    serving: ServingDep,
-    model_name: ModelName,
-    model_version: ModelVersion,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
+    request: Request, serving: ServingDep, query: ClassifyQueryDep, model: NamedVersion
 ) -> Response:
-    return await classify_response(
-        request, serving, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
-    )
+    return await classify_response(request, serving, **query, model=model)
 
 
 async def classify_response(
@@ -128,14 +105,8 @@ async def classify_response(
     openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
     summary="Classify several images; each item succeeds or fails on its own",
 )
-async def classify_many(
-    request: Request,
-    serving: ServingDep,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
-) -> Response:
-    return await classify_many_response(request, serving, top_k=top_k, maps=maps, resolution=resolution)
+async def classify_many(request: Request, serving: ServingDep, query: ClassifyQueryDep) -> Response:
+    return await classify_many_response(request, serving, **query)
 
 
 @router.post(
@@ -146,16 +117,9 @@ async def classify_many(
     summary="Classify several images with a named model (its highest loaded version)",
 )
 async def classify_many_with(
-    request: Request,
-    serving: ServingDep,
-    model_name: ModelName,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
+    request: Request, serving: ServingDep, query: ClassifyQueryDep, model: NamedModel
 ) -> Response:
-    return await classify_many_response(
-        request, serving, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
-    )
+    return await classify_many_response(request, serving, **query, model=model)
 
 
 @router.post(
@@ -166,17 +130,9 @@ async def classify_many_with(
     summary="Classify several images with one version of a named model",
 )
 async def classify_many_with_version(
-    request: Request,
-    serving: ServingDep,
-    model_name: ModelName,
-    model_version: ModelVersion,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
+    request: Request, serving: ServingDep, query: ClassifyQueryDep, model: NamedVersion
 ) -> Response:
-    return await classify_many_response(
-        request, serving, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
-    )
+    return await classify_many_response(request, serving, **query, model=model)
 
 
 async def classify_many_response(
