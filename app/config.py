@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.core.memory import default_store_bytes, plan_for
-from app.repository.layout import name_problem, repository_problem
+from app.budget import default_store_bytes, plan_for
+from app.layout_rules import name_problem, repository_problem
 
 # The artifact the model side exports; relative to the repository / installed package root.
 ARTIFACTS = Path(__file__).resolve().parent.parent / "model" / "artifacts"

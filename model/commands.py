@@ -10,8 +10,8 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from app.cli.commands import DefaultsHelp
 from model.config import HELP, TrainConfig
+from model.help import DefaultsHelp
 from model.places import OVERWRITE_FLAG, REPOSITORY, RUNS
 
 DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "nin-cifar10.onnx"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -59,7 +60,7 @@ def load_cifar_python(root: Path, split: str = "train") -> LabeledImages:
     return LabeledImages(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), classes)
 
 
-def _folder_entries(path: Path, split: str) -> tuple[list[tuple[str, str]], callable]:
+def _folder_entries(path: Path, split: str) -> tuple[list[tuple[str, str]], Callable[[str], bytes]]:
     """List (class, member) pairs under `<split>/<class>/` in a directory or zip, with a reader."""
     if path.is_dir():
         base = path / split

@@ -132,6 +132,7 @@ def export(
             external_data=False,
             verbose=False,
         )
+        assert program is not None  # dynamo=True always returns the program
         program.save(str(raw_path), external_data=False)
         proto = onnx.load(str(raw_path))
     # torch.onnx annotates every node with its Python stack trace (file paths, line numbers): drop

@@ -105,10 +105,14 @@ def fold_batchnorm(model: NiN) -> NiN:
         bias = layer.bias.detach().clone() if layer.bias is not None else torch.zeros(weight.shape[0])
         nxt = src[i + 1] if i + 1 < len(src) else None
         if isinstance(nxt, nn.BatchNorm2d):
+            # NiN's BatchNorms track running statistics (the default), so the folding has them.
+            assert nxt.running_mean is not None and nxt.running_var is not None
             scale = nxt.weight / torch.sqrt(nxt.running_var + nxt.eps)
             weight = weight * scale[:, None, None, None]
             bias = (bias - nxt.running_mean) * scale + nxt.bias
-        dst_convs[conv_index].weight.copy_(weight)
-        dst_convs[conv_index].bias.copy_(bias)
+        dst = dst_convs[conv_index]
+        assert dst.bias is not None  # the folded NiN's convs have biases (batchnorm=False)
+        dst.weight.copy_(weight)
+        dst.bias.copy_(bias)
         conv_index += 1
     return folded.eval()

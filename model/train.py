@@ -47,6 +47,9 @@ class Normalize(nn.Module):
 
     Part of the exported graph too, so every client gets identical preprocessing."""
 
+    scale: torch.Tensor  # buffers, registered in __init__
+    shift: torch.Tensor
+
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
         mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
@@ -236,8 +239,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     prior = None
     if config.init_from and not state:
         prior = torch.load(config.init_from, map_location="cpu", weights_only=False)
-    if state or prior:
-        mean, std = (state or prior)["mean"], (state or prior)["std"]
+    if start := state or prior:
+        mean, std = start["mean"], start["std"]
     else:
         mean, std = channel_stats(data.images[train_idx])
     # Epochs of earlier cycles this run builds on (init_from), so logs and metadata count on.
@@ -260,7 +263,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     if prior:
         net.load_state_dict(ema_weights(prior["ema"]))
         print(f"initialised from {config.init_from} (EMA weights after {prior_epochs} epochs)")
-    net = net.to(memory_format=torch.channels_last)
+    net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
     norm = Normalize(mean, std).to(device)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
     optimizer = torch.optim.SGD(

@@ -20,22 +20,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from model.help import DefaultsHelp
+
 if TYPE_CHECKING:
     from app.config import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # `ninserve serve`'s default host and port
-
-
-class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each option's default, where it has one worth showing."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
-            return action.help
-        shown = action.default
-        if isinstance(shown, Path) and shown.is_absolute():  # the bundled artifact: say where in the repo
-            shown = Path(*shown.parts[-3:])
-        return f"{action.help or ''} (default: {str(shown).replace('%', '%%')})"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -222,7 +222,7 @@ class Client:
                 parts.append(("files", image_part(image)))
             except OSError as exc:
                 unreadable[i] = _local_error(i, _name(image), 0, {"detail": exc.strerror or str(exc)})
-        answered = iter([])
+        answered: Iterator[dict[str, Any]] = iter([])
         if parts:
             response = self._request("POST", path, params=params, files=parts)
             answered = iter(response.json()["results"])

@@ -92,7 +92,8 @@ class DeadlineExceeded(NinServeError):  # waited in the queue past request_timeo
 
 
 class NotReady(NinServeError):  # model still loading / warming up, or failed to load
-    status, slug, retry_after = 503, "not-ready", 2
+    status, slug = 503, "not-ready"
+    retry_after: int | None = 2
 
 
 class ModelUnloaded(NotReady):  # unloaded over the repository API: nothing brings it back by itself

@@ -36,10 +36,10 @@ from typing import Any
 import grpc
 
 from app.config import Settings
-from app.core.serving import ServingState
 from app.grpc.service import SERVICE, Service, handlers
 from app.http.metrics import Metrics
 from app.http.middleware.auth import CHALLENGE, bearer_token, key_matches
+from app.serving.state import ServingState
 
 logger = logging.getLogger("ninserve")
 

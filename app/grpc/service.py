@@ -1,6 +1,6 @@
 """`inference.GRPCInferenceService`: the Open Inference Protocol's calls over gRPC, each a thin
 adapter over what the HTTP V2 routes call (app/http/routes/v2.py, repository.py): the same
-registry lookups, metadata, `infer` (app/http/v2/model.py -> pipeline.run_images: admission,
+registry lookups, metadata, `infer` (app/http/v2/infer.py -> pipeline.run_images: admission,
 decode, batcher, deadlines) and repository operations. Errors become status codes in
 app/grpc/status.py; every call is counted in the app's metrics with protocol="grpc".
 """
@@ -28,14 +28,14 @@ from app.core.errors import (
     NotReady,
     PayloadTooLarge,
 )
-from app.core.serving import ServingState
+from app.core.served import Served
 from app.grpc import status
 from app.grpc.proto import inference_pb2 as pb
 from app.grpc.tensors import TYPED_BYTES_PER_ELEMENT, infer_request, infer_response, typed_elements
 from app.http.metrics import NO_MODEL, Metrics
 from app.http.v2.codec import InferRequest
-from app.http.v2.model import infer, model_config, model_metadata
-from app.repository.served import Served
+from app.http.v2.infer import infer, model_config, model_metadata
+from app.serving.state import ServingState
 
 logger = logging.getLogger("ninserve")
 

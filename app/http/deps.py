@@ -4,7 +4,7 @@ not take."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.dependencies.models import Dependant
@@ -13,24 +13,25 @@ from starlette.routing import BaseRoute
 
 from app.core.echo import ECHO_LIMIT, clipped, shown
 from app.core.errors import InvalidParameter, PredictionNotFound
-from app.core.serving import ServingState
 from app.core.store import StoredPrediction
+from app.http.lead_in import ModelRef
 from app.http.schemas import Problem
+from app.serving.state import ServingState
 
 JSON = "application/json"
 
 
-async def get_runtime(request: Request) -> ServingState:  # async: FastAPI runs sync dependencies in a thread
+async def get_serving(request: Request) -> ServingState:  # async: FastAPI runs sync dependencies in a thread
     return request.app.state.serving
 
 
-ServingDep = Annotated[ServingState, Depends(get_runtime)]
+ServingDep = Annotated[ServingState, Depends(get_serving)]
 
 
 async def get_record(
-    rt: ServingDep, prediction_id: Annotated[str, Path(description="from POST /v1/classify")]
+    serving: ServingDep, prediction_id: Annotated[str, Path(description="from POST /v1/classify")]
 ) -> StoredPrediction:
-    record = await rt.store.get(prediction_id)
+    record = await serving.store.get(prediction_id)
     if record is None:
         raise PredictionNotFound(
             f"no prediction {shown(prediction_id)}: unknown, or expired from the result store"
@@ -62,6 +63,34 @@ Resolution = Annotated[
         description="run at this square size (multiple of 4, >= native) for finer maps",
     ),
 ]
+
+
+class ClassifyQuery(TypedDict):
+    """The query of every v1 classify route, as `classify_response` takes it."""
+
+    top_k: int
+    maps: str
+    resolution: int | None
+
+
+async def classify_query(
+    top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
+) -> ClassifyQuery:
+    return {"top_k": top_k, "maps": maps, "resolution": resolution}
+
+
+async def named_model(model_name: ModelName) -> ModelRef:
+    return model_name, None
+
+
+async def named_version(model_name: ModelName, model_version: ModelVersion) -> ModelRef:
+    return model_name, model_version
+
+
+ClassifyQueryDep = Annotated[ClassifyQuery, Depends(classify_query)]
+# Which model a v1 route runs (name, version): the default model's latest when the path names none.
+NamedModel = Annotated[ModelRef, Depends(named_model)]
+NamedVersion = Annotated[ModelRef, Depends(named_version)]
 Colormap = Annotated[
     Literal["jet", "viridis", "inferno", "magma", "turbo", "gray"], Query(description="heatmap colours")
 ]

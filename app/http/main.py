@@ -1,4 +1,4 @@
-"""The FastAPI application: `create_app(settings)` wires runtime, routers, limits and errors.
+"""The FastAPI application: `create_app(settings)` wires the serving state, routers, limits and errors.
 
     ninserve serve                                     # the usual way (app/cli/commands.py)
     uvicorn --factory app.http.main:app_from_env --http app.http.server:GuardedHttpToolsProtocol \
@@ -7,17 +7,12 @@
 Connection limits (header/body deadlines, header limits, connection cap) live in the uvicorn
 protocol (app/http/server.py), not here: an ASGI app only sees a request once its headers are in.
 
-A request passes the middleware stack, outermost first: request id (logs.py, only with
-NINSERVE_LOG_FORMAT=json), shutdown guard (api/shutdown.py), metrics (metrics.py), security
-headers, CORS, API keys (api/auth.py), body limits (api/body_limits.py: per body and all bodies
-together); then its route (a HEAD goes as GET: api/head.py). POST /v1/classify has a raw ASGI
-fast path ahead of the documented route (api/fast_classify.py).
-
-Data flow: body (api/body.py) -> admission (admission.py: priced from the image header against
-the memory budget, memory.py; 413 or 503 before any decode) -> decode (decode.py, thread pool or
-the large-decode lane) -> batch (batcher.py) -> ONNX Runtime (engine.py, thread) -> result +
-store (pipeline.py, store.py) -> JSON, or PNG (maps.py, in the render lane).
-The KServe V2 protocol (api/v2.py, v2/) shares admission, decode and batcher.
+A request passes the middleware stack, outermost first: request id (app/logs.py, only with
+NINSERVE_LOG_FORMAT=json), shutdown guard (middleware/shutdown.py), metrics (metrics.py), security
+headers, CORS, API keys (middleware/auth.py), body limits (middleware/body_limits.py: per body
+and all bodies together); then its route (a HEAD goes as GET: middleware/head.py). POST
+/v1/classify has a raw ASGI fast path ahead of the documented route (routes/fast_classify.py).
+Where it goes from there, layer by layer, is the map in app/__init__.py.
 """
 
 from __future__ import annotations
@@ -32,7 +27,6 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from app.config import Settings, settings_error
-from app.core.serving import ServingState
 from app.http.metrics import install_metrics
 from app.http.middleware.auth import ApiKeyMiddleware, check_keys, open_paths
 from app.http.middleware.body_limits import BodyBudget, BodyLimitMiddleware
@@ -46,8 +40,9 @@ from app.http.redact import install as install_log_redaction
 from app.http.routes import ROUTERS
 from app.http.routes.fast_classify import install_fast_classify
 from app.http.routes.page import install_page
-from app.http.v2_errors import install_v2_error_handlers
+from app.http.v2.errors import install_v2_error_handlers
 from app.logs import LogFormat, RequestIdMiddleware, formatter
+from app.serving.state import ServingState
 
 if TYPE_CHECKING:
     from app.grpc.server import GrpcFrontend
@@ -56,18 +51,18 @@ __version__ = "0.1.0"
 
 
 def create_app(settings: Settings) -> FastAPI:
-    runtime = ServingState(settings)
+    serving = ServingState(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()  # returns at once; the model loads in the background (/readyz)
-        grpc = await start_grpc(app, runtime) if settings.grpc_port is not None else None
+        await serving.start()  # returns at once; the model loads in the background (/readyz)
+        grpc = await start_grpc(app, serving) if settings.grpc_port is not None else None
         try:
             yield
         finally:
             if grpc is not None:  # after HTTP's drain: its calls get graceful_shutdown_s too
                 await grpc.stop()
-            await runtime.stop()
+            await serving.stop()
 
     app = FastAPI(
         title="ninserve",
@@ -78,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.serving = runtime
+    app.state.serving = serving
     install_log_redaction()  # credential-like query values never reach a log line
     install_error_handlers(app)
     install_v2_error_handlers(app)  # {"error": ...} bodies under /v2, problem+json elsewhere
@@ -102,7 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.cors_origin_list:
         install_cors(app, settings.cors_origin_list)
     app.add_middleware(SecurityHeadersMiddleware, server_timing=settings.send_server_timing)
-    install_metrics(app, runtime, ROUTERS)
+    install_metrics(app, serving, ROUTERS)
     app.add_middleware(ShutdownGuardMiddleware)
     if settings.log_format == "json":  # outermost: every line of the request carries its id
         app.add_middleware(RequestIdMiddleware)
@@ -111,15 +106,15 @@ def create_app(settings: Settings) -> FastAPI:
     install_fast_classify(app)
     install_page(app)  # `/`, /static, /docs, /redoc
     install_head(app)  # last: HEAD wherever GET is served
-    install_openapi(app, runtime, open_paths(settings) if keys else None)
+    install_openapi(app, serving, open_paths(settings) if keys else None)
     return app
 
 
-async def start_grpc(app: FastAPI, runtime: ServingState) -> GrpcFrontend:
+async def start_grpc(app: FastAPI, serving: ServingState) -> GrpcFrontend:
     """The gRPC frontend (app/grpc/) in this event loop, on the same serving state and metrics."""
     from app.grpc.server import GrpcFrontend  # grpc loads only where it is asked for
 
-    frontend = GrpcFrontend(runtime, app.state.metrics, version=__version__)
+    frontend = GrpcFrontend(serving, app.state.metrics, version=__version__)
     await frontend.start()
     app.state.grpc = frontend
     return frontend

@@ -2,7 +2,7 @@
 alerts built for Triton need only Prometheus's `_total` / `_seconds` suffixes (docs/api.md maps
 every name).
 
-    metrics = install_metrics(app, runtime, ROUTERS)   # in create_app, after the error handlers
+    metrics = install_metrics(app, serving, ROUTERS)   # in create_app, after the error handlers
     metrics.exposition()                               # the text format, for GET /metrics
 
 Each app has its own CollectorRegistry, not prometheus_client's global one, so several apps in
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
@@ -35,9 +35,9 @@ from app.core.admission import Admission
 from app.core.batcher import Batcher
 from app.core.engine import Engine
 from app.core.errors import NinServeError
-from app.core.serving import ServingState
-from app.http.problems import ERROR_SLUG, MODEL_KEY, note_error
-from app.repository.served import Served
+from app.core.served import Served
+from app.http.problems import ERROR_SLUG, MODEL_KEY, Handler, installed, note_error
+from app.serving.state import ServingState
 
 if TYPE_CHECKING:
     from app.core.store_redis import StoreHealth  # redis-py loads only with a Redis store
@@ -93,7 +93,7 @@ def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
 
 
 class Metrics:
-    def __init__(self, runtime: ServingState) -> None:
+    def __init__(self, serving: ServingState) -> None:
         self.registry = r = CollectorRegistry()
         self.http_requests = Counter(
             "ninserve_http_requests", "HTTP requests answered", ["endpoint", "method", "status"], registry=r
@@ -129,7 +129,7 @@ class Metrics:
             "nv_inference_batch_size",
             "Images per ONNX Runtime execution",
             MODEL_LABELS,
-            buckets=batch_size_buckets(runtime.settings.max_batch_size),
+            buckets=batch_size_buckets(serving.settings.max_batch_size),
             registry=r,
         )
         self.queue = Histogram(
@@ -146,11 +146,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        r.register(_RuntimeCollector(runtime))
+        r.register(_ServingCollector(serving))
         self._inference: dict[tuple[str, str, str, str], tuple[Histogram, Counter]] = {}
 
     def attach(self, engine: Engine, batcher: Batcher) -> None:
-        """Observe the batcher (ServingState.on_ready calls this before it starts); keeps other hooks."""
+        """Observe the batcher (ServingState.on_load calls this before it starts); keeps other hooks."""
         labels = {"model": engine.info.name, "version": engine.info.version}
         count, execs = self.count.labels(**labels), self.exec_count.labels(**labels)
         sizes, compute, queue = (h.labels(**labels) for h in (self.batch_size, self.compute, self.queue))
@@ -241,18 +241,18 @@ class _WithoutCreated:
             yield metric
 
 
-class _RuntimeCollector(Collector):
+class _ServingCollector(Collector):
     """Values read at scrape time: queue depth, batcher drops, admission, which model runs where."""
 
-    def __init__(self, runtime: ServingState) -> None:
-        self._rt = runtime
+    def __init__(self, serving: ServingState) -> None:
+        self._serving = serving
 
     def collect(self) -> Iterator[Metric]:
-        rt = self._rt
+        serving = self._serving
         yield GaugeMetricFamily(
-            "ninserve_model_ready", "1 once the default model is loaded and warm", rt.state == "ready"
+            "ninserve_model_ready", "1 once the default model is loaded and warm", serving.state == "ready"
         )
-        loaded = rt.models.loaded()
+        loaded = serving.models.loaded()
         info = GaugeMetricFamily(
             "ninserve_model_info",
             "The loaded model versions (value 1)",
@@ -271,8 +271,8 @@ class _RuntimeCollector(Collector):
             "Memory charged to loaded model versions, of the model_memory_mb the plan holds for them",
             labels=["kind"],
         )
-        memory.add_metric(["used"], rt.models.used_bytes)
-        memory.add_metric(["limit"], rt.models.plan.models)
+        memory.add_metric(["used"], serving.models.used_bytes)
+        memory.add_metric(["limit"], serving.models.plan.models)
         for served in loaded:
             model = [served.name, served.version]
             engine, stats = served.engine, served.batcher.stats
@@ -285,18 +285,18 @@ class _RuntimeCollector(Collector):
             ):
                 dropped.add_metric([*model, reason], value)
         yield from (info, pending, dropped, memory)
-        yield from _store_metrics(rt)
-        if rt.state != "ready":
+        yield from _store_metrics(serving)
+        if serving.state != "ready":
             return
-        yield from _admission_metrics(rt.admission)
+        yield from _admission_metrics(serving.admission)
 
 
-def _store_metrics(rt: ServingState) -> Iterator[Metric]:
+def _store_metrics(serving: ServingState) -> Iterator[Metric]:
     """The shared result store (Redis): its breaker, write backlog and losses. /readyz stays 200
     through an outage (classification goes on), so these are where one shows. None for the
     per-process memory store, which cannot be unavailable."""
     try:
-        health = getattr(rt.store, "health", None)
+        health = getattr(serving.store, "health", None)
     except NinServeError:  # not started yet
         return
     if health is None:
@@ -414,9 +414,6 @@ def error_slug(exc: Exception) -> str:
     return "internal-error"
 
 
-Handler = Callable[[Request, Exception], Awaitable[Response]]
-
-
 def _noting(handler: Handler) -> Handler:
     async def handle(request: Request, exc: Exception) -> Response:
         note_error(request.scope, error_slug(exc))
@@ -425,16 +422,17 @@ def _noting(handler: Handler) -> Handler:
     return handle
 
 
-def install_metrics(app: FastAPI, runtime: ServingState, routers: Sequence[APIRouter]) -> Metrics:
+def install_metrics(app: FastAPI, serving: ServingState, routers: Sequence[APIRouter]) -> Metrics:
     """Metrics for this app: the middleware (outermost, so it sees body-limit rejections too),
     the batcher hooks, and error slugs noted by every exception handler installed so far.
     `routers` are the app's, to name the endpoint of a request answered before routing."""
-    metrics = Metrics(runtime)
+    metrics = Metrics(serving)
     app.state.metrics = metrics
-    runtime.on_ready.append(metrics.attach)
-    runtime.models.on_unload.append(metrics.forget)
-    for kind, handler in list(app.exception_handlers.items()):
-        app.add_exception_handler(kind, _noting(handler))
+    serving.on_load.append(metrics.attach)
+    serving.models.on_unload.append(metrics.forget)
+    for kind in list(app.exception_handlers):
+        if (handler := installed(app, kind)) is not None:
+            app.add_exception_handler(kind, _noting(handler))
     routes = [route for router in routers for route in router.routes]
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return metrics

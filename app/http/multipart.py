@@ -9,9 +9,13 @@ is already bounded by BodyLimitMiddleware, and the number of parts is bounded he
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks  # a TypedDict defined for type checkers only
 from starlette.requests import Request
 
 from app.core.errors import InvalidUpload, TooManyFiles
@@ -35,7 +39,7 @@ class _Collector:
         self._field, self._value = bytearray(), bytearray()
         self._headers: dict[bytes, bytes] = {}
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),

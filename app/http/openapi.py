@@ -15,11 +15,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.core.serving import ServingState
 from app.http.deps import RESOLUTION_STEP
 from app.http.middleware.auth import OPEN_PREFIXES
 from app.http.schemas import Problem
-from app.http.v2_errors import is_v2_path
+from app.http.v2.errors import is_v2_path
+from app.serving.state import ServingState
 
 FALLBACK_NATIVE_SIZE = 32  # Settings' lowest max_resolution: the smallest native size served
 UNAUTHORIZED_WHY = "missing or invalid API key (`Authorization: Bearer <key>`)"

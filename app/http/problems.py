@@ -7,9 +7,9 @@ and Starlette's HTTP exceptions to a problem body through the same `problem_resp
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import FastAPI, Request
@@ -27,6 +27,16 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 ERROR_SLUG = "ninserve.error"  # key in the ASGI scope's request state: see note_error
 MODEL_KEY = "ninserve.model"  # ... and see note_model
 INSTANCE_LIMIT = 128  # characters of the request path sent as `instance`: real paths are under 100
+
+
+# An exception handler as this app installs them (every one async); `installed` reads one back
+# from FastAPI's table, which types them loosely (sync or async).
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def installed(app: FastAPI, kind: type[Exception] | int) -> Handler | None:
+    """The handler `app` has for `kind`, to wrap it (app/http/metrics.py, app/http/v2/errors.py)."""
+    return cast("Handler | None", app.exception_handlers.get(kind))
 
 
 def note_error(scope: MutableMapping[str, Any], slug: str) -> None:

@@ -1,6 +1,6 @@
 """Response bodies, as pydantic models: they document the API at /docs and tests validate real
 responses against them. The hot path builds the same shapes as dicts and serialises with orjson
-(app/core/pipeline.py), so a field added here must be added there too (a test checks they agree).
+(app/serving/pipeline.py), so a field added here must be added there too (a test checks they agree).
 """
 
 from __future__ import annotations

@@ -1,5 +1,12 @@
 """uvicorn, hardened against slow and greedy clients: the connection-level limits of docs/security.md.
 
+Follows uvicorn 0.54 (pyproject.toml allows >=0.54,<0.55). Its public extension point is the
+protocol class (`Config(http=...)`, `--http`), used here; the rest is internal: the subclass of
+`uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`, `uvicorn.server.ServerState`, the
+overridden `_should_upgrade` and `_unset_keepalive_if_required`, `data_received` rewritten whole,
+and the protocol's, cycle's and server state's attributes. On upgrade, re-read those in the new
+httptools_impl.py and server.py; tests/app/http/test_uvicorn_contract.py names what moved.
+
 uvicorn bounds idle time between requests (keep-alive) but not the time a client takes to send
 one: its keep-alive timer is reset by every byte, so a client trickling a header line or a body
 byte every 2 s holds a connection (and the memory of what it sent) for ever, and httptools
@@ -105,7 +112,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if cls.limits is None:
             cls.limits = ConnectionLimits(Settings())
         self.guard = cls.limits
-        self.timeout_keep_alive = self.guard.keep_alive_timeout_s
+        self.timeout_keep_alive = self.guard.keep_alive_timeout_s  # type: ignore[assignment]  # uvicorn says int; its timer takes seconds as a float
         # uvicorn answers 503 once connections or running requests reach this; the cap itself is
         # enforced in connection_made, so allow every connection under it one request.
         self.limit_concurrency = self.guard.max_connections + 1
@@ -344,7 +351,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._large_body:
             self._large_body = False
             self._readers.done(self)
-            if self.flow.held:  # a pipelined request after it reads again (uvicorn resumes it)
+            if (
+                isinstance(self.flow, HeldFlow) and self.flow.held
+            ):  # a pipelined request after it reads again (uvicorn resumes it)
                 self.flow.held = False
 
     # --- Upgrade: ignored, the request is served as HTTP/1.1 ---

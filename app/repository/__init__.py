@@ -6,9 +6,10 @@
     policy.py    version policy (latest N / specific / all) and precision (auto / fp32 / int8)
     loading.py   one version: ONNX Runtime session, NiN contract check, warm-up (deadline, RSS
                  watchdog, cancellation), its batcher
-    served.py    a loaded version as the request path holds it (in-flight count, drain, close)
     registry.py  name -> versions the request path reads; load, swap, unload, poll, the index
 
-docs/repository.md describes the layout, the policy, the life cycle and the memory accounting.
-Nothing here imports the web framework: app/http/ maps its errors to HTTP.
+A loaded version is an app/core/served.py `Served` (in-flight count, drain, close); the serving
+layer (app/serving/) holds one per request. docs/repository.md describes the layout, the policy,
+the life cycle and the memory accounting. Nothing here imports the web framework or the serving
+layer (`make lint` checks it): app/http/ maps its errors to HTTP.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,7 +80,11 @@ class Index:
         self._skipped = skipped
 
     def prune(
-        self, scan: Scan, present: set[str], busy: Callable[[str], bool], loaded: Callable[[str], set[str]]
+        self,
+        scan: Scan,
+        present: AbstractSet[str],
+        busy: Callable[[str], bool],
+        loaded: Callable[[str], AbstractSet[str]],
     ) -> None:
         """Entries of versions and models gone from the repository, and not serving, go. `busy`:
         the model serves or loads (kept); `loaded`: its serving versions."""

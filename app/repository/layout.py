@@ -20,36 +20,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.layout_rules import MODEL_FILES, VERSION, name_problem
 from app.repository.config_file import CONFIG_FILE, ConfigCache, ConfigError
 from app.repository.policy import LATEST_ONE, VersionPolicy
 
 logger = logging.getLogger("ninserve")
 
-MODEL_FILES = {"fp32": "model.onnx", "int8": "model-int8.onnx"}  # precision -> file in a version folder
-# A URL path segment and a Prometheus label value as is: no '/', no '..', no leading dot.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # A pass over 10,000 folders that are not models takes ~30 ms of Python in the scan's thread; the
 # event loop would wait up to the 5 ms switch interval for the GIL each time it wants it (~0.1 ms
 # of scanning between hand-overs instead).
 YIELD_EVERY = 32
 OUTSIDE = "a symlink leading out of the repository: not followed"
-VERSION = re.compile(r"[1-9][0-9]{0,8}")
-
-
-def name_problem(name: str) -> str | None:
-    """Why `name` cannot name a model (None when it can)."""
-    if not NAME.fullmatch(name) or ".." in name:
-        return (
-            "a model name is 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit, "
-            "without '..'"
-        )
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,33 +248,3 @@ class Scanner:
 def scan(root: Path) -> Scan:
     """One pass without the caches (tests, and the check at start)."""
     return Scanner(root)()
-
-
-EXPECTED_LAYOUT = "expected <model>/<version>/model.onnx, e.g. pets/1/model.onnx"
-
-
-def repository_problem(root: Path) -> str | None:
-    """Why `root` cannot be served as a repository (None when it holds a model): checked before
-    the server starts, so a wrong path fails in one line naming it and the layout."""
-    found = scan(root)
-    if found.models:
-        return None
-    if (root / MODEL_FILES["fp32"]).is_file() or (root / MODEL_FILES["int8"]).is_file():
-        hint = f"; {root} is a version folder: point to the folder two levels up"
-    elif any(VERSION.fullmatch(p.name) and p.is_dir() for p in _safe_listing(root)):
-        hint = f"; {root} looks like one model's folder: point to its parent"
-    elif found.skipped:
-        shown_reasons = "; ".join(
-            f"{s.model or '.'}{'/' + s.version if s.version else ''}: {s.reason}" for s in found.skipped[:3]
-        )
-        hint = f"; skipped: {shown_reasons}"
-    else:
-        hint = ""
-    return f"model repository {root} holds no model ({EXPECTED_LAYOUT}){hint}"
-
-
-def _safe_listing(root: Path) -> list[Path]:
-    try:
-        return list(root.iterdir())[:1000]
-    except OSError:
-        return []

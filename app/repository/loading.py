@@ -32,9 +32,9 @@ import onnxruntime as ort
 from app.config import Settings
 from app.core.batcher import Batcher
 from app.core.engine import Engine, ModelLoadError
+from app.core.served import Served
 from app.repository.layout import ModelSource, VersionSource
 from app.repository.policy import pick_precision
-from app.repository.served import Served
 
 logger = logging.getLogger("ninserve")
 

@@ -10,7 +10,7 @@
 A load works beside what is serving: each new version is loaded and warmed up (app/repository/
 loading.py), then the model's whole set of versions is replaced in one assignment on the event
 loop, so a request sees the old set or the new one, never a mix. Replaced and unloaded versions
-drain (their requests finish) and close, returning their memory (app/repository/served.py). A
+drain (their requests finish) and close, returning their memory (app/core/served.py). A
 version that fails to load, breaks the contract or does not fit the memory left for models stays
 out, with its reason in the index, and whatever served before keeps serving. Loads and unloads of
 one model take turns (an asyncio lock per model, never held by the request path); requests never
@@ -31,11 +31,12 @@ from app.core.echo import shown
 from app.core.engine import Engine, ModelLoadError, cuda_problem
 from app.core.errors import ModelNotFound, ModelUnloaded, NotReady
 from app.core.memory import LOAD_SLACK, MemoryPlan, MiB, model_cost
+from app.core.served import Served
+from app.layout_rules import name_problem
 from app.repository.artifact import inspect_artifact
 from app.repository.index import Index, IndexEntry, State, order, printable
-from app.repository.layout import ModelSource, Scan, VersionSource, name_problem
+from app.repository.layout import ModelSource, Scan, VersionSource
 from app.repository.loading import LoadControl, load_version, variant
-from app.repository.served import Served
 
 logger = logging.getLogger("ninserve")
 
@@ -306,11 +307,11 @@ class Registry:
                 self._latest.pop(source.name, None)
             for served in new:
                 self._index.set(source.name, served.version, "READY")
-            for version in ordered:  # files replaced in place by ones that failed
-                entry = self._index.get(source.name, version)
+            for label in ordered:  # files replaced in place by ones that failed
+                entry = self._index.get(source.name, label)
                 if entry is not None and entry.state == "UNAVAILABLE":
                     why = f"serving the files loaded before; the new ones failed: {entry.reason}"
-                    self._index.set(source.name, version, "READY", why)
+                    self._index.set(source.name, label, "READY", why)
             if new or retired:
                 logger.info(
                     "model %s serves versions %s", printable(source.name), ", ".join(ordered) or "none"

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
 from app.http.problems import note_error
-from app.http.v2_errors import error_response_for
+from app.http.v2.errors import error_response_for
 
 ALWAYS_OPEN = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/"})
 OPEN_PREFIXES = ("/static/",)

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import NinServeError, Overloaded, PayloadTooLarge
 from app.http.problems import note_error
-from app.http.v2_errors import error_response_for
+from app.http.v2.errors import error_response_for
 
 MAX_LENGTH_DIGITS = 18  # a longer value counts as 10**18 bytes: int() refuses over 4,300 digits
 MAX_DECLARED_LENGTH = 10**MAX_LENGTH_DIGITS

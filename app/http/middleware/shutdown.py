@@ -15,7 +15,7 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.echo import shown
-from app.http.v2_errors import error_response_for
+from app.http.v2.errors import error_response_for
 
 logger = logging.getLogger("ninserve")
 

@@ -32,7 +32,7 @@ def plain_query(query_string: bytes) -> dict[str, Any] | None:
     seen: set[str] = set()
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name not in params:
-            return None  # unknown: the documented route answers 422 (api/deps.py reject_unknown_query)
+            return None  # unknown: the documented route answers 422 (deps.py reject_unknown_query)
         if name in seen:
             return None
         seen.add(name)
@@ -69,7 +69,7 @@ class FastClassifyRoute(Route):
             return match, child
         if (params := plain_query(scope["query_string"])) is None:
             return Match.NONE, {}
-        return match, child | {QUERY_KEY: params}
+        return match, {**child, QUERY_KEY: params}
 
     async def _endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope[QUERY_KEY]

@@ -18,8 +18,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, responses=problems(503), summary="Liveness")
-async def healthz(rt: ServingDep) -> Health | Response:
-    if rt.state == "failed":  # restart me: a process whose model cannot load will not recover
+async def healthz(serving: ServingDep) -> Health | Response:
+    if serving.state == "failed":  # restart me: a process whose model cannot load will not recover
         return problem_response(  # why is in the server's log: probes are open without a key
             503,
             "the model failed to load; the server log says why",
@@ -27,7 +27,7 @@ async def healthz(rt: ServingDep) -> Health | Response:
             retry_after=NotReady.retry_after,
             instance="/healthz",
         )
-    engine = rt.engine if rt.state == "ready" else None
+    engine = serving.engine if serving.state == "ready" else None
     if engine is None:
         return Health(status="ok")
     return Health(
@@ -36,9 +36,9 @@ async def healthz(rt: ServingDep) -> Health | Response:
 
 
 @router.get("/readyz", response_model=Health, responses=problems(503), summary="Readiness")
-async def readyz(rt: ServingDep) -> Health | Response:
+async def readyz(serving: ServingDep) -> Health | Response:
     try:
-        engine, _ = rt.ready()  # NotReady -> 503 with Retry-After
+        engine, _ = serving.ready()  # NotReady -> 503 with Retry-After
     except ModelUnloaded as exc:  # unloaded on purpose: no Retry-After, nothing will bring it back
         return problem_response(503, exc.detail, slug=exc.slug, instance="/readyz")
     return Health(

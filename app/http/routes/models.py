@@ -16,9 +16,9 @@ router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(reject_u
     responses=problems(503),
     summary="The loaded models and versions (the default model first, latest versions first)",
 )
-async def list_models(rt: ServingDep) -> ModelList:
-    rt.ready()  # 503 until the default model serves
-    registry = rt.models
+async def list_models(serving: ServingDep) -> ModelList:
+    serving.ready()  # 503 until the default model serves
+    registry = serving.models
     # The default model first, each model's latest version (what unversioned requests get) first.
     default = registry.default_name
     loaded = sorted(

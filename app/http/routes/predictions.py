@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query
@@ -33,7 +33,7 @@ router = APIRouter(
 )
 
 PNG = "image/png"
-_PNG_DOC = {200: {"content": {PNG: {}}, "description": "PNG image"}}
+_PNG_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}}, "description": "PNG image"}}
 Alpha = Annotated[float, Query(ge=0.0, le=1.0, description="heatmap opacity over the input (with overlay)")]
 Legend = Annotated[
     bool, Query(description="add the class, its score and a colour bar labelled with what its colours mean")
@@ -74,8 +74,8 @@ def label_index(labels: tuple[str, ...], label: str) -> int:
     )
 
 
-def _png(body: bytes, rt: ServingDep, headers: dict[str, str] | None = None) -> Response:
-    cache = {"Cache-Control": f"private, max-age={int(rt.settings.store_ttl_s)}"}
+def _png(body: bytes, serving: ServingDep, headers: dict[str, str] | None = None) -> Response:
+    cache = {"Cache-Control": f"private, max-age={int(serving.settings.store_ttl_s)}"}
     return Response(body, media_type=PNG, headers=cache | (headers or {}))
 
 
@@ -118,7 +118,7 @@ async def get_maps(record: RecordDep, values: MapValues = "logit") -> Response:
 )
 async def get_grid(
     record: RecordDep,
-    rt: ServingDep,
+    serving: ServingDep,
     size: Annotated[int, Query(ge=16, le=512, description="side of each cell, px")] = 128,
     overlay: Overlay = False,
     colormap: Colormap = "jet",
@@ -127,7 +127,7 @@ async def get_grid(
     legend: Legend = False,
 ) -> Response:
     cost = render_cost(size, overlay=overlay, cells=len(record.labels))
-    body = await rt.admission.render(
+    body = await serving.admission.render(
         cost,
         grid_png,
         record.maps,
@@ -141,7 +141,7 @@ async def get_grid(
         legend=legend,
     )
     shared = None if normalize == "map" else value_range(record.maps, 0, normalize)
-    return _png(body, rt, map_headers(normalize, shared, None))
+    return _png(body, serving, map_headers(normalize, shared, None))
 
 
 @router.get(
@@ -152,7 +152,7 @@ async def get_grid(
 )
 async def get_map_png(
     record: RecordDep,
-    rt: ServingDep,
+    serving: ServingDep,
     label: str,
     size: Annotated[int, Query(ge=8, le=2048, description="output side, px (maps are upsampled)")] = 256,
     overlay: Overlay = False,
@@ -163,7 +163,7 @@ async def get_map_png(
 ) -> Response:
     index = label_index(record.labels, label)
     score = float(record.scores[index])
-    body = await rt.admission.render(
+    body = await serving.admission.render(
         render_cost(size, overlay=overlay),
         map_png,
         record.maps,
@@ -177,4 +177,4 @@ async def get_map_png(
         label=record.labels[index],
         score=score,
     )
-    return _png(body, rt, map_headers(normalize, value_range(record.maps, index, normalize), score))
+    return _png(body, serving, map_headers(normalize, value_range(record.maps, index, normalize), score))

@@ -58,7 +58,7 @@ def _entry(entry: IndexEntry) -> dict[str, Any]:
 
 
 @router.post("/index", summary="Repository index: every model and version, its state and why")
-async def index(request: Request, rt: ServingDep) -> Response:
+async def index(request: Request, serving: ServingDep) -> Response:
     body = await request.body()
     ready_only = False
     if body.strip():
@@ -67,27 +67,27 @@ async def index(request: Request, rt: ServingDep) -> Response:
         except orjson.JSONDecodeError:
             raise InvalidParameter('the index request body must be JSON, e.g. {"ready": true}') from None
         ready_only = isinstance(options, dict) and options.get("ready") is True
-    entries = [e for e in rt.models.index() if not ready_only or e.state == "READY"]
+    entries = [e for e in serving.models.index() if not ready_only or e.state == "READY"]
     return json_response(orjson.dumps([_entry(e) for e in entries if e.name]))
 
 
-def _model_entries(rt: ServingDep, name: str) -> Response:
-    entries = [_entry(e) for e in rt.models.index() if e.name == name]
+def _model_entries(serving: ServingDep, name: str) -> Response:
+    entries = [_entry(e) for e in serving.models.index() if e.name == name]
     versions = [{k: v for k, v in e.items() if k != "name"} for e in entries if "version" in e]
     return json_response(orjson.dumps({"name": name, "versions": versions}))
 
 
 @router.post("/models/{model_name}/load", summary="Load or reload a model", responses=_DONE | _ERRORS)
-async def load(rt: ServingDep, model_name: str) -> Response:
-    failures = await rt.models.load(model_name)
+async def load(serving: ServingDep, model_name: str) -> Response:
+    failures = await serving.models.load(model_name)
     if failures:
-        serving = rt.models.versions_of(model_name)
-        still = f"; serving {', '.join(serving)}" if serving else "; nothing of it serves"
+        versions = serving.models.versions_of(model_name)
+        still = f"; serving {', '.join(versions)}" if versions else "; nothing of it serves"
         raise ModelLoadFailed(f"failed to load {shown(model_name)}: {'; '.join(failures)}{still}")
-    return _model_entries(rt, model_name)
+    return _model_entries(serving, model_name)
 
 
 @router.post("/models/{model_name}/unload", summary="Unload a model", responses=_DONE | _ERRORS)
-async def unload(rt: ServingDep, model_name: str) -> Response:
-    await rt.models.unload(model_name)
-    return _model_entries(rt, model_name)
+async def unload(serving: ServingDep, model_name: str) -> Response:
+    await serving.models.unload(model_name)
+    return _model_entries(serving, model_name)

@@ -11,23 +11,22 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from app.core.errors import NinServeError
-from app.core.pipeline import classify, classify_batch
-from app.core.serving import ServingState
+from app.core.served import Served
 from app.http.body import BATCH_UPLOAD_DOC, UPLOAD_DOC, naming_file, read_image, read_images
 from app.http.deps import (
-    MapsMode,
-    ModelName,
-    ModelVersion,
-    Resolution,
+    ClassifyQueryDep,
+    NamedModel,
+    NamedVersion,
     ServingDep,
-    TopK,
     json_response,
     problems,
     reject_unknown_query,
 )
-from app.http.problems import error_problem, note_model
+from app.http.lead_in import DEFAULT_MODEL, ModelRef, lead_in
+from app.http.problems import error_problem
 from app.http.schemas import BatchResponse, ClassifyResponse
-from app.repository.served import Served
+from app.serving.pipeline import classify, classify_batch
+from app.serving.state import ServingState
 
 router = APIRouter(prefix="/v1", tags=["classify"], dependencies=[Depends(reject_unknown_query)])
 
@@ -39,11 +38,9 @@ router = APIRouter(prefix="/v1", tags=["classify"], dependencies=[Depends(reject
     openapi_extra={"requestBody": UPLOAD_DOC},
     summary="Classify one image: class scores and per-class confidence maps",
 )
-async def classify_one(
-    request: Request, rt: ServingDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
-) -> Response:
-    # Plain queries are answered by api/fast_classify.py, which runs the same function.
-    return await classify_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
+async def classify_one(request: Request, serving: ServingDep, query: ClassifyQueryDep) -> Response:
+    # Plain queries are answered by fast_classify.py, which runs the same function.
+    return await classify_response(request, serving, **query)
 
 
 @router.post(
@@ -54,16 +51,9 @@ async def classify_one(
     summary="Classify one image with a named model (its highest loaded version)",
 )
 async def classify_with(
-    request: Request,
-    rt: ServingDep,
-    model_name: ModelName,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
+    request: Request, serving: ServingDep, query: ClassifyQueryDep, model: NamedModel
 ) -> Response:
-    return await classify_response(
-        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
-    )
+    return await classify_response(request, serving, **query, model=model)
 
 
 @router.post(
@@ -74,49 +64,37 @@ async def classify_with(
     summary="Classify one image with one version of a named model",
 )
 async def classify_with_version(
-    request: Request,
-    rt: ServingDep,
-    model_name: ModelName,
-    model_version: ModelVersion,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
+    request: Request, serving: ServingDep, query: ClassifyQueryDep, model: NamedVersion
 ) -> Response:
-    return await classify_response(
-        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
-    )
+    return await classify_response(request, serving, **query, model=model)
 
 
 async def classify_response(
     request: Request,
-    rt: ServingState,
+    serving: ServingState,
     *,
     top_k: int,
     maps: str,
     resolution: int | None,
-    model: tuple[str | None, str | None] = (None, None),
+    model: ModelRef = DEFAULT_MODEL,
 ) -> Response:
-    rt.model(*model)  # 404 or 503 before reading a large body we could not use
-    # From arrival, as for batches and V2: a slow upload uses up the request's time.
-    deadline = time.monotonic() + rt.settings.request_timeout_s
-    filename, data = await read_image(request)
-    # Looked up again: a version swapped out while the body arrived is not the one to hold.
-    with rt.model(*model).use() as served:
-        note_model(request.scope, served.name, served.version)
+    lead = await lead_in(request, serving, model, lambda _: read_image(request))
+    filename, data = lead.body
+    with lead.served.use() as served:
         try:
             out = await classify(
-                rt,
+                serving,
                 data,
                 top_k=top_k,
                 inline_maps=maps == "inline",
                 resolution=resolution,
-                deadline=deadline,
+                deadline=lead.deadline,
                 model=served,
             )
         except NinServeError as exc:
             raise naming_file(exc, filename) from None
     # Built only where it will be sent: the security-header middleware drops it otherwise.
-    timing = {"Server-Timing": out.timings.header()} if rt.settings.send_server_timing else None
+    timing = {"Server-Timing": out.timings.header()} if serving.settings.send_server_timing else None
     return json_response(out.body, headers=timing)
 
 
@@ -127,10 +105,8 @@ async def classify_response(
     openapi_extra={"requestBody": BATCH_UPLOAD_DOC},
     summary="Classify several images; each item succeeds or fails on its own",
 )
-async def classify_many(
-    request: Request, rt: ServingDep, top_k: TopK = 5, maps: MapsMode = "none", resolution: Resolution = None
-) -> Response:
-    return await classify_many_response(request, rt, top_k=top_k, maps=maps, resolution=resolution)
+async def classify_many(request: Request, serving: ServingDep, query: ClassifyQueryDep) -> Response:
+    return await classify_many_response(request, serving, **query)
 
 
 @router.post(
@@ -141,16 +117,9 @@ async def classify_many(
     summary="Classify several images with a named model (its highest loaded version)",
 )
 async def classify_many_with(
-    request: Request,
-    rt: ServingDep,
-    model_name: ModelName,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
+    request: Request, serving: ServingDep, query: ClassifyQueryDep, model: NamedModel
 ) -> Response:
-    return await classify_many_response(
-        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, None)
-    )
+    return await classify_many_response(request, serving, **query, model=model)
 
 
 @router.post(
@@ -161,41 +130,34 @@ async def classify_many_with(
     summary="Classify several images with one version of a named model",
 )
 async def classify_many_with_version(
-    request: Request,
-    rt: ServingDep,
-    model_name: ModelName,
-    model_version: ModelVersion,
-    top_k: TopK = 5,
-    maps: MapsMode = "none",
-    resolution: Resolution = None,
+    request: Request, serving: ServingDep, query: ClassifyQueryDep, model: NamedVersion
 ) -> Response:
-    return await classify_many_response(
-        request, rt, top_k=top_k, maps=maps, resolution=resolution, model=(model_name, model_version)
-    )
+    return await classify_many_response(request, serving, **query, model=model)
 
 
 async def classify_many_response(
     request: Request,
-    rt: ServingState,
+    serving: ServingState,
     *,
     top_k: int,
     maps: str,
     resolution: int | None,
-    model: tuple[str | None, str | None] = (None, None),
+    model: ModelRef = DEFAULT_MODEL,
 ) -> Response:
     started = time.perf_counter()
-    deadline = time.monotonic() + rt.settings.request_timeout_s
-    rt.model(*model)  # 404 or 503 before reading a large body we could not use
-    items = await read_images(request, rt.settings.max_request_images)
-    with rt.model(*model).use() as served:
-        note_model(request.scope, served.name, served.version)
-        return await _classify_items(rt, served, items, started, deadline, top_k, maps, resolution)
+    lead = await lead_in(
+        request, serving, model, lambda _: read_images(request, serving.settings.max_request_images)
+    )
+    with lead.served.use() as served:
+        return await _classify_items(
+            serving, served, lead.body, started, lead.deadline, top_k, maps, resolution
+        )
 
 
 async def _classify_items(
-    rt: ServingState,
+    serving: ServingState,
     served: Served,
-    items: list[tuple[str | None, bytes | Exception]],
+    items: list[tuple[str | None, bytes | NinServeError]],
     started: float,
     deadline: float,
     top_k: int,
@@ -207,7 +169,13 @@ async def _classify_items(
     images = [data for _, data in items]
     inline = maps == "inline"
     outcomes = await classify_batch(
-        rt, images, top_k=top_k, inline_maps=inline, resolution=resolution, deadline=deadline, model=served
+        serving,
+        images,
+        top_k=top_k,
+        inline_maps=inline,
+        resolution=resolution,
+        deadline=deadline,
+        model=served,
     )
     results: list[dict[str, Any]] = []
     for index, ((filename, _), out) in enumerate(zip(items, outcomes, strict=True)):

@@ -7,15 +7,14 @@
     GET  /v2/models/{name}[/versions/{v}]/config    Triton's model configuration (perf_analyzer)
     POST /v2/models/{name}[/versions/{v}]/infer
 
-Wire format: app/http/v2/codec.py; the model's inputs, outputs and flow: app/http/v2/model.py; errors are
-`{"error": "..."}` bodies (app/http/v2_errors.py). Every loaded model answers under its name; each
+Wire format: app/http/v2/codec.py; the model's inputs, outputs and flow: app/http/v2/infer.py; errors are
+`{"error": "..."}` bodies (app/http/v2/errors.py). Every loaded model answers under its name; each
 route exists with and without `/versions/{v}` (without: the highest loaded version); an unknown
 model or version is a 404 naming what is served. The repository extension is app/http/routes/repository.py.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import orjson
@@ -27,14 +26,15 @@ from app.core.admission import Admission
 from app.core.echo import ECHO_LIMIT, shown
 from app.core.engine import INPUT_NAME
 from app.core.errors import ModelNotFound, NotReady
-from app.core.serving import ServingState
+from app.core.served import Served
 from app.http.body import decompress
 from app.http.deps import ServingDep, json_response
+from app.http.lead_in import lead_in
 from app.http.problems import note_model
 from app.http.v2.codec import InferRequest, encode_infer_response, json_header_length, parse_infer_request
-from app.http.v2.model import infer, model_config, model_metadata
+from app.http.v2.infer import infer, model_config, model_metadata
 from app.http.v2.price import JsonPrice, json_cost
-from app.repository.served import Served
+from app.serving.state import ServingState
 
 router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
 
@@ -62,12 +62,12 @@ _INFER_BODY = {
 }
 
 
-async def _model(rt: ServingDep, model_name: str) -> Served:
-    return rt.models.resolve(_echoable(model_name))  # 503 while the models load, 404 if unknown
+async def _model(serving: ServingDep, model_name: str) -> Served:
+    return serving.models.resolve(_echoable(model_name))  # 503 while the models load, 404 if unknown
 
 
-async def _model_at(rt: ServingDep, model_name: str, model_version: str) -> Served:
-    return rt.models.resolve(_echoable(model_name), _echoable(model_version))
+async def _model_at(serving: ServingDep, model_name: str, model_version: str) -> Served:
+    return serving.models.resolve(_echoable(model_name), _echoable(model_version))
 
 
 def _echoable(value: str) -> str:
@@ -104,26 +104,26 @@ class ModelReadyResponse(BaseModel):
 
 
 @router.get("/health/live", summary="Liveness", response_model=LiveResponse, responses=_ERRORS)
-async def live(rt: ServingDep) -> Response:
-    if rt.state == "failed":  # a model that cannot load will not recover: restart the process
+async def live(serving: ServingDep) -> Response:
+    if serving.state == "failed":  # a model that cannot load will not recover: restart the process
         raise NotReady("the model failed to load; the server log says why")  # no internals: open probe
     return json_response(_dumps({"live": True}))
 
 
 @router.get("/health/ready", summary="Readiness", response_model=ReadyResponse, responses=_ERRORS)
-async def ready(rt: ServingDep) -> Response:
-    rt.ready()
+async def ready(serving: ServingDep) -> Response:
+    serving.ready()
     return json_response(_dumps({"ready": True}))
 
 
 @router.get("/models/{model_name}", summary="Model metadata", responses=_ERRORS)
-async def metadata(served: Model, rt: ServingDep) -> Response:
-    return json_response(_dumps(model_metadata(served, rt.models.versions_of(served.name))))
+async def metadata(served: Model, serving: ServingDep) -> Response:
+    return json_response(_dumps(model_metadata(served, serving.models.versions_of(served.name))))
 
 
 @router.get(VERSIONED, summary="Model metadata, one version", responses=_ERRORS)
-async def metadata_at(served: ModelAt, rt: ServingDep) -> Response:
-    return json_response(_dumps(model_metadata(served, rt.models.versions_of(served.name))))
+async def metadata_at(served: ModelAt, serving: ServingDep) -> Response:
+    return json_response(_dumps(model_metadata(served, serving.models.versions_of(served.name))))
 
 
 @router.get(
@@ -147,13 +147,13 @@ async def model_ready_at(served: ModelAt) -> Response:
 
 
 @router.get("/models/{model_name}/config", summary="Triton model configuration", responses=_ERRORS)
-async def config(served: Model, rt: ServingDep) -> Response:
-    return json_response(_dumps(model_config(served.engine, rt.settings)))
+async def config(served: Model, serving: ServingDep) -> Response:
+    return json_response(_dumps(model_config(served.engine, serving.settings)))
 
 
 @router.get(VERSIONED + "/config", summary="Triton model configuration, one version", responses=_ERRORS)
-async def config_at(served: ModelAt, rt: ServingDep) -> Response:
-    return json_response(_dumps(model_config(served.engine, rt.settings)))
+async def config_at(served: ModelAt, serving: ServingDep) -> Response:
+    return json_response(_dumps(model_config(served.engine, serving.settings)))
 
 
 @router.post(
@@ -162,8 +162,8 @@ async def config_at(served: ModelAt, rt: ServingDep) -> Response:
     responses=_ERRORS,
     openapi_extra={"requestBody": _INFER_BODY},
 )
-async def infer_latest(request: Request, rt: ServingDep, served: Model, model_name: str) -> Response:
-    return await _infer(request, rt, served, model_name, None)
+async def infer_latest(request: Request, serving: ServingDep, served: Model, model_name: str) -> Response:
+    return await _infer(request, serving, served, model_name, None)
 
 
 @router.post(
@@ -173,41 +173,43 @@ async def infer_latest(request: Request, rt: ServingDep, served: Model, model_na
     openapi_extra={"requestBody": _INFER_BODY},
 )
 async def infer_at(
-    request: Request, rt: ServingDep, served: ModelAt, model_name: str, model_version: str
+    request: Request, serving: ServingDep, served: ModelAt, model_name: str, model_version: str
 ) -> Response:
-    return await _infer(request, rt, served, model_name, model_version)
+    return await _infer(request, serving, served, model_name, model_version)
 
 
 async def _infer(
-    request: Request, rt: ServingState, served: Served, name: str, version: str | None
+    request: Request, serving: ServingState, served: Served, name: str, version: str | None
 ) -> Response:
     note_model(request.scope, served.name, served.version)  # a bad body counts against its model
-    deadline = time.monotonic() + rt.settings.request_timeout_s
+    lead = await lead_in(
+        request, serving, (name, version), lambda deadline: _read(request, serving, deadline)
+    )
+    with lead.served.use() as served:
+        outputs = await infer(serving, lead.body, served, deadline=lead.deadline)
+    info = served.info
+    payload, json_length = encode_infer_response(info.name, info.version, lead.body.id, outputs)
+    if json_length is None:
+        return json_response(payload)
+    return Response(payload, media_type=BINARY, headers={"Inference-Header-Content-Length": str(json_length)})
+
+
+async def _read(request: Request, serving: ServingState, deadline: float) -> InferRequest:
+    """The infer request, priced from the raw bytes and admitted like an image decode (413 / the
+    large-decode lane) before it is parsed: small JSON expands ~30x into Python objects."""
     encoding = request.headers.get("content-encoding")
     header_length = request.headers.get("inference-header-content-length")
-    admission = rt.admission
-    # Priced from the raw bytes and admitted like an image decode (413 / the large-decode lane)
-    # before it is parsed: small JSON expands ~30x into Python objects.
+    admission = serving.admission
     if encoding:
         body = await request.body()
-        body = await rt.in_pool(decompress, body, encoding, rt.settings.max_body_bytes)
+        body = await serving.in_pool(decompress, body, encoding, serving.settings.max_body_bytes)
         cost = admission.price_json(json_cost(body, header_length, stop_above=admission.most_one_decode))
     else:
         body, price = await _priced_body(request, admission, header_length)
         cost = admission.price_json(price.finish(body))
     if len(body) > LARGE_BODY or cost > admission.plan.small_decode:
-        parsed = await admission.run_priced(cost, deadline, _parse, body, header_length)
-    else:
-        parsed = _parse(body, header_length)
-    # Looked up again once the body is in: the version swapped in meanwhile is the one to hold.
-    with rt.models.resolve(name, version).use() as served:
-        note_model(request.scope, served.name, served.version)
-        outputs = await infer(rt, parsed, served, deadline=deadline)
-    info = served.info
-    payload, json_length = encode_infer_response(info.name, info.version, parsed.id, outputs)
-    if json_length is None:
-        return json_response(payload)
-    return Response(payload, media_type=BINARY, headers={"Inference-Header-Content-Length": str(json_length)})
+        return await admission.run_priced(cost, deadline, _parse, body, header_length)
+    return _parse(body, header_length)
 
 
 async def _priced_body(

@@ -54,8 +54,28 @@ def test_run_obeys_the_contract(engine: Engine) -> None:
     assert big.shape == (1, 10, 16, 16)
 
 
-def test_warmup_checks_shapes(engine: Engine) -> None:
-    engine.warmup((1, 4))
+def scores_of_one_row(path: Path, source: Path) -> Path:
+    """The tiny model, but its scores averaged over the batch: [1, K] whatever N, which ONNX
+    Runtime accepts (the declared N is symbolic) and only a run with N > 1 shows."""
+    model = onnx.load(source)
+    graph = model.graph
+    softmax = next(node for node in graph.node if node.op_type == "Softmax")
+    softmax.output[0] = "scores_per_image"
+    graph.node.append(
+        onnx.helper.make_node("ReduceMean", ["scores_per_image"], ["scores"], axes=[0], keepdims=1)
+    )
+    onnx.save(model, path)
+    return path
+
+
+def test_warmup_checks_shapes(engine: Engine, tiny_model: Path, tmp_path: Path) -> None:
+    engine.warmup((1, 4))  # the contract's shapes pass
+    bad = Engine(scores_of_one_row(tmp_path / "bad.onnx", tiny_model), device="cpu", intra_op_threads=1)
+    bad.warmup((1,))  # one image: [1, K] is right by chance
+    with pytest.raises(
+        ModelLoadError, match=r"got scores \(1, 10\) .* for 4 images of 32x32; expected \[4,10\]"
+    ):
+        bad.warmup((1, 4))
 
 
 def test_provider_selection() -> None:

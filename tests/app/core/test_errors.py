@@ -38,10 +38,11 @@ def test_domain_code_loads_without_the_web_framework() -> None:
         "for package in (app.core, app.repository):\n"
         "    for info in pkgutil.iter_modules(package.__path__, package.__name__ + '.'):\n"
         "        importlib.import_module(info.name)\n"
-        "import app.logs, app.http.v2.codec, app.http.v2.price, app.http.v2.model, model.data\n"
+        "import app.logs, app.serving.state, app.http.v2.codec, app.http.v2.price, app.http.v2.infer\n"
+        "import model.data\n"
         "web = sorted(m for m in sys.modules if m.split('.')[0] in {'fastapi', 'starlette', 'uvicorn'})\n"
         "assert not web, web\n"
-        "assert 'app.core.serving' in sys.modules and 'app.repository.registry' in sys.modules"
+        "assert 'app.serving.state' in sys.modules and 'app.repository.registry' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from app.core.serving import open_store
 from app.core.store import MemoryResultStore, ResultStore, StoredPrediction
+from app.serving.state import open_store
 
 
 def record(i: int, maps_side: int = 8) -> StoredPrediction:

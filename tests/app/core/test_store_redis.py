@@ -23,9 +23,9 @@ from redis.asyncio import Redis
 
 from app.config import Settings
 from app.core.errors import StoreUnavailable
-from app.core.serving import open_store
 from app.core.store import ResultStore, StoredPrediction
 from app.core.store_redis import RedisResultStore, StoreHealth, redacted
+from app.serving.state import open_store
 from tests.app.helpers import free_port, live_server, png
 
 REDIS_SERVER = shutil.which("redis-server") or next(

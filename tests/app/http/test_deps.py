@@ -1,4 +1,4 @@
-"""api/deps.py `reject_unknown_query`: a query parameter a v1 route does not take is a 422 that
+"""app/http/deps.py `reject_unknown_query`: a query parameter a v1 route does not take is a 422 that
 names the ones it does take, on the fast classify route as on every other v1 route."""
 
 from __future__ import annotations

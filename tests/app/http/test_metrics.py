@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
 from app.core.batcher import Batcher
-from app.core.serving import ServingState
 from app.http.main import create_app
 from app.http.metrics import INFERENCE_ROUTES, Metrics, MetricsMiddleware, batch_size_buckets
+from app.serving.state import ServingState
 from tests.app.helpers import live_server, pattern, png
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.repository.layout import builtin, name_problem, scan, single_file
+from app.layout_rules import name_problem
+from app.repository.layout import builtin, scan, single_file
 from app.repository.policy import PolicyError, VersionPolicy, parse_policy, pick_precision
 
 

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from app.core.engine import Engine
 from app.http.main import create_app
-from app.http.v2_errors import MAX_MESSAGE
+from app.http.v2.errors import MAX_MESSAGE
 from tests.app.helpers import CLASSES, encode, live_server, pattern, png
 from tests.fixtures.golden import ARTIFACT, golden_images
 

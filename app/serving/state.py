@@ -14,16 +14,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, ParamSpec, TypeVar
 
+from app.budget import MemoryPlan, plan_for
 from app.config import DEFAULT_MODEL_PATH, INT8_MODEL_PATH, Settings
 from app.core.admission import Admission, RefusalPacer
 from app.core.batcher import Batcher
 from app.core.engine import Engine
 from app.core.errors import NotReady
-from app.core.memory import MemoryPlan, plan_for, return_large_frees_to_the_os
+from app.core.memory import return_large_frees_to_the_os
+from app.core.served import Served
 from app.core.store import MemoryResultStore, ResultStore
 from app.repository import layout
 from app.repository.registry import Registry, Scanner
-from app.repository.served import Served
 
 logger = logging.getLogger("ninserve")
 
@@ -50,7 +51,7 @@ class ServingState:
         self.on_failure: list[Callable[[str], None]] = []
 
     @property
-    def on_ready(self) -> list[Callable[[Engine, Batcher], None]]:
+    def on_load(self) -> list[Callable[[Engine, Batcher], None]]:
         """Hooks called with every version's engine and not yet started batcher (app/http/metrics.py)."""
         return self.models.on_load
 

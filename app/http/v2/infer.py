@@ -1,5 +1,5 @@
 """The served model through the V2 protocol: its metadata and config, and one infer request run
-through the same decode policy, micro-batcher and limits as v1 (app/core/pipeline.py `run_images`).
+through the same decode policy, micro-batcher and limits as v1 (app/serving/pipeline.py `run_images`).
 
     outputs = await infer(runtime, parse_infer_request(body, header_length), served)
 
@@ -21,10 +21,10 @@ from app.config import Settings
 from app.core.echo import shown
 from app.core.engine import INPUT_NAME, MAPS, SCORES, Engine
 from app.core.errors import InvalidTensor
-from app.core.pipeline import resolve_resolution, run_images
-from app.core.serving import ServingState
+from app.core.served import Served
 from app.http.v2.codec import BYTES, InferRequest, InputTensor, OutputTensor, RequestedOutput, classification
-from app.repository.served import Served
+from app.serving.pipeline import resolve_resolution, run_images
+from app.serving.state import ServingState
 
 PLATFORM = "onnxruntime_onnx"
 OUTPUTS = (SCORES, MAPS)
@@ -98,7 +98,7 @@ def model_config(engine: Engine, settings: Settings) -> dict[str, Any]:
 
 
 async def infer(
-    rt: ServingState, request: InferRequest, served: Served, *, deadline: float | None = None
+    serving: ServingState, request: InferRequest, served: Served, *, deadline: float | None = None
 ) -> list[OutputTensor]:
     """A parsed request -> the requested outputs of `served` (held by the caller); raises
     domain errors (app/core/errors.py).
@@ -106,7 +106,7 @@ async def infer(
     `deadline` (time.monotonic): the one set when the request arrived, so that reading and parsing
     its body count against request_timeout_s; by default, request_timeout_s from now."""
     if deadline is None:
-        deadline = time.monotonic() + rt.settings.request_timeout_s
+        deadline = time.monotonic() + serving.settings.request_timeout_s
     info = served.info
     wanted = _requested(request)
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
@@ -116,12 +116,12 @@ async def infer(
     image = request.inputs[0]
     resolution = request.parameters.get("resolution")
     if image.datatype == BYTES:
-        size = _resolution(resolution, info.native_size, rt.settings.max_resolution)
-        images: list[bytes] | list[np.ndarray] = _encoded_images(image, rt.settings)
+        size = _resolution(resolution, info.native_size, serving.settings.max_resolution)
+        images: list[bytes] | list[np.ndarray] = _encoded_images(image, serving.settings)
     elif image.datatype == "UINT8":
         if resolution is not None:
             raise InvalidTensor("parameter `resolution` is for encoded (BYTES) images; pixels run as sent")
-        images = _raw_images(image, info.native_size, rt.settings)
+        images = _raw_images(image, info.native_size, serving.settings)
         size = info.native_size
     else:
         raise InvalidTensor(
@@ -129,7 +129,9 @@ async def infer(
             f"not {image.datatype}"
         )
     # Every image is priced from its header and the request admitted whole, before any decode.
-    ran = await run_images(rt, images, size, deadline=deadline, preview_size=size, whole=True, model=served)
+    ran = await run_images(
+        serving, images, size, deadline=deadline, preview_size=size, whole=True, model=served
+    )
     results = [r.result for r in ran]
     scores = np.stack([r.scores for r in results])  # [N, K]
     with_maps = any(o.name == MAPS for o in wanted)

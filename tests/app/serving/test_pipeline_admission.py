@@ -1,4 +1,4 @@
-"""app/core/pipeline.py with a real runtime: nothing is decoded for a refused request, the deadline
+"""app/serving/pipeline.py with a real runtime: nothing is decoded for a refused request, the deadline
 is checked before each stage, and a resolution-256 batch runs within the ORT pixel budget."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from app.config import Settings
 from app.core import admission as admission_module
 from app.core.errors import DeadlineExceeded, ImageTooLarge, Overloaded
-from app.core.pipeline import classify
-from app.core.serving import ServingState
+from app.serving.pipeline import classify
+from app.serving.state import ServingState
 from tests.app.core.test_memory import png_header_only
 from tests.app.helpers import png
 

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 import orjson
@@ -22,9 +22,9 @@ from app.core.batcher import BatchResult
 from app.core.decode import DecodedImage
 from app.core.engine import ModelInfo
 from app.core.errors import InvalidParameter, NinServeError, Overloaded
-from app.core.serving import ServingState
+from app.core.served import Served
 from app.core.store import StoredPrediction
-from app.repository.served import Served
+from app.serving.state import ServingState
 
 T = TypeVar("T")
 STAGES = ("decode", "queue", "compute", "encode", "total")
@@ -80,7 +80,7 @@ Images = Sequence[bytes | np.ndarray | NinServeError]
 
 @overload
 async def run_images(
-    rt: ServingState,
+    serving: ServingState,
     images: Images,
     size: int,
     *,
@@ -92,7 +92,7 @@ async def run_images(
 ) -> list[Ran]: ...
 @overload
 async def run_images(
-    rt: ServingState,
+    serving: ServingState,
     images: Images,
     size: int,
     *,
@@ -103,7 +103,7 @@ async def run_images(
     model: Served | None = ...,
 ) -> list[Ran | NinServeError]: ...
 async def run_images(
-    rt: ServingState,
+    serving: ServingState,
     images: Images,
     size: int,
     *,
@@ -122,9 +122,9 @@ async def run_images(
     fails on its own, in place. A refused admission always fails the request. `model`: the
     version to run on, held by the caller (`with served:`); else the default model's.
     """
-    batcher = (model or rt.model()).batcher
-    admission = rt.admission
-    limit = rt.settings.max_image_pixels
+    batcher = (model or serving.model()).batcher
+    admission = serving.admission
+    limit = serving.settings.max_image_pixels
     costs: list[int | None | NinServeError] = []
     for image in images:
         if isinstance(image, NinServeError):
@@ -142,7 +142,8 @@ async def run_images(
             costs.append(None)
     live = [i for i, cost in enumerate(costs) if not isinstance(cost, NinServeError)]
     if not live:
-        return [cost for cost in costs if isinstance(cost, NinServeError)]
+        failed: list[Ran | NinServeError] = [cost for cost in costs if isinstance(cost, NinServeError)]
+        return failed
 
     async def one(i: int) -> Ran:
         image, cost = images[i], costs[i]
@@ -171,7 +172,7 @@ async def run_images(
             except NinServeError as exc:
                 if whole:
                     raise
-                return [exc]
+                return [exc]  # type: ignore[return-value]  # list[Ran | NinServeError], as overloaded
         if whole:
             if batcher.queued + len(live) > batcher.max_queue:
                 raise Overloaded(
@@ -180,7 +181,8 @@ async def run_images(
                 )
             return await _all_or_none([one(i) for i in live])
         ran = dict(zip(live, await asyncio.gather(*(_settled(one(i)) for i in live)), strict=True))
-    return [ran.get(i) or cost for i, cost in enumerate(costs)]  # type: ignore[misc]
+    # The indexes not run hold their error.
+    return [ran.get(i) or cast(NinServeError, cost) for i, cost in enumerate(costs)]
 
 
 async def _settled(work: Awaitable[T]) -> T | NinServeError:
@@ -204,7 +206,7 @@ async def _all_or_none(work: list[Awaitable[Ran]]) -> list[Ran]:
 
 
 async def classify(
-    rt: ServingState,
+    serving: ServingState,
     data: bytes,
     *,
     top_k: int = 5,
@@ -216,13 +218,13 @@ async def classify(
     """Image bytes -> stored result and response body; raises domain errors (app/core/errors.py)."""
     timings = Timings()
     if deadline is None:
-        deadline = time.monotonic() + rt.settings.request_timeout_s
-    served = model or rt.model()
+        deadline = time.monotonic() + serving.settings.request_timeout_s
+    served = model or serving.model()
     info = served.info
-    settings = rt.settings
+    settings = serving.settings
     size = resolve_resolution(resolution, info.native_size, settings.max_resolution)
     (ran,) = await run_images(
-        rt,
+        serving,
         (data,),
         size,
         deadline=deadline,
@@ -232,11 +234,11 @@ async def classify(
     )
     if isinstance(ran, NinServeError):
         raise ran
-    return await _classified(rt, info, ran, size, timings, top_k=top_k, inline_maps=inline_maps)
+    return await _classified(serving, info, ran, size, timings, top_k=top_k, inline_maps=inline_maps)
 
 
 async def classify_batch(
-    rt: ServingState,
+    serving: ServingState,
     images: Sequence[bytes | NinServeError],
     *,
     top_k: int = 5,
@@ -248,15 +250,15 @@ async def classify_batch(
     """Several images, each classified or failed on its own (a refused admission fails them all),
     submitted at once so they share ONNX Runtime batches."""
     started = time.perf_counter()
-    served = model or rt.model()
+    served = model or serving.model()
     info = served.info
-    settings = rt.settings
+    settings = serving.settings
     try:
         size = resolve_resolution(resolution, info.native_size, settings.max_resolution)
     except NinServeError as exc:
         return [image if isinstance(image, NinServeError) else exc for image in images]
     ran = await run_images(
-        rt,
+        serving,
         images,
         size,
         deadline=deadline,
@@ -267,7 +269,7 @@ async def classify_batch(
 
     async def one(item: Ran) -> Classified:
         timings = Timings(start=started)
-        return await _classified(rt, info, item, size, timings, top_k=top_k, inline_maps=inline_maps)
+        return await _classified(serving, info, item, size, timings, top_k=top_k, inline_maps=inline_maps)
 
     work = [item if isinstance(item, NinServeError) else _settled(one(item)) for item in ran]
     done = iter(await asyncio.gather(*(w for w in work if not isinstance(w, NinServeError))))
@@ -275,7 +277,14 @@ async def classify_batch(
 
 
 async def _classified(
-    rt: ServingState, info: ModelInfo, ran: Ran, size: int, timings: Timings, *, top_k: int, inline_maps: bool
+    serving: ServingState,
+    info: ModelInfo,
+    ran: Ran,
+    size: int,
+    timings: Timings,
+    *,
+    top_k: int,
+    inline_maps: bool,
 ) -> Classified:
     """A run image -> the v1 result body, stored."""
     result, decoded = ran.result, ran.image
@@ -319,7 +328,7 @@ async def _classified(
         preview=decoded.preview,
         created=time.time(),
     )
-    await rt.store.put(record)
+    await serving.store.put(record)
     if not inline_maps:
         return Classified(record, payload, stored_body, timings)
     payload["maps"]["values"] = result.maps

@@ -1,4 +1,4 @@
-"""app/core/pipeline.py: resolution rules, stage timings, and `run_images` for whole and per-image
+"""app/serving/pipeline.py: resolution rules, stage timings, and `run_images` for whole and per-image
 requests."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app.core.errors import DeadlineExceeded, InvalidImage, InvalidParameter, NinServeError, Overloaded
-from app.core.pipeline import STAGES, Ran, Timings, resolve_resolution, run_images
+from app.serving.pipeline import STAGES, Ran, Timings, resolve_resolution, run_images
 
 
 def test_resolution_rules() -> None:

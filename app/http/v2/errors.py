@@ -10,7 +10,7 @@ client error 400, as Triton does (an undecodable image inside a tensor is a bad 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 import orjson
 from fastapi import FastAPI, Request
@@ -21,13 +21,12 @@ from starlette.responses import Response
 
 from app.core.echo import clipped, shown
 from app.core.errors import ModelNotFound, NinServeError, PayloadTooLarge
-from app.http.problems import problem_response, validation_errors, validation_summary
+from app.http.problems import Handler, installed, problem_response, validation_errors, validation_summary
 
 logger = logging.getLogger("ninserve")
 
 PREFIX = "/v2"
 MAX_MESSAGE = 512  # characters of an error message sent: the longest own messages are ~200
-Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 def is_v2_path(path: str) -> bool:
@@ -101,7 +100,7 @@ def _scoped(original: Handler) -> Handler:
 def install_v2_error_handlers(app: FastAPI) -> None:
     """Wrap the app's handlers (app/http/problems.py installs them first) so /v2 paths get V2 bodies."""
     for kind in (NinServeError, RequestValidationError, StarletteHTTPException, ClientDisconnect, Exception):
-        original = app.exception_handlers.get(kind)
+        original = installed(app, kind)
         if original is None:
             raise RuntimeError(f"install_error_handlers(app) must run first: no handler for {kind.__name__}")
         app.add_exception_handler(kind, _scoped(original))

@@ -11,7 +11,7 @@ import pytest
 
 from app.core.engine import Engine
 from app.core.errors import DeadlineExceeded, Overloaded
-from app.http.v2.model import model_config, model_metadata
+from app.http.v2.infer import model_config, model_metadata
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,9 @@ def test_metadata_comes_from_the_artifact(engine: Engine, make_settings) -> None
 def test_bytes_inputs_are_priced_and_admitted_whole_before_any_decode(make_settings, monkeypatch) -> None:
     from app.core import admission as admission_module
     from app.core.errors import ImageTooLarge
-    from app.core.serving import ServingState
     from app.http.v2.codec import InferRequest, InputTensor
-    from app.http.v2.model import infer
+    from app.http.v2.infer import infer
+    from app.serving.state import ServingState
     from tests.app.core.test_memory import png_header_only
     from tests.app.helpers import png
 
