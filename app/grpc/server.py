@@ -1,7 +1,7 @@
 """The gRPC listener: grpc.aio in the HTTP server's event loop, on NINSERVE_GRPC_PORT, serving
 `inference.GRPCInferenceService` (app/grpc/service.py) on the same models, admission and budget.
 
-    frontend = GrpcFrontend(runtime, metrics, version="0.1.0")
+    frontend = GrpcFrontend(serving, metrics, version="0.1.0")
     await frontend.start()          # in create_app's lifespan, beside uvicorn
     await frontend.stop()           # at shutdown: new calls UNAVAILABLE, those running get the grace
 
@@ -101,13 +101,13 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
 
 class GrpcFrontend:
-    def __init__(self, rt: ServingState, metrics: Metrics, *, version: str) -> None:
-        self.rt, self.metrics, self.version = rt, metrics, version
+    def __init__(self, serving: ServingState, metrics: Metrics, *, version: str) -> None:
+        self.serving, self.metrics, self.version = serving, metrics, version
         self.port: int | None = None  # the bound port, once started (grpc_port 0 picks one)
         self._server: grpc.aio.Server | None = None
 
     def options(self) -> list[tuple[str, Any]]:
-        s = self.rt.settings
+        s = self.serving.settings
         return [
             ("grpc.max_receive_message_length", message_limit(s)),
             ("grpc.max_send_message_length", -1),  # answers are ours: maps at most ~5 MB a request
@@ -131,7 +131,7 @@ class GrpcFrontend:
         ]
 
     async def start(self) -> int:
-        s = self.rt.settings
+        s = self.serving.settings
         keys = s.api_key_list
         interceptors = [ApiKeyInterceptor(keys, self.metrics)] if keys else []
         server = grpc.aio.server(
@@ -139,7 +139,7 @@ class GrpcFrontend:
             options=self.options(),
             maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
         )
-        server.add_generic_rpc_handlers((handlers(Service(self.rt, self.metrics, self.version)),))
+        server.add_generic_rpc_handlers((handlers(Service(self.serving, self.metrics, self.version)),))
         host = f"[{s.host}]" if ":" in s.host else s.host
         assert s.grpc_port is not None
         self.port = server.add_insecure_port(f"{host}:{s.grpc_port}")  # RuntimeError if it cannot bind
@@ -151,5 +151,5 @@ class GrpcFrontend:
     async def stop(self) -> None:
         """New calls are refused (UNAVAILABLE) at once; those running get graceful_shutdown_s."""
         if self._server is not None:
-            await self._server.stop(self.rt.settings.graceful_shutdown_s)
+            await self._server.stop(self.serving.settings.graceful_shutdown_s)
             self._server = None

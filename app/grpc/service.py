@@ -131,20 +131,20 @@ def _named(value: str) -> str:
 
 
 class Service:
-    def __init__(self, rt: ServingState, metrics: Metrics, version: str) -> None:
-        self.rt, self.metrics, self.version = rt, metrics, version
+    def __init__(self, serving: ServingState, metrics: Metrics, version: str) -> None:
+        self.serving, self.metrics, self.version = serving, metrics, version
 
     def _resolve(self, name: str, version: str) -> Served:
         """The version a call names (empty: the highest loaded), as HTTP's path lookup."""
         if not name:
             raise ModelNotFound("a model name is required")
-        return self.rt.models.resolve(_named(name), _named(version) if version else None)
+        return self.serving.models.resolve(_named(name), _named(version) if version else None)
 
     @_rpc(pb.ServerLiveRequest, pb.ServerLiveResponse)
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Any, note: Note
     ) -> pb.ServerLiveResponse:
-        if self.rt.state == "failed":  # a model that cannot load will not recover: restart the process
+        if self.serving.state == "failed":  # a model that cannot load will not recover: restart the process
             raise NotReady("the model failed to load; the server log says why")
         return pb.ServerLiveResponse(live=True)
 
@@ -153,7 +153,7 @@ class Service:
         self, request: pb.ServerReadyRequest, context: Any, note: Note
     ) -> pb.ServerReadyResponse:
         # Triton answers ready=false rather than an error; clients poll the flag.
-        return pb.ServerReadyResponse(ready=self.rt.state == "ready")
+        return pb.ServerReadyResponse(ready=self.serving.state == "ready")
 
     @_rpc(pb.ModelReadyRequest, pb.ModelReadyResponse)
     async def ModelReady(
@@ -174,7 +174,7 @@ class Service:
     async def ModelMetadata(self, request: Any, context: Any, note: Note) -> pb.ModelMetadataResponse:
         served = self._resolve(request.name, request.version)
         note.model = (served.name, served.version)
-        meta = model_metadata(served, self.rt.models.versions_of(served.name))
+        meta = model_metadata(served, self.serving.models.versions_of(served.name))
         tensors = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"],
@@ -188,7 +188,7 @@ class Service:
     async def ModelConfig(self, request: Any, context: Any, note: Note) -> pb.ModelConfigResponse:
         served = self._resolve(request.name, request.version)
         note.model = (served.name, served.version)
-        config = model_config(served.engine, self.rt.settings)
+        config = model_config(served.engine, self.serving.settings)
         message = pb.ModelConfig(
             name=config["name"],
             platform=config["platform"],
@@ -212,24 +212,24 @@ class Service:
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any, note: Note
     ) -> pb.ModelInferResponse:
-        rt = self.rt
+        state = self.serving
         # The earlier of the server's request_timeout_s and the client's own deadline.
-        timeout = rt.settings.request_timeout_s
+        timeout = state.settings.request_timeout_s
         remaining = context.time_remaining()
         deadline = time.monotonic() + (timeout if remaining is None else min(timeout, remaining))
         served = self._resolve(request.model_name, request.model_version)  # NOT_FOUND before any work
         note.model = (served.name, served.version)
         parsed = await self._parse(request, request.ByteSize(), deadline)
         # Looked up again once parsed: the version swapped in meanwhile is the one to hold.
-        with rt.models.resolve(served.name, request.model_version or None).use() as held:
+        with state.models.resolve(served.name, request.model_version or None).use() as held:
             note.model = (held.name, held.version)
-            outputs = await infer(rt, parsed, held, deadline=deadline)
+            outputs = await infer(state, parsed, held, deadline=deadline)
         return infer_response(held.info.name, held.info.version, parsed.id, outputs)
 
     async def _parse(self, request: pb.ModelInferRequest, size: int, deadline: float) -> InferRequest:
         """Converted like HTTP parses a body: priced first (typed contents widen into arrays), 413's
         RESOURCE_EXHAUSTED for what one parse can never hold, large ones off the event loop."""
-        admission = self.rt.admission
+        admission = self.serving.admission
         cost = size + typed_elements(request) * TYPED_BYTES_PER_ELEMENT
         if cost > admission.most_one_decode:
             raise PayloadTooLarge(
@@ -243,7 +243,9 @@ class Service:
 
     @_rpc(pb.RepositoryIndexRequest, pb.RepositoryIndexResponse)
     async def RepositoryIndex(self, request: Any, context: Any, note: Note) -> pb.RepositoryIndexResponse:
-        entries = [e for e in self.rt.models.index() if e.name and (not request.ready or e.state == "READY")]
+        entries = [
+            e for e in self.serving.models.index() if e.name and (not request.ready or e.state == "READY")
+        ]
         index = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(
             models=[
@@ -257,9 +259,9 @@ class Service:
     ) -> pb.RepositoryModelLoadResponse:
         _repository_only(request)
         name = request.model_name
-        failures = await self.rt.models.load(name)
+        failures = await self.serving.models.load(name)
         if failures:
-            serving = self.rt.models.versions_of(name)
+            serving = self.serving.models.versions_of(name)
             still = f"; serving {', '.join(serving)}" if serving else "; nothing of it serves"
             raise ModelLoadFailed(f"failed to load {shown(name)}: {'; '.join(failures)}{still}")
         return pb.RepositoryModelLoadResponse()
@@ -269,7 +271,7 @@ class Service:
         self, request: Any, context: Any, note: Note
     ) -> pb.RepositoryModelUnloadResponse:
         _repository_only(request)
-        await self.rt.models.unload(request.model_name)
+        await self.serving.models.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
 
