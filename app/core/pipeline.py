@@ -148,11 +148,12 @@ async def run_images(
         image, cost = images[i], costs[i]
         assert not isinstance(image, NinServeError) and not isinstance(cost, NinServeError)
         t = time.perf_counter()
-        decoded = None
+        decoded = alone = None
         if isinstance(image, bytes):
-            decoded = await admission.decode(
+            decoded, alone = await admission.decode_then(
                 image,
                 size,
+                lambda pixels: batcher.try_alone(pixels, deadline),  # run there if the batcher is idle
                 deadline=deadline,
                 max_pixels=limit,
                 preview_size=preview_size,
@@ -160,6 +161,10 @@ async def run_images(
                 cost=cost,
             )
             image = decoded.pixels
+            if alone is not None:
+                ran = batcher.took_alone(alone)
+                decode_ms = round((time.perf_counter() - t) * 1000.0 - ran.compute_ms, 3)
+                return Ran(decoded, ran, decode_ms)
             admission.check_deadline(deadline, "queueing")
         decode_ms = round((time.perf_counter() - t) * 1000.0, 3)
         return Ran(decoded, await batcher.submit(image, deadline=deadline), decode_ms)
