@@ -112,8 +112,8 @@ def load_tables(result: dict) -> list[str]:
             f"#### {image} ({size} bytes)",
             "",
             "| server | c | req/s | p50 ms | p90 ms | p99 ms | errors | peak PSS MiB | server CPU ms/req "
-            "| × raw ORT | × raw e2e | ninserve on its artifact ÷ it |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| × raw ORT | × raw e2e | ninserve on its artifact ÷ it | mean / max batch |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for c in result["settings"]["concurrency"]:
             for name, by_key in points.items():
@@ -129,9 +129,17 @@ def load_tables(result: dict) -> list[str]:
                 lines.append(
                     f"| {name} | {c} | {p['rps']:.0f} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
                     f"{p['p99_ms']:.2f} | {p['errors']} | {p['peak_pss_mb']:.0f} | {cpu_per_request(p)} | "
-                    f"{to_raw} | {to_e2e} | {vs} |"
+                    f"{to_raw} | {to_e2e} | {vs} | {_batches(p.get('batches'))} |"
                 )
     return lines
+
+
+def _batches(b: dict | None) -> str:
+    """ "mean / max" of a point's ORT batches (ninserve's, read from its /metrics), or –."""
+    if not b:
+        return "–"
+    largest = "∞" if b["max"] == float("inf") else f"≤{b['max']:g}"
+    return f"{b['mean']} / {largest}"
 
 
 def servers_table(result: dict) -> list[str]:

@@ -34,6 +34,7 @@ import platform
 import subprocess
 import sys
 import threading
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,52 @@ def batch_stats(log: Path) -> dict[str, float] | None:
     return {"calls": calls, "mean": round(imgs / max(calls, 1), 2), "max": int(fields["max"])}
 
 
+def batch_counters(metrics_text: str) -> dict[str, Any]:
+    """Images, ORT executions and the batch-size histogram's cumulative buckets (`le` -> count)
+    from ninserve's /metrics text, summed over every model label."""
+    images = execs = 0.0
+    buckets: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name = name_labels.split("{", 1)[0]
+        if name == "nv_inference_count_total":
+            images += float(value)
+        elif name == "nv_inference_exec_count_total":
+            execs += float(value)
+        elif name == "nv_inference_batch_size_bucket":
+            le = float(name_labels.split('le="', 1)[1].split('"', 1)[0])
+            buckets[le] = buckets.get(le, 0.0) + float(value)
+    return {"images": images, "execs": execs, "buckets": buckets}
+
+
+def batch_summary(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float] | None:
+    """Mean batch between two `batch_counters` readings, and the largest batch's bucket bound
+    (the smallest `le` that holds every execution in between)."""
+    execs = after["execs"] - before["execs"]
+    if execs <= 0:
+        return None
+    grown = {le: n - before["buckets"].get(le, 0.0) for le, n in after["buckets"].items()}
+    largest = min((le for le, n in grown.items() if n >= execs), default=float("inf"))
+    return {
+        "calls": int(execs),
+        "mean": round((after["images"] - before["images"]) / execs, 2),
+        "max": largest,
+    }
+
+
+def ninserve_counters(spec: ServerSpec) -> dict[str, Any] | None:
+    """ninserve's batch counters now (its /metrics), None for a peer or when unreadable."""
+    if not spec.name.startswith("ninserve"):
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{spec.port}/metrics", timeout=10) as response:
+            return batch_counters(response.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
 def start_and_check(spec: ServerSpec, log: Path, classes: list[str], refs: dict) -> tuple[Server, dict]:
     """Start, wait until it classifies, check parity against in-process ORT on the server's own
     artifact (`refs`: scores per artifact, then per image). The caller stops the server."""
@@ -173,14 +220,17 @@ def bench_server(
         rec |= checked
         print(f"  ready in {checked['ready_s']} s, idle PSS {checked['idle_pss_mb']} MiB", flush=True)
         reqs = requests_for(spec)
+        first_counters = None
         if args.warmup > 0:
             load(spec, args, reqs["png32"], "png32", max(args.concurrency), args.warmup)
+        first_counters = ninserve_counters(spec)  # batches from here on (peers log theirs)
         points = []
         for image in args.images:
             for c in args.concurrency:
-                cpu0 = server.usage().cpu_s
+                cpu0, counted0 = server.usage().cpu_s, ninserve_counters(spec)
                 with Sampler(server) as sampler:
                     res, client_cpu_s = load(spec, args, reqs[image], image, c, args.duration)
+                counted1 = ninserve_counters(spec)
                 point = res.as_dict() | {
                     "client_cpu_s": client_cpu_s,
                     "image": image,
@@ -188,13 +238,18 @@ def bench_server(
                     "peak_pss_mb": round(sampler.peak_pss, 1),
                     "server_cpu_s": round(server.usage().cpu_s - cpu0, 2),
                 }
+                if counted0 is not None and counted1 is not None:  # ninserve: its batches at this point
+                    point["batches"] = batch_summary(counted0, counted1)
                 points.append(point)
                 print(
                     f"  {image:6} c={c:<3} {res.rps:8.1f} req/s  p50 {res.p50_ms:7.2f}  "
                     f"p99 {res.p99_ms:7.2f} ms  errors {res.errors}  PSS {sampler.peak_pss:6.0f} MiB",
                     flush=True,
                 )
-        rec |= {"status": "ok", "points": points, "batches": batch_stats(log)}
+        batches = batch_stats(log)
+        if batches is None and (start := first_counters) is not None and (end := ninserve_counters(spec)):
+            batches = batch_summary(start, end)
+        rec |= {"status": "ok", "points": points, "batches": batches}
     except Exception as exc:  # one broken server must not lose the others' results
         rec |= {"status": "failed", "why": f"{type(exc).__name__}: {exc}"}
         if server is not None:

@@ -192,4 +192,14 @@ def test_side_by_side_table_says_which_rows_are_which() -> None:
 def test_load_table_compares_each_row_with_ninserve_on_its_artifact() -> None:
     lines = report.load_tables(_with_int8(_result()))
     row = next(line for line in lines if line.startswith("| fastapi@int8 | 8 |"))
-    assert row.rstrip(" |").endswith("1.30")  # ninserve@int8 1300 ÷ 1000, not ninserve fp32's 460
+    assert row.split(" | ")[-2] == "1.30"  # ninserve@int8 1300 ÷ 1000, not ninserve fp32's 460
+
+
+def test_a_points_ninserve_batches_are_shown() -> None:
+    result = _result()
+    result["servers"]["ninserve"]["points"][2]["batches"] = {"calls": 100, "mean": 12.5, "max": 32.0}
+    row = next(line for line in report.load_tables(result) if line.startswith("| ninserve | 64 |"))
+    assert row.endswith("| 12.5 / ≤32 |")
+    assert next(line for line in report.load_tables(result) if line.startswith("| ninserve | 8 |")).endswith(
+        "| – |"
+    )
