@@ -15,7 +15,9 @@ sensitive than req/s to what else a shared machine runs): all threads (ORT's inc
 event-loop thread alone, where HTTP parsing, middleware and handlers run, and `out`: the threads
 outside ONNX Runtime (event loop, decode pool, lanes; found by name with `py-spy dump`, so
 without py-spy it equals `loop`). Per concurrency for A
-and B, and B/A; the median over rounds is reported.
+and B, and B/A; the median over rounds is reported. An image that is the only one in the server
+runs its ORT call in its decode thread (app/core/batcher.py, `try_alone`), so for a checkout with
+that path `out` counts that call too, mostly at c=1: compare `cpu` and `loop` across such trees.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The benchmark in one command: raw ONNX Runtime limit, then ninserve and each peer under load.
 
     .venv/bin/python -m bench.run                       # everything (prints its time estimate)
+    .venv/bin/python -m bench.run --servers ninserve,fastapi --artifacts int8   # same int8 file
     .venv/bin/python -m bench.run --servers ninserve,litserve --duration 5 --images png32
     .venv/bin/python -m bench.run smoke                 # each server: start, classify, stop
     .venv/bin/python -m bench.report bench/results/<stamp>.json   # redo the table and chart
@@ -12,6 +13,11 @@ tree's memory and CPU; stop it. Writes bench/results/<stamp>.json (every raw num
 tables for docs/benchmarks.md, ratios from this same run) and .png (the chart). Server logs go to
 scratch/bench/logs/<stamp>/.
 
+Two comparisons in one run (`--artifacts fp32,int8`, the default): every server on the fp32
+artifact, and every server on the int8 artifact (`<server>@int8`, ninserve pinned to the same
+file as the peers), beside ninserve as shipped (`ninserve-int8`: precision=auto picks the int8
+variant on the CPU). bench.report checks each comparison's targets.
+
 Everything runs inside a loopback-only network namespace (`unshare -n`, needs root) so that no
 server is reachable from outside whatever it binds, and Ray Serve can run at all. Peers need
 their venvs first: `bash bench/setup_peers.sh`. Run it on a quiet machine: the load average at
@@ -21,12 +27,14 @@ the start and the end is recorded, and a busy start is warned about.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import threading
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +43,18 @@ import numpy as np
 
 from bench import grpc_load, images, loadgen, procs, report
 from bench.peers import common
-from bench.servers import ALL_SERVERS, ROOT, Options, Server, ServerSpec, build, post, scores_from
+from bench.servers import (
+    ALL_SERVERS,
+    ROOT,
+    Options,
+    Server,
+    ServerSpec,
+    artifact_of,
+    build,
+    post,
+    scores_from,
+    with_artifacts,
+)
 
 RESULTS = ROOT / "bench" / "results"
 READY_TIMEOUT_S = 240.0
@@ -110,8 +129,56 @@ def batch_stats(log: Path) -> dict[str, float] | None:
     return {"calls": calls, "mean": round(imgs / max(calls, 1), 2), "max": int(fields["max"])}
 
 
-def start_and_check(spec: ServerSpec, log: Path, classes: list[str], ref: dict) -> tuple[Server, dict]:
-    """Start, wait until it classifies, check parity. The caller stops the server."""
+def batch_counters(metrics_text: str) -> dict[str, Any]:
+    """Images, ORT executions and the batch-size histogram's cumulative buckets (`le` -> count)
+    from ninserve's /metrics text, summed over every model label."""
+    images = execs = 0.0
+    buckets: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name = name_labels.split("{", 1)[0]
+        if name == "nv_inference_count_total":
+            images += float(value)
+        elif name == "nv_inference_exec_count_total":
+            execs += float(value)
+        elif name == "nv_inference_batch_size_bucket":
+            le = float(name_labels.split('le="', 1)[1].split('"', 1)[0])
+            buckets[le] = buckets.get(le, 0.0) + float(value)
+    return {"images": images, "execs": execs, "buckets": buckets}
+
+
+def batch_summary(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float] | None:
+    """Mean batch between two `batch_counters` readings, and the largest batch's bucket bound
+    (the smallest `le` that holds every execution in between)."""
+    execs = after["execs"] - before["execs"]
+    if execs <= 0:
+        return None
+    grown = {le: n - before["buckets"].get(le, 0.0) for le, n in after["buckets"].items()}
+    largest = min((le for le, n in grown.items() if n >= execs), default=float("inf"))
+    return {
+        "calls": int(execs),
+        "mean": round((after["images"] - before["images"]) / execs, 2),
+        "max": largest,
+    }
+
+
+def ninserve_counters(spec: ServerSpec) -> dict[str, Any] | None:
+    """ninserve's batch counters now (its /metrics), None for a peer or when unreadable."""
+    if not spec.name.startswith("ninserve"):
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{spec.port}/metrics", timeout=10) as response:
+            return batch_counters(response.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def start_and_check(spec: ServerSpec, log: Path, classes: list[str], refs: dict) -> tuple[Server, dict]:
+    """Start, wait until it classifies, check parity against in-process ORT on the server's own
+    artifact (`refs`: scores per artifact, then per image). The caller stops the server."""
+    ref = refs[artifact_of(spec.name)]
     server = Server(spec, log)
     server.start()
     reqs = requests_for(spec)
@@ -124,10 +191,11 @@ def start_and_check(spec: ServerSpec, log: Path, classes: list[str], ref: dict) 
         "processes": idle.processes,
         "parity": parity(server, reqs, classes, ref),
     }
-    # fp32 servers must reproduce in-process ORT; an int8 one only has to agree on the top class.
-    int8 = spec.name.endswith("-int8")
+    # A server given an artifact must reproduce in-process ORT on it; ninserve as shipped picks its
+    # own file (the bundled int8 variant), so it only has to agree on the top class.
+    shipped = spec.name == "ninserve-int8"
     rec["parity_ok"] = all(
-        v["top1_agrees"] if int8 else v["max_abs_diff"] <= PARITY_TOL for v in rec["parity"].values()
+        v["top1_agrees"] if shipped else v["max_abs_diff"] <= PARITY_TOL for v in rec["parity"].values()
     )
     if not rec["parity_ok"]:
         print(f"  warning: {spec.name}'s scores differ from in-process ORT: {rec['parity']}", flush=True)
@@ -135,26 +203,34 @@ def start_and_check(spec: ServerSpec, log: Path, classes: list[str], ref: dict) 
 
 
 def bench_server(
-    spec: ServerSpec, args: argparse.Namespace, log: Path, classes: list[str], ref: dict
+    spec: ServerSpec, args: argparse.Namespace, log: Path, classes: list[str], refs: dict
 ) -> dict:
-    rec: dict[str, Any] = {"url": spec.url, "protocol": spec.protocol, "versions": spec.versions}
+    rec: dict[str, Any] = {
+        "url": spec.url,
+        "protocol": spec.protocol,
+        "versions": spec.versions,
+        "artifact": artifact_of(spec.name),
+    }
     if spec.unavailable:
         print(f"  skipped: {spec.unavailable}", flush=True)
         return rec | {"status": "unavailable", "why": spec.unavailable}
     server = None
     try:
-        server, checked = start_and_check(spec, log, classes, ref)
+        server, checked = start_and_check(spec, log, classes, refs)
         rec |= checked
         print(f"  ready in {checked['ready_s']} s, idle PSS {checked['idle_pss_mb']} MiB", flush=True)
         reqs = requests_for(spec)
+        first_counters = None
         if args.warmup > 0:
             load(spec, args, reqs["png32"], "png32", max(args.concurrency), args.warmup)
+        first_counters = ninserve_counters(spec)  # batches from here on (peers log theirs)
         points = []
         for image in args.images:
             for c in args.concurrency:
-                cpu0 = server.usage().cpu_s
+                cpu0, counted0 = server.usage().cpu_s, ninserve_counters(spec)
                 with Sampler(server) as sampler:
                     res, client_cpu_s = load(spec, args, reqs[image], image, c, args.duration)
+                counted1 = ninserve_counters(spec)
                 point = res.as_dict() | {
                     "client_cpu_s": client_cpu_s,
                     "image": image,
@@ -162,13 +238,18 @@ def bench_server(
                     "peak_pss_mb": round(sampler.peak_pss, 1),
                     "server_cpu_s": round(server.usage().cpu_s - cpu0, 2),
                 }
+                if counted0 is not None and counted1 is not None:  # ninserve: its batches at this point
+                    point["batches"] = batch_summary(counted0, counted1)
                 points.append(point)
                 print(
                     f"  {image:6} c={c:<3} {res.rps:8.1f} req/s  p50 {res.p50_ms:7.2f}  "
                     f"p99 {res.p99_ms:7.2f} ms  errors {res.errors}  PSS {sampler.peak_pss:6.0f} MiB",
                     flush=True,
                 )
-        rec |= {"status": "ok", "points": points, "batches": batch_stats(log)}
+        batches = batch_stats(log)
+        if batches is None and (start := first_counters) is not None and (end := ninserve_counters(spec)):
+            batches = batch_summary(start, end)
+        rec |= {"status": "ok", "points": points, "batches": batches}
     except Exception as exc:  # one broken server must not lose the others' results
         rec |= {"status": "failed", "why": f"{type(exc).__name__}: {exc}"}
         if server is not None:
@@ -198,7 +279,7 @@ def load(
 
 
 def smoke_server(
-    spec: ServerSpec, args: argparse.Namespace, log: Path, classes: list[str], ref: dict
+    spec: ServerSpec, args: argparse.Namespace, log: Path, classes: list[str], refs: dict
 ) -> dict:
     """Start, one correct answer per image, a few seconds of load if asked, stop."""
     rec: dict[str, Any] = {"server": spec.name, "url": spec.url, "versions": spec.versions}
@@ -206,7 +287,7 @@ def smoke_server(
         return rec | {"status": "unavailable", "why": spec.unavailable}
     server = None
     try:
-        server, checked = start_and_check(spec, log, classes, ref)
+        server, checked = start_and_check(spec, log, classes, refs)
         rec |= checked
         if args.load_seconds > 0:
             res, _ = load(spec, args, requests_for(spec)["png32"], "png32", 8, args.load_seconds)
@@ -230,6 +311,11 @@ def run_raw(args: argparse.Namespace, opts: Options, out: Path) -> dict:
     cmd += ["--json", str(out)]
     subprocess.run(cmd, cwd=ROOT, check=True)
     return json.loads(out.read_text())
+
+
+def sha256_of(path: Path) -> str:
+    """The first 16 hex digits of the file's SHA-256: which artifact a run's servers were given."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def machine() -> dict[str, Any]:
@@ -274,12 +360,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-seconds", type=float, default=0.0, help="smoke: seconds of c=8 load")
     p.add_argument("--model", type=Path, default=Options.model, help="fp32 artifact")
     p.add_argument("--int8-model", type=Path, default=Options.int8_model, help="int8 artifact")
+    p.add_argument(
+        "--artifacts",
+        default="fp32,int8",
+        help="fp32: every server on the fp32 file; int8: every server on the int8 file too (<server>@int8)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="where <stamp>.json/.md/.png go")
     p.add_argument("--no-netns", dest="netns", action="store_false", help="stay in this network namespace")
     args = p.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
     args.concurrency = [int(c) for c in str(args.concurrency).split(",")]
     args.images = [i for i in args.images.split(",") if i]
+    args.artifacts = [a for a in args.artifacts.split(",") if a]
+    if not set(args.artifacts) <= {"fp32", "int8"} or not args.artifacts:
+        p.error("--artifacts takes fp32, int8 or both")
+    args.servers = with_artifacts(args.servers, args.artifacts)
     return args
 
 
@@ -303,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     specs = [build(name, opts) for name in args.servers]
     classes, ref = reference_scores(opts.model)
+    refs = {"fp32": ref, "int8": reference_scores(opts.int8_model)[1]}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = opts.scratch / "logs" / stamp
 
@@ -310,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         smoke_dir = opts.scratch / "smoke"
         smoke_dir.mkdir(parents=True, exist_ok=True)
         for spec in specs:
-            rec = smoke_server(spec, args, logs / f"{spec.name}.log", classes, ref)
+            rec = smoke_server(spec, args, logs / f"{spec.name}.log", classes, refs)
             (smoke_dir / f"{spec.name}.json").write_text(json.dumps(rec, indent=2))
             print(report.smoke_line(rec), flush=True)
         return 0
@@ -332,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
             "images": {n: len(images.make(n)) for n in args.images},
             "loadgen": loadgen.version(args.loadgen),
             "netns": procs.in_private_netns(),
+            "artifacts": {
+                "fp32": {"file": opts.model.name, "sha256": sha256_of(opts.model)},
+                "int8": {"file": opts.int8_model.name, "sha256": sha256_of(opts.int8_model)},
+            },
         },
         "load_average_start": load0,
     }
@@ -342,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     result["servers"] = {}
     for spec in specs:
         print(f"== {spec.name}", flush=True)
-        result["servers"][spec.name] = bench_server(spec, args, logs / f"{spec.name}.log", classes, ref)
+        result["servers"][spec.name] = bench_server(spec, args, logs / f"{spec.name}.log", classes, refs)
     result["load_average_end"] = procs.load_average()
     base = args.out / stamp
     base.with_suffix(".json").write_text(json.dumps(result, indent=2))

@@ -42,6 +42,31 @@ PEER_PACKAGES = {
 # BYTES tensor (PyTriton's request), over HTTP (wrk) and over gRPC (bench/grpc_load.py).
 ALL_SERVERS = ("ninserve", "ninserve-int8", "ninserve-v2", "ninserve-grpc", *PEER_PACKAGES)
 V2_INFER = "/v2/models/nin-cifar10/infer"
+# `<server>@int8`: the same server given the int8 artifact instead of the fp32 one (ninserve pinned
+# to it like any peer). Beside `ninserve-int8` (as shipped: precision=auto, which picks that same
+# file on the CPU) these rows compare every server on one int8 file.
+INT8_SUFFIX = "@int8"
+# Servers that get an @int8 twin when bench.run measures the int8 artifact too.
+SAME_ARTIFACT_SERVERS = ("ninserve", *PEER_PACKAGES)
+
+
+def artifact_of(name: str) -> str:
+    """ "int8" for a server run on the int8 file (an @int8 twin, or ninserve as shipped), else "fp32"."""
+    return "int8" if name.endswith(INT8_SUFFIX) or name == "ninserve-int8" else "fp32"
+
+
+def with_artifacts(names: list[str], artifacts: list[str]) -> list[str]:
+    """The server list for these artifacts: fp32 as named; for int8, an @int8 twin of each server
+    in SAME_ARTIFACT_SERVERS (right after it), and ninserve as shipped stays as named."""
+    out: list[str] = []
+    for name in names:
+        base = name.removesuffix(INT8_SUFFIX)
+        if name.endswith(INT8_SUFFIX) or base not in SAME_ARTIFACT_SERVERS:
+            out.append(name)
+            continue
+        out += [name] if "fp32" in artifacts else []
+        out += [name + INT8_SUFFIX] if "int8" in artifacts else []
+    return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -129,7 +154,14 @@ def _git_commit() -> str:
 
 
 def build(name: str, opts: Options, port: int | None = None) -> ServerSpec:
-    """The spec for one server by name (see ALL_SERVERS); `port` overrides ninserve's default."""
+    """The spec for one server by name (see ALL_SERVERS, and INT8_SUFFIX for any of
+    SAME_ARTIFACT_SERVERS on the int8 file); `port` overrides ninserve's default."""
+    if name.endswith(INT8_SUFFIX):
+        base = name.removesuffix(INT8_SUFFIX)
+        if base not in SAME_ARTIFACT_SERVERS:
+            raise ValueError(f"{name!r}: only {', '.join(SAME_ARTIFACT_SERVERS)} take {INT8_SUFFIX}")
+        spec = build(base, replace(opts, model=opts.int8_model), port)
+        return replace(spec, name=name)
     if name == "ninserve":
         return _ninserve(name, opts, opts.model, port or 8100)
     if name == "ninserve-int8":  # as shipped: precision=auto picks the int8 variant on the CPU

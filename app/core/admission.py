@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
+import numpy as np
+
 from app.core.decode import DecodedImage, decode_image
 from app.core.errors import DeadlineExceeded, ImageTooLarge, Overloaded, PayloadTooLarge, TooManyFiles
 from app.core.memory import MemoryPlan, MiB, decode_cost, quick_png_size
@@ -307,6 +309,35 @@ class Admission:
             check_deadline(deadline, "decoding", self._clock)
             return decode_image(data, size, deadline=deadline, **options)
         return await self.run_priced(cost, deadline, decode_image, data, size, deadline=deadline, **options)
+
+    async def decode_then(
+        self,
+        data: bytes,
+        size: int,
+        then: Callable[[np.ndarray], T | None],
+        *,
+        deadline: float,
+        max_pixels: int,
+        preview_size: int,
+        keep_bytes: int = 0,
+        cost: int | None = None,
+    ) -> tuple[DecodedImage, T | None]:
+        """`decode`, and for an image decoded in the shared pool `then(pixels)` in the same thread
+        right after (the batcher's `try_alone`): one hand-off to a thread and back instead of two.
+        Inline and large-lane decodes get None: the event loop never runs a model, and the lane's
+        threads run at a low priority."""
+        if cost is None:
+            cost = self.price(data, size, max_pixels=max_pixels)
+        options = {"max_pixels": max_pixels, "preview_size": preview_size, "keep_bytes": keep_bytes}
+        if decodes_inline(data) or cost > self.plan.small_decode:
+            return await self.decode(data, size, deadline=deadline, cost=cost, **options), None
+
+        def both() -> tuple[DecodedImage, T | None]:
+            decoded = decode_image(data, size, deadline=deadline, **options)
+            return decoded, then(decoded.pixels)
+
+        check_deadline(deadline, "decoding", self._clock)
+        return await self._in_pool(both)
 
     async def run_priced(
         self, cost: int, deadline: float, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs

@@ -16,12 +16,19 @@ event loop. A finished batch frees its run slot before its callers resume, so th
 already in ORT while they build their responses (CPU busy 87 -> 92 % under load,
 docs/benchmarks.md). Each future is resolved on its own, and if a batch
 raises, its items are retried one by one so one bad input fails only itself.
+
+A lone image skips the queue: `try_alone`, called by the decode thread right after it decoded,
+runs a batch of one there and then when nothing is queued and no run is in flight (a thread-side
+gate counts every ORT run, so there are never more than `concurrency`). At c=1 that saves the
+hand-off to the ORT thread and back and the worker's wake-up; under load the queue is never empty
+and every image takes the batcher as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -63,6 +70,16 @@ class BatcherStats:
 class _Launched:
     started: float  # on the batcher's clock
     outputs: asyncio.Future[tuple[np.ndarray, np.ndarray]]  # (scores, maps) from the ORT thread
+
+
+@dataclass(frozen=True, slots=True)
+class Alone:
+    """A batch of one run by `try_alone` in the caller's thread; `took_alone` makes it a result."""
+
+    scores: np.ndarray  # float32 [K], owned
+    maps: np.ndarray  # float32 [K, h, w], owned
+    started: float  # on the batcher's clock
+    finished: float
 
 
 @dataclass(slots=True)
@@ -114,6 +131,8 @@ class Batcher:
         self._queued = 0
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
+        # ORT runs in flight in any thread: the executor's batches and try_alone's batches of one.
+        self._gate = threading.BoundedSemaphore(concurrency)
         self._buffers = _BufferPool()
         self._running: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
@@ -171,6 +190,40 @@ class Batcher:
         self._queued += 1
         self._arrived.set()
         return await item.future
+
+    def try_alone(self, pixels: np.ndarray, deadline: float) -> Alone | None:
+        """Run one uint8 [H, W, 3] image now, in this (decode) thread, when the batcher is idle:
+        nothing queued and an ORT run free. None otherwise, or when the batcher is stopped, the
+        deadline has passed or the run raised: the caller then `submit`s, which queues, expires
+        or reports the failure as for any image. Safe from any thread."""
+        if self._worker is None or self._queued or not self._gate.acquire(blocking=False):
+            return None
+        try:
+            started = self._clock()
+            if self._queued or started > deadline or pixels.dtype != np.uint8 or pixels.ndim != 3:
+                return None
+            scores, maps = self._run_fn(pixels[None])  # [1, K], [1, K, h, w]
+            return Alone(scores[0].copy(), maps[0].copy(), started, self._clock())
+        except Exception:  # run again through the queue, which fails it with the usual answer
+            return None
+        finally:
+            self._gate.release()
+
+    def took_alone(self, alone: Alone) -> BatchResult:
+        """The result of a `try_alone` run, counted as a batch of one (on the event loop)."""
+        seconds = alone.finished - alone.started
+        self.stats.batches += 1
+        self.stats.items += 1
+        self.stats.batch_sizes[1] += 1
+        if self.on_batch:
+            self.on_batch(1, seconds)
+        if self.on_queue_wait:
+            self.on_queue_wait(0.0)
+        return BatchResult(alone.scores, alone.maps, 0.0, seconds * 1000.0, 1)
+
+    def _gated_run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._gate:
+            return self._run_fn(images)
 
     async def _loop(self) -> None:
         while True:
@@ -245,7 +298,7 @@ class Batcher:
         buffer = self._buffers.acquire(shape, self.batch_limit(shape))
         try:
             images = np.stack([item.pixels for item in batch], out=buffer[: len(batch)])  # [n, H, W, 3]
-            outputs = asyncio.get_running_loop().run_in_executor(self._executor, self._run_fn, images)
+            outputs = asyncio.get_running_loop().run_in_executor(self._executor, self._gated_run, images)
         except BaseException:
             self._buffers.release(buffer)
             raise

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -94,6 +95,9 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC sha
 JPEG_KEPT_APPS = frozenset({0xE0, 0xE2, 0xEE})
 # After 0xFF, not a segment: a stuffed zero and restart markers (inside entropy-coded data), a fill byte.
 _NOT_MARKERS = frozenset({0x00, *range(0xD0, 0xD8), 0xFF})
+# The next marker that may start a segment: 0xFF then anything but _NOT_MARKERS, found at C speed
+# (the entropy-coded data of a 110 KB photo holds hundreds of stuffed FF 00 pairs).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # x preview_size: a kept JPEG decodes at a DCT scale for the overlay, at most 2048 px for the largest
 # one (~9 MB), well within the render price of a 2048 px overlay (app/core/memory.py).
 JPEG_KEEP_SIDE = 4
@@ -169,18 +173,88 @@ def open_image(data: bytes, max_pixels: int, deadline: float | None = None) -> I
         raise _metadata_too_large(exc) or InvalidImage(
             "cannot read the image header: corrupt or truncated"
         ) from None
-    width, height = img.size
+    try:
+        check_pixels(*img.size, max_pixels)
+    except ImageTooLarge:
+        img.close()
+        raise
+    return img
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """InvalidImage for no pixels, ImageTooLarge for more than `max_pixels`: the header's verdict."""
     if width < 1 or height < 1:
         raise InvalidImage(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        img.close()
         raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
             width=width,
             height=height,
             max_pixels=max_pixels,
         )
-    return img
+
+
+@dataclass(frozen=True, slots=True)
+class JpegHeader:
+    """What pricing needs from a JPEG, read in one walk of its segments (jpeg_header)."""
+
+    width: int
+    height: int
+    layers: list[tuple[int, int, int, int]]  # per component: (id, h, v, table), as Pillow's `layer`
+    progressive: bool
+    first_scan: int  # offset of the first SOS marker
+    buffered: bool  # libjpeg keeps the whole image's coefficients (see jpeg_first_scan)
+
+
+# Frames priced from jpeg_header: Huffman baseline, extended and progressive, 8-bit samples (what
+# every camera and encoder writes). Anything else is opened with Pillow to be priced.
+_WALKED_SOF = frozenset({0xC0, 0xC1, 0xC2})
+
+
+def jpeg_header(data: bytes) -> JpegHeader | None:
+    """Size, components and scan layout from the segments before the first scan, without Pillow
+    (~3 us against ~21 us for Image.open, which parses every APPn in Python); None for anything
+    not laid out plainly (no SOF or SOS reached, another frame type, not 8-bit, not 1, 3 or 4
+    components), which is then priced through Pillow as before."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, end, sof = 2, len(data), None
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xDA:
+            if sof is None:
+                return None
+            width, height, layers, progressive = sof
+            in_scan = data[pos + 4] if pos + 4 < end else 0
+            return JpegHeader(width, height, layers, progressive, pos, progressive or in_scan < len(layers))
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            return None
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2 or pos + 2 + length > end:
+            return None
+        if marker in _SOF:
+            if marker not in _WALKED_SOF or sof is not None or length < 8 or data[pos + 4] != 8:
+                return None
+            height, width = (
+                int.from_bytes(data[pos + 5 : pos + 7], "big"),
+                int.from_bytes(data[pos + 7 : pos + 9], "big"),
+            )
+            count = data[pos + 9]
+            if count not in (1, 3, 4) or length != 8 + 3 * count:
+                return None
+            at = pos + 10
+            layers = [
+                (data[i], data[i + 1] >> 4, data[i + 1] & 15, data[i + 2])
+                for i in range(at, at + 3 * count, 3)
+            ]
+            sof = (width, height, layers, marker == 0xC2)
+        pos += 2 + length
+    return None
 
 
 def jpeg_first_scan(data: bytes) -> tuple[int, bool]:
@@ -393,13 +467,12 @@ def strip_jpeg_metadata(data: bytes, orientation: int = 1) -> bytes | None:
         payload = exif.tobytes()
         parts.append(b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload)
     while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0 or pos + 1 >= end:
+        # Past stuffed zeros, restart markers and fill bytes (part of the stream) to the next marker.
+        found = _NEXT_MARKER.search(data, pos)
+        if found is None:
             return None  # no end marker
+        pos = found.start()
         marker = data[pos + 1]
-        if marker in _NOT_MARKERS:  # inside entropy-coded data, or a fill byte: part of the stream
-            pos += 1
-            continue
         if marker == 0xD9:  # end of image: what follows (trailers, a second image) is not kept
             parts.append(data[start : pos + 2])
             return b"".join(parts)

@@ -215,3 +215,70 @@ def test_batches_are_bounded_by_pixels_as_well_as_by_count() -> None:
     assert [shape[0] for shape in runs if shape[1] == 256] == [1] * 6
     assert max(shape[0] for shape in runs if shape[1] == 32) == 32  # count still bounds small images
     assert sum(r.batch_size == 1 for r in big) == 6 and len(small) == 40
+
+
+def test_a_lone_image_runs_in_the_callers_thread_when_the_batcher_is_idle() -> None:
+    threads: list[str] = []
+
+    def recording_run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return fake_run(images)
+
+    async def main():
+        batcher = await started(run=recording_run)
+        loop = asyncio.get_running_loop()
+        far = time.monotonic() + 10
+        alone = await loop.run_in_executor(None, batcher.try_alone, image(7), far)
+        result = batcher.took_alone(alone)
+        queued = await batcher.submit(image(9))  # the queue path is unchanged
+        await batcher.stop()
+        return batcher, result, queued
+
+    batcher, result, queued = run(main())
+    assert result.scores[0] == 7 and result.batch_size == 1 and result.queue_ms == 0.0
+    assert result.maps.shape == (2, 8, 8) and result.maps.base is None
+    assert queued.scores[0] == 9
+    assert not threads[0].startswith("ninserve-ort") and threads[1].startswith("ninserve-ort")
+    assert dict(batcher.stats.batch_sizes) == {1: 2} and batcher.stats.items == 2
+
+
+def test_a_lone_image_yields_to_the_queue_a_running_batch_and_its_deadline() -> None:
+    release = threading.Event()
+
+    def slow_run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        release.wait(5)
+        return fake_run(images)
+
+    async def main():
+        batcher = await started(run=slow_run, max_wait_s=0.0)
+        far = time.monotonic() + 10
+        pending = asyncio.ensure_future(batcher.submit(image(1)))
+        await asyncio.sleep(0.05)  # the batch of one is in ORT: its run holds the gate
+        busy = batcher.try_alone(image(2), far)
+        queued = asyncio.ensure_future(batcher.submit(image(3)))
+        await asyncio.sleep(0)
+        behind_queue = batcher.try_alone(image(4), far)
+        release.set()
+        await asyncio.gather(pending, queued)
+        late = batcher.try_alone(image(5), time.monotonic() - 1)
+        ok = batcher.try_alone(image(6), far)
+        await batcher.stop()
+        stopped = batcher.try_alone(image(7), far)
+        return busy, behind_queue, late, ok, stopped
+
+    busy, behind_queue, late, ok, stopped = run(main())
+    assert busy is None and behind_queue is None and late is None and stopped is None
+    assert ok is not None and ok.scores[0] == 6
+
+
+def test_a_lone_image_whose_run_fails_goes_through_the_queue() -> None:
+    async def main():
+        batcher = await started()
+        alone = batcher.try_alone(image(POISON), time.monotonic() + 10)
+        with pytest.raises(InferenceFailed):
+            await batcher.submit(image(POISON))
+        await batcher.stop()
+        return alone, batcher
+
+    alone, batcher = run(main())
+    assert alone is None and batcher.stats.failed == 1

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin
 
 from app.core.decode import BACKGROUND, decode_image, decode_rgb, preview_pixels, strip_jpeg_metadata
 from app.core.errors import EmptyImage, ImageTooLarge, InvalidImage, UnsupportedMediaType
@@ -282,3 +282,24 @@ def test_same_pixels_as_the_training_decoder(fmt: str, size: int) -> None:
 
     data = encode(pattern(size, size=size), fmt)
     np.testing.assert_array_equal(decode_rgb(data, 32), training_decode(data, 32))
+
+
+def test_strip_jpeg_metadata_walks_past_stuffed_bytes_restarts_and_fill_bytes() -> None:
+    """Markers are found by a C-speed search; the entropy-coded data's FF 00 pairs, restart
+    markers and fill bytes before a marker stay part of the stream, byte for byte."""
+    rng = np.random.default_rng(1)
+    noise = Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "camera"
+    buffer = io.BytesIO()
+    noise.save(buffer, format="JPEG", quality=100, restart_marker_blocks=2, exif=exif.tobytes(), comment=b"c")
+    data = buffer.getvalue()
+    assert data.count(b"\xff\x00") > 50 and b"\xff\xd0" in data  # stuffed bytes and restarts
+    sos = data.index(b"\xff\xda")
+    filled = data[:sos] + b"\xff\xff" + data[sos:]  # fill bytes before the scan's marker
+    for source in (data, filled, data + b"trailer\xff\xd8"):
+        kept = strip_jpeg_metadata(source)
+        assert kept is not None and b"camera" not in kept and b"\xff\xfe" not in kept[:sos]
+        assert kept.endswith(b"\xff\xd9") and kept[kept.index(b"\xff\xda") :] == data[sos:]
+        with Image.open(io.BytesIO(kept)) as a, Image.open(io.BytesIO(data)) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -125,3 +125,44 @@ def test_render_cost_covers_the_measured_peak(side: int, overlay: bool, cells: i
     finally:
         tracemalloc.stop()
     assert peak <= render_cost(side, overlay=overlay, cells=cells) <= 1.6 * peak + 2 * MiB
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "options"),
+    [
+        ("RGB", (640, 480), {"quality": 90}),
+        ("RGB", (640, 480), {"progressive": True}),
+        ("RGB", (640, 480), {"subsampling": 0}),
+        ("RGB", (641, 479), {"subsampling": 1}),
+        ("L", (300, 200), {}),
+        ("CMYK", (320, 240), {}),
+        ("RGB", (4000, 3000), {"optimize": True}),
+        ("RGB", (16, 16), {"restart_marker_blocks": 2}),
+        ("RGB", (640, 480), {"exif": b"Exif\x00\x00" + Image.Exif().tobytes(), "comment": b"x" * 5000}),
+    ],
+)
+def test_a_jpeg_priced_from_its_segments_costs_what_pillow_prices(mode, size, options, monkeypatch) -> None:
+    buffer = io.BytesIO()
+    Image.new(mode, size, "red" if mode != "L" else 128).save(buffer, format="JPEG", **options)
+    data = buffer.getvalue()
+    walked = memory.jpeg_header(data)
+    assert walked is not None and (walked.width, walked.height) == size
+    fast = decode_cost(data, 32, 10**9)
+    monkeypatch.setattr(memory, "jpeg_header", lambda data: None)  # through Pillow, as before
+    assert fast == decode_cost(data, 32, 10**9)
+
+
+def test_a_walked_jpeg_is_refused_as_pillow_would_refuse_it() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 300)).save(buffer, format="JPEG")
+    data = buffer.getvalue()
+    with pytest.raises(ImageTooLarge) as caught:
+        decode_cost(data, 32, max_pixels=400 * 300 - 1)
+    assert caught.value.extensions["width"] == 400
+    # Not walked: cut before the scan, another frame type, 12-bit: Pillow decides, as before.
+    sof = data.index(b"\xff\xc0")
+    assert memory.jpeg_header(data[: sof + 6]) is None
+    assert memory.jpeg_header(data[:sof] + b"\xff\xc3" + data[sof + 2 :]) is None
+    assert memory.jpeg_header(data[: sof + 4] + b"\x0c" + data[sof + 5 :]) is None
+    with pytest.raises(InvalidImage):
+        decode_cost(data[: sof + 6], 32, 10**9)

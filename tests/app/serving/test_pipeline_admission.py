@@ -125,3 +125,32 @@ def test_resolution_256_images_run_within_the_pixel_budget(make_settings) -> Non
 
     sizes = asyncio.run(main())
     assert max(sizes) <= 4 and sum(n * count for n, count in sizes.items()) == 14
+
+
+def test_a_lone_jpeg_runs_in_its_decode_thread_and_company_goes_through_the_batcher(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The only image in the server skips the batcher's queue (one thread hand-off instead of
+    two); with another image admitted, it is submitted as before. Both answer the same scores."""
+    from tests.app.helpers import encode, pattern
+
+    photo = encode(pattern(1, 96), "JPEG")  # a JPEG decodes in the pool, never inline
+
+    async def main() -> tuple:
+        rt = await started(make_settings())
+        try:
+            batcher = rt.model().batcher
+            alone = await classify(rt, photo)
+            runs_alone = batcher.stats.batches
+            rt.admission.admitted += 1  # someone else's image is in flight
+            queued = await classify(rt, photo)
+            rt.admission.admitted -= 1
+            return alone, queued, runs_alone, batcher.stats.batches
+        finally:
+            await rt.stop()
+
+    alone, queued, runs_alone, runs = asyncio.run(main())
+    assert alone.payload["scores"] == queued.payload["scores"]
+    assert alone.payload["timing_ms"]["queue"] == 0.0 and alone.payload["batch_size"] == 1
+    assert queued.payload["timing_ms"]["queue"] > 0.0
+    assert runs_alone >= 1 and runs == runs_alone + 1  # counted as batches either way
