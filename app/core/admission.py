@@ -231,9 +231,12 @@ class Admission:
         self.admitted = 0  # images past admission and not yet answered
         self.refused = 0
         self.pacer = pacer
-        lane = {"pacer": pacer, "clock": clock}
-        self.large_decodes = Lane("large-decode", threads=1, max_waiting=decode_queue, **lane)
-        self.renders = Lane("render", threads=render_threads, max_waiting=render_queue, **lane)
+        self.large_decodes = Lane(
+            "large-decode", threads=1, max_waiting=decode_queue, pacer=pacer, clock=clock
+        )
+        self.renders = Lane(
+            "render", threads=render_threads, max_waiting=render_queue, pacer=pacer, clock=clock
+        )
 
     def admit(self, images: int = 1) -> Ticket:
         """Count `images` in, or refuse the whole request before anything is decoded (503);

@@ -161,7 +161,7 @@ def open_image(data: bytes, max_pixels: int, deadline: float | None = None) -> I
         # Files Pillow reads in one block gain nothing from a deadline between reads (a 32x32 PNG
         # would pay ~10 us for the checks); JPEGs are read scan by scan (_DeadlineReader).
         timed = deadline is not None and (data[:2] == b"\xff\xd8" or len(data) > PILLOW_READ_BLOCK)
-        source = _DeadlineReader(data, deadline) if timed else io.BytesIO(data)
+        source = _DeadlineReader(data, deadline) if timed and deadline is not None else io.BytesIO(data)
         img = Image.open(source, formats=SUPPORTED_FORMATS)
     except UnidentifiedImageError:
         raise _unidentified(data) from None
@@ -407,8 +407,9 @@ def decode_image(
                         "(encoders write 6 to 30): re-encode it",
                         max_scans=MAX_JPEG_SCANS,
                     )
-                if isinstance(img.fp, _DeadlineReader) and len(scans) > 1:
-                    img.fp.stops = scans
+                reader = getattr(img, "fp", None)  # an ImageFile's source, the stream given to open
+                if isinstance(reader, _DeadlineReader) and len(scans) > 1:
+                    reader.stops = scans
             rgb = to_rgb(img)
             rgb.load()
             # PNG text chunks may follow the pixels; a kept JPEG lost its metadata segments.

@@ -241,6 +241,7 @@ def legend_words(
 
     lo/hi None: each map has its own range, so the ends are low/high instead of numbers."""
     whose = "each class" if grid else "this class"
+    captions: tuple[str, ...]
     if normalize == "posterior":
         captions = (f"probability of {whose} at this location", f"probability of {whose} here", "probability")
         return "0", "1", captions

@@ -307,7 +307,8 @@ class RedisResultStore:
         ttl_ms = max(1, round(self.ttl_s * 1000))
         async with self._redis.pipeline(transaction=False) as pipe:
             for record in batch:
-                args = [self._prefix, record.id, record.to_bytes(), ttl_ms, self.max_items, self.max_bytes]
+                args: list[str | bytes | int] = [self._prefix, record.id, record.to_bytes()]
+                args += [ttl_ms, self.max_items, self.max_bytes]
                 await self._put(self._keys, args, client=pipe)
             await pipe.execute()
 

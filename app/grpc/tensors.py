@@ -46,8 +46,8 @@ _TYPED: dict[str, tuple[str, np.dtype]] = {
     "FP64": ("fp64_contents", np.dtype("f8")),
     BYTES: ("bytes_contents", np.dtype("O")),
 }
-_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents")
-_FIELDS += ("fp32_contents", "fp64_contents", "bytes_contents")
+_FIELDS: tuple[str, ...] = ("bool_contents", "int_contents", "int64_contents", "uint_contents")
+_FIELDS += ("uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents")
 # What converting typed contents holds per element beyond the message: the widened array, then
 # the narrowed copy (UINT8: 4 + 1 bytes); BYTES elements as bytes objects (~40 B each + data).
 TYPED_BYTES_PER_ELEMENT = 16
