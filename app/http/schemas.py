@@ -98,6 +98,12 @@ class ModelInfoResponse(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfoResponse]
+    grpc_port: int | None = Field(
+        None,
+        description="the port this server answers the Open Inference Protocol's gRPC on "
+        "(NINSERVE_GRPC_PORT), as it listens (a proxy or port mapping may publish another); "
+        "null when gRPC is off",
+    )
 
 
 class Health(BaseModel):

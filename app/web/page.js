@@ -12,6 +12,7 @@ const state = {
   run: 0, // bumps on each classification: late answers of an older one are dropped
   originalUrl: null, // blob: URL of the image shown
   models: [], // GET /v1/models: every loaded version, the default model first
+  grpcPort: null, // GET /v1/models: the port the server answers gRPC on, null without gRPC
   model: null, // the one picked; null: the server's default (/v1/classify)
 };
 
@@ -61,17 +62,18 @@ function followModel(model) {
       "drop, pick or paste an image of one of those.";
 }
 
-// The gRPC client call for the picked model; the port is the documented one (docs/api.md#grpc).
-const GRPC_PORT = 8001;
-
+// The gRPC client call for the picked model, on the port the server says it answers gRPC on
+// (GET /v1/models: grpc_port); the box stays hidden when the server runs no gRPC.
 function showClients(model) {
+  $("clients").hidden = state.grpcPort == null;
+  if (state.grpcPort == null) return;
   const n = model.native_size;
   const version = state.model ? `, model_version="${model.version}"` : "";
   $("grpc-snippet").textContent = [
     "import numpy as np",
     "import tritonclient.grpc as grpcclient",
     "",
-    `client = grpcclient.InferenceServerClient("${location.hostname}:${GRPC_PORT}")`,
+    `client = grpcclient.InferenceServerClient("${location.hostname}:${state.grpcPort}")`,
     `pixels = np.zeros((1, ${n}, ${n}, 3), np.uint8)  # N x H x W x RGB`,
     `image = grpcclient.InferInput("image", list(pixels.shape), "UINT8")`,
     "image.set_data_from_numpy(pixels)",
@@ -99,6 +101,7 @@ async function loadModel() {
   try {
     const body = await (await api("/v1/models")).json();
     state.models = body.models;
+    state.grpcPort = body.grpc_port ?? null;
     const model = body.models[0];
     $("model-name").textContent = model.name;
     showModel(model);

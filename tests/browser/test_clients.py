@@ -1,6 +1,5 @@
-"""The page's "call this model from code" box: a tritonclient.grpc call for the model shown, which
-runs as written against a server with its gRPC port (the documented 8001 swapped for the one
-this test's server bound)."""
+"""The page's "call this model from code" box: a tritonclient.grpc call for the model shown, on
+the port the server says it answers gRPC on, which runs as written; no box without gRPC."""
 
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ def test_the_grpc_snippet_names_the_model_and_runs_as_written(browser, served: t
         page.locator("#clients summary").click()
         expect(snippet).to_be_visible()
         code = snippet.inner_text()
-        assert 'InferenceServerClient("127.0.0.1:8001")' in code
+        assert f'InferenceServerClient("127.0.0.1:{grpc_port}")' in code
         assert 'client.infer("nin-cifar10", [image])' in code
         assert "np.zeros((1, 32, 32, 3), np.uint8)" in code
         watched.screenshot("clients-grpc")
@@ -49,7 +48,20 @@ def test_the_grpc_snippet_names_the_model_and_runs_as_written(browser, served: t
         context.close()
     namespace: dict[str, object] = {}
     with contextlib.redirect_stdout(io.StringIO()):
-        exec(code.replace(":8001", f":{grpc_port}"), namespace)  # noqa: S102 - the page's own snippet
+        exec(code, namespace)  # noqa: S102 - the page's own snippet, as written
     scores = namespace["result"].as_numpy("scores")
     assert scores.shape == (1, 10) and abs(float(scores.sum()) - 1) < 1e-4
     namespace["client"].close()
+
+
+def test_no_grpc_box_on_a_server_without_grpc(browser) -> None:
+    app = create_app(Settings(model_path=DEFAULT_MODEL_PATH, device="cpu", intra_op_threads=1))
+    with live_server(app) as url:
+        context = browser.new_context(viewport=DESKTOP, base_url=url)
+        try:
+            page = context.new_page()
+            page.goto("/")
+            expect(page.locator("#model-name")).to_have_text("nin-cifar10")
+            expect(page.locator("#clients")).to_be_hidden()
+        finally:
+            context.close()

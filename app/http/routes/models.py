@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from app.http.deps import ServingDep, problems, reject_unknown_query
 from app.http.schemas import ModelInfoResponse, ModelList
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(reject_u
     responses=problems(503),
     summary="The loaded models and versions (the default model first, latest versions first)",
 )
-async def list_models(serving: ServingDep) -> ModelList:
+async def list_models(serving: ServingDep, request: Request) -> ModelList:
     serving.ready()  # 503 until the default model serves
     registry = serving.models
     # The default model first, each model's latest version (what unversioned requests get) first.
@@ -45,4 +45,5 @@ async def list_models(serving: ServingDep) -> ModelList:
                 metadata=info.metadata,
             )
         )
-    return ModelList(models=models)
+    grpc = getattr(request.app.state, "grpc", None)  # app/http/main.py start_grpc
+    return ModelList(models=models, grpc_port=grpc.port if grpc is not None else None)

@@ -9,7 +9,9 @@ from tests.app.helpers import CLASSES
 
 
 def test_models_describe_the_artifact_and_provider(client: httpx.Client) -> None:
-    models = ModelList.model_validate_json(client.get("/v1/models").content).models
+    listing = ModelList.model_validate_json(client.get("/v1/models").content)
+    assert listing.grpc_port is None  # this server runs no gRPC (the page then shows no gRPC call)
+    models = listing.models
     assert len(models) == 1
     m = models[0]
     assert (m.name, m.version, m.classes, m.native_size) == ("tiny", "tiny-0001", CLASSES, 32)
