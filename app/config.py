@@ -165,19 +165,20 @@ class Settings(BaseSettings):
     grpc_port: int | None = Field(None, ge=0, le=65535)
     # Calls in progress at once (queued or running); beyond it RESOURCE_EXHAUSTED before any
     # handler runs. Calls past it still had their message read by gRPC's core: the bound
-    # on those bytes is grpc_max_connections x grpc_max_streams_per_connection, below.
+    # on those bytes is set by the connections and streams below.
     grpc_max_concurrent_rpcs: int = Field(64, ge=1, le=100_000)
     # gRPC's core reads every open stream's message before any handler runs (and before the call
     # limit above applies), so what it may hold at once is connections x streams x one message,
     # and a call holds its message twice while converting it (the parsed protobuf, and the raw
-    # contents taken from it). These two bound that product; one message may be at most
-    # max_body_bytes_in_flight / (2 x connections x streams) (128 MiB / (2 x 16 x 8) = 512 KiB:
-    # two raw 256x256 images, or any encoded image a CIFAR model is sent; measured in docs/api.md).
-    # A connection past the limit is closed at once (clients see UNAVAILABLE and reconnect); a
-    # stream past a connection's limit waits in the client (a burst of more as the client
-    # connects, before it has read the server's settings, is refused: REFUSED_STREAM). A client
-    # keeps one connection; raise these where more clients or calls come at once, and messages
-    # get smaller.
+    # contents taken from it). A connection carries grpc_max_streams_per_connection calls at once
+    # and may open twice as many streams (gRPC counts a stream until its call is torn down, so
+    # without that room calls below the limit were refused: app/grpc/server.py STREAM_SLACK).
+    # One message may then be at most max_body_bytes_in_flight / (2 x connections x 2 x calls)
+    # (128 MiB / (2 x 16 x 16) = 256 KiB: one raw 256x256 image, or any encoded image a CIFAR
+    # model is sent; measured in docs/api.md). A connection past the limit is closed at once
+    # (clients see UNAVAILABLE and reconnect). A client keeps one connection per channel and at
+    # most grpc_max_streams_per_connection calls in flight on it; raise these where more clients
+    # or calls come at once, and messages get smaller.
     grpc_max_connections: int = Field(16, ge=1, le=10_000)
     grpc_max_streams_per_connection: int = Field(8, ge=1, le=1000)
     # A connection is asked to close (GOAWAY) after this long, and its calls get body_timeout_s to

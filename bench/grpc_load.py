@@ -1,8 +1,10 @@
-"""A closed-loop gRPC load generator for `bench.run`'s gRPC points: `c` calls in flight on one
-channel (as a Triton or KServe gRPC client keeps them), each sending the next as soon as the last
-answers, for a fixed time. The request is serialised once and sent as bytes, so the client's own
-cost per call is grpc's, not protobuf's; its CPU seconds are reported beside the results, since
-on a shared 2-core machine they come out of the server's share (wrk's C loop costs less).
+"""A closed-loop gRPC load generator for `bench.run`'s gRPC points: `c` calls in flight, each
+sending the next as soon as the last answers, for a fixed time, on as few connections as the
+server lets them share (it takes `grpc_max_streams_per_connection`, 8 by default, calls at once
+on one connection; a client keeping more would queue them itself). The request is serialised
+once and sent as bytes, so the client's own cost per call is grpc's, not protobuf's; its CPU
+seconds are reported beside the results, since on a shared 2-core machine they come out of the
+server's share (wrk's C loop costs less).
 
     .venv/bin/python -m bench.grpc_load 127.0.0.1:8001 request.bin -c 8 -d 10
 
@@ -27,6 +29,9 @@ import numpy as np
 from bench.loadgen import TIMEOUT_S, LoadResult
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STREAMS_PER_CONNECTION = 8  # the server's default grpc_max_streams_per_connection
+# Each channel its own connection: a shared subchannel pool would put every channel on one.
+SEPARATE = [("grpc.use_local_subchannel_pool", 1)]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,13 +49,19 @@ def infer_request(model: str, image: bytes) -> bytes:
 async def _load(target: str, body: bytes, concurrency: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(METHOD)  # bytes in, bytes out: no per-call (de)serialisation
-        await call(body, timeout=TIMEOUT_S)  # connected before the clock starts
+    channels = [
+        grpc.aio.insecure_channel(target, options=SEPARATE)
+        for _ in range(-(-concurrency // STREAMS_PER_CONNECTION))
+    ]
+    try:
+        # bytes in, bytes out: no per-call (de)serialisation
+        calls = [channel.unary_unary(METHOD) for channel in channels]
+        for call in calls:
+            await call(body, timeout=TIMEOUT_S)  # connected before the clock starts
         started = time.perf_counter()
         end = started + seconds
 
-        async def client() -> None:
+        async def client(call: grpc.aio.UnaryUnaryMultiCallable) -> None:
             while (t := time.perf_counter()) < end:
                 try:
                     await call(body, timeout=TIMEOUT_S)
@@ -58,8 +69,11 @@ async def _load(target: str, body: bytes, concurrency: int, seconds: float) -> d
                 except grpc.aio.AioRpcError as exc:
                     errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(client(calls[i % len(calls)]) for i in range(concurrency)))
         duration = time.perf_counter() - started
+    finally:
+        for channel in channels:
+            await channel.close()
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
