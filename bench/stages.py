@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.config import Settings
@@ -58,15 +58,14 @@ def stage_costs(image: str, number: int) -> dict[str, float]:
     }
 
 
-async def app_costs(image: str, requests: int) -> dict[str, float]:
-    from app.http.main import create_app
-
+def classify_request(app: Any, image: str) -> Callable[[], Awaitable[int]]:
+    """One v1 classify request of the test image as a multipart form, driven through `app` in
+    process (ASGI, no socket); each call sends it once and returns the status."""
     ctype, ext = images.IMAGES[image]
     body, headers = loadgen.request_for("multipart", images.make(image), ctype, f"x.{ext}")
     raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     raw += [(b"content-length", str(len(body)).encode()), (b"host", b"bench")]
     chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
-    app = create_app(Settings())
 
     async def one() -> int:
         scope: dict[str, Any] = {
@@ -103,13 +102,26 @@ async def app_costs(image: str, requests: int) -> dict[str, float]:
         await app(scope, receive, send)
         return status
 
+    return one
+
+
+async def until_ready(one: Callable[[], Awaitable[int]], warmup: int = 100) -> None:
+    """Retry until the model (loading in the background) answers, then `warmup` more requests."""
+    for _ in range(3000):
+        if await one() == 200:
+            break
+        await asyncio.sleep(0.1)
+    for _ in range(warmup):
+        await one()
+
+
+async def app_costs(image: str, requests: int) -> dict[str, float]:
+    from app.http.main import create_app
+
+    app = create_app(Settings())
+    one = classify_request(app, image)
     async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
-        for _ in range(600):  # the model loads in the background
-            if await one() == 200:
-                break
-            await asyncio.sleep(0.1)
-        for _ in range(100):
-            await one()
+        await until_ready(one)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         for _ in range(requests):
             await one()

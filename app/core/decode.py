@@ -328,20 +328,20 @@ def _unidentified(data: bytes) -> Exception:
     )
 
 
-def oriented_size(img: Image.Image) -> tuple[int, int]:
-    """(width, height) as shown, after EXIF orientation (5-8 swap the axes)."""
+def oriented_size(img: Image.Image, turn: int | None = None) -> tuple[int, int]:
+    """(width, height) as shown, after EXIF orientation (5-8 swap the axes); `turn`: the
+    orientation when the caller has read it already."""
     width, height = img.size
-    with contextlib.suppress(Exception):
-        if img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
-            return height, width
-    return width, height
+    return (height, width) if (orientation(img) if turn is None else turn) in (5, 6, 7, 8) else (width, height)
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """First frame, EXIF-oriented, 8-bit RGB; see the module docstring for the per-mode policy."""
+def to_rgb(img: Image.Image, turn: int | None = None) -> Image.Image:
+    """First frame, EXIF-oriented, 8-bit RGB; see the module docstring for the per-mode policy.
+    `turn`: the EXIF orientation when the caller has read it (1: nothing to turn, no EXIF walk)."""
     img.seek(0)
-    with contextlib.suppress(Exception):  # a broken EXIF block should not lose the image
-        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when there is nothing to do
+    if turn is None or turn != 1:
+        with contextlib.suppress(Exception):  # a broken EXIF block should not lose the image
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when there is nothing to do
     mode = img.mode
     if mode == "RGB":
         return img
@@ -387,11 +387,12 @@ def decode_image(
     never render overlays, and training). See the module docstring, 5., for the preview policy.
     Past `deadline` (time.monotonic) the decode stops at its next block of input: DeadlineExceeded."""
     img = open_image(data, max_pixels, deadline)
-    width, height = oriented_size(img)
+    turn = orientation(img)  # read once: the shown size, the turn and a kept JPEG's EXIF use it
+    width, height = oriented_size(img, turn)
     keep = preview_size > size and keepable(img, len(data), preview_size, keep_bytes)
     kept: bytes | None = data
     if keep and not KEPT_INFO.issuperset(img.info):  # a JPEG with metadata: cut it out
-        kept = strip_jpeg_metadata(data, orientation(img))
+        kept = strip_jpeg_metadata(data, turn)
         keep = kept is not None
     try:
         with img:
@@ -410,7 +411,7 @@ def decode_image(
                 reader = getattr(img, "fp", None)  # an ImageFile's source, the stream given to open
                 if isinstance(reader, _DeadlineReader) and len(scans) > 1:
                     reader.stops = scans
-            rgb = to_rgb(img)
+            rgb = to_rgb(img, turn)
             rgb.load()
             # PNG text chunks may follow the pixels; a kept JPEG lost its metadata segments.
             keep = keep and (fmt == "JPEG" or KEPT_INFO.issuperset(img.info))

@@ -69,7 +69,8 @@ class FastClassifyRoute(Route):
             return match, child
         if (params := plain_query(scope["query_string"])) is None:
             return Match.NONE, {}
-        return match, {**child, QUERY_KEY: params}
+        # `route`, as FastAPI's routes set it: the metrics label the request without matching again.
+        return match, {**child, "route": self, QUERY_KEY: params}
 
     async def _endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope[QUERY_KEY]

@@ -68,11 +68,19 @@ def test_max_batch_size_splits_and_max_wait_closes_batches() -> None:
     assert dict(batcher.stats.batch_sizes) == {4: 2, 2: 1}
 
 
-def test_the_next_batch_is_launched_before_the_last_batchs_callers_resume() -> None:
-    """ORT must not idle while a finished batch's requests build their responses."""
+def test_the_next_batch_is_taken_before_the_last_batchs_callers_resume() -> None:
+    """ORT must not idle while a finished batch's requests build their responses: the run
+    thread takes the next batch before the finished one's callers resume."""
+    release = threading.Event()
+
+    def held_run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        release.wait(10)
+        return fake_run(images)
 
     async def main():
-        batcher = await started(max_batch_size=2, max_wait_s=0.0)
+        # A window makes each batch two images however soon the run thread looks (a full batch
+        # closes it at once).
+        batcher = await started(run=held_run, max_batch_size=2, max_wait_s=1.0)
         still_queued: list[int] = []
 
         async def call(value: int) -> None:
@@ -80,7 +88,14 @@ def test_the_next_batch_is_launched_before_the_last_batchs_callers_resume() -> N
             if result.scores[0] < 2:  # the first batch: the second must be on its way already
                 still_queued.append(batcher.queued)
 
-        await asyncio.gather(*(call(v) for v in range(4)))
+        first = [asyncio.create_task(call(v)) for v in (0, 1)]
+        while batcher.in_flight == 0 or batcher.queued:  # the first two are in ORT
+            await asyncio.sleep(0.001)
+        second = [asyncio.create_task(call(v)) for v in (2, 3)]
+        while batcher.queued < 2:
+            await asyncio.sleep(0.001)
+        release.set()
+        await asyncio.gather(*first, *second)
         await batcher.stop()
         return batcher, still_queued
 

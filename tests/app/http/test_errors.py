@@ -172,7 +172,7 @@ def test_503_queue_full_and_deadline_with_retry_after(make_settings) -> None:
                     return asyncio.create_task(ac.post("/v1/classify", files={"file": ("x", png(seed))}))
 
                 running = send(1)
-                while batcher.stats.batches == 0 and not batcher._running:
+                while batcher.stats.batches == 0 and not batcher.in_flight:
                     await asyncio.sleep(0.005)
                 waiting = send(2)
                 while batcher.queued == 0:

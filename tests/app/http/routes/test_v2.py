@@ -454,7 +454,7 @@ def test_a_request_too_big_for_the_queue_is_refused_whole(make_settings) -> None
         async def scenario() -> tuple[httpx.Response, httpx.Response]:
             async with httpx.AsyncClient(base_url=url, timeout=30) as ac:
                 running = asyncio.create_task(ac.post("/v1/classify", files={"file": ("x", png(1))}))
-                while not batcher._running:
+                while not batcher.in_flight:
                     await asyncio.sleep(0.005)
                 doc = infer_doc(shape=[3, 32, 32, 3], data=[0] * 3 * 3072)
                 refused = await ac.post(f"/v2/models/{MODEL}/infer", content=orjson.dumps(doc))
