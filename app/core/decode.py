@@ -332,7 +332,9 @@ def oriented_size(img: Image.Image, turn: int | None = None) -> tuple[int, int]:
     """(width, height) as shown, after EXIF orientation (5-8 swap the axes); `turn`: the
     orientation when the caller has read it already."""
     width, height = img.size
-    return (height, width) if (orientation(img) if turn is None else turn) in (5, 6, 7, 8) else (width, height)
+    if turn is None:
+        turn = orientation(img)
+    return (height, width) if turn in (5, 6, 7, 8) else (width, height)
 
 
 def to_rgb(img: Image.Image, turn: int | None = None) -> Image.Image:
