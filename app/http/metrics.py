@@ -148,6 +148,7 @@ class Metrics:
         )
         r.register(_ServingCollector(serving))
         self._inference: dict[tuple[str, str, str, str], tuple[Histogram, Counter]] = {}
+        self._requests: dict[tuple[str, str, int], Counter] = {}  # labels() children, looked up once
 
     def attach(self, engine: Engine, batcher: Batcher) -> None:
         """Observe the batcher (ServingState.on_load calls this before it starts); keeps other hooks."""
@@ -180,7 +181,10 @@ class Metrics:
         seconds: float,
         model: tuple[str, str] = NO_MODEL,
     ) -> None:
-        self.http_requests.labels(endpoint, method, str(status)).inc()
+        key = (endpoint, method, status)
+        if (counter := self._requests.get(key)) is None:
+            counter = self._requests[key] = self.http_requests.labels(endpoint, method, str(status))
+        counter.inc()
         if endpoint not in INFERENCE_ROUTES:
             return
         failed = (reason or f"http-{status}") if status >= 400 else None

@@ -29,6 +29,7 @@ from app.serving.state import ServingState
 
 T = TypeVar("T")
 STAGES = ("decode", "queue", "compute", "encode", "total")
+_SERVER_TIMING = ", ".join(f"{stage};dur=%.3f" for stage in STAGES)
 
 
 @dataclass(slots=True)
@@ -46,7 +47,7 @@ class Timings:
 
     def header(self) -> str:
         """`Server-Timing: decode;dur=1.2, queue;dur=0.4, ...` for browser dev tools and proxies."""
-        return ", ".join(f"{stage};dur={self.ms[stage]:.3f}" for stage in STAGES)
+        return _SERVER_TIMING % tuple(self.ms[stage] for stage in STAGES)
 
 
 @dataclass(frozen=True, slots=True)
