@@ -135,11 +135,13 @@ def load_tables(result: dict) -> list[str]:
 
 
 def _batches(b: dict | None) -> str:
-    """ "mean / max" of a point's ORT batches (ninserve's, read from its /metrics), or –."""
+    """ "mean / max" of a point's ORT batches (ninserve's, read from its /metrics) and the share of
+    the point ORT spent running them, or –."""
     if not b:
         return "–"
     largest = "∞" if b["max"] == float("inf") else f"≤{b['max']:g}"
-    return f"{b['mean']} / {largest}"
+    busy = f", ORT busy {b['ort_busy']:.0%}" if "ort_busy" in b else ""
+    return f"{b['mean']} / {largest}{busy}"
 
 
 def servers_table(result: dict) -> list[str]:

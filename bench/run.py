@@ -130,9 +130,9 @@ def batch_stats(log: Path) -> dict[str, float] | None:
 
 
 def batch_counters(metrics_text: str) -> dict[str, Any]:
-    """Images, ORT executions and the batch-size histogram's cumulative buckets (`le` -> count)
-    from ninserve's /metrics text, summed over every model label."""
-    images = execs = 0.0
+    """Images, ORT executions, their seconds and the batch-size histogram's cumulative buckets
+    (`le` -> count) from ninserve's /metrics text, summed over every model label."""
+    images = execs = compute_s = 0.0
     buckets: dict[float, float] = {}
     for line in metrics_text.splitlines():
         if line.startswith("#") or " " not in line:
@@ -143,25 +143,33 @@ def batch_counters(metrics_text: str) -> dict[str, Any]:
             images += float(value)
         elif name == "nv_inference_exec_count_total":
             execs += float(value)
+        elif name == "nv_inference_compute_duration_seconds_sum":
+            compute_s += float(value)
         elif name == "nv_inference_batch_size_bucket":
             le = float(name_labels.split('le="', 1)[1].split('"', 1)[0])
             buckets[le] = buckets.get(le, 0.0) + float(value)
-    return {"images": images, "execs": execs, "buckets": buckets}
+    return {"images": images, "execs": execs, "compute_s": compute_s, "buckets": buckets}
 
 
-def batch_summary(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float] | None:
+def batch_summary(
+    before: dict[str, Any], after: dict[str, Any], seconds: float | None = None
+) -> dict[str, float] | None:
     """Mean batch between two `batch_counters` readings, and the largest batch's bucket bound
-    (the smallest `le` that holds every execution in between)."""
+    (the smallest `le` that holds every execution in between); with the `seconds` between them,
+    the share of that time ONNX Runtime was running a batch (`ort_busy`)."""
     execs = after["execs"] - before["execs"]
     if execs <= 0:
         return None
     grown = {le: n - before["buckets"].get(le, 0.0) for le, n in after["buckets"].items()}
     largest = min((le for le, n in grown.items() if n >= execs), default=float("inf"))
-    return {
+    summary = {
         "calls": int(execs),
         "mean": round((after["images"] - before["images"]) / execs, 2),
         "max": largest,
     }
+    if seconds:
+        summary["ort_busy"] = round((after.get("compute_s", 0.0) - before.get("compute_s", 0.0)) / seconds, 3)
+    return summary
 
 
 def ninserve_counters(spec: ServerSpec) -> dict[str, Any] | None:
@@ -239,7 +247,7 @@ def bench_server(
                     "server_cpu_s": round(server.usage().cpu_s - cpu0, 2),
                 }
                 if counted0 is not None and counted1 is not None:  # ninserve: its batches at this point
-                    point["batches"] = batch_summary(counted0, counted1)
+                    point["batches"] = batch_summary(counted0, counted1, res.seconds)
                 points.append(point)
                 print(
                     f"  {image:6} c={c:<3} {res.rps:8.1f} req/s  p50 {res.p50_ms:7.2f}  "

@@ -203,3 +203,6 @@ def test_a_points_ninserve_batches_are_shown() -> None:
     assert next(line for line in report.load_tables(result) if line.startswith("| ninserve | 8 |")).endswith(
         "| – |"
     )
+    result["servers"]["ninserve"]["points"][2]["batches"]["ort_busy"] = 0.964
+    row = next(line for line in report.load_tables(result) if line.startswith("| ninserve | 64 |"))
+    assert row.endswith("| 12.5 / ≤32, ORT busy 96% |")
