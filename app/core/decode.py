@@ -341,7 +341,7 @@ def to_rgb(img: Image.Image, turn: int | None = None) -> Image.Image:
     """First frame, EXIF-oriented, 8-bit RGB; see the module docstring for the per-mode policy.
     `turn`: the EXIF orientation when the caller has read it (1: nothing to turn, no EXIF walk)."""
     img.seek(0)
-    if turn is None or turn != 1:
+    if turn != 1:  # None: not read yet
         with contextlib.suppress(Exception):  # a broken EXIF block should not lose the image
             ImageOps.exif_transpose(img, in_place=True)  # in place: no copy when there is nothing to do
     mode = img.mode
