@@ -7,10 +7,11 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -115,6 +116,31 @@ def server_env(model: Path, **settings: str) -> dict[str, str]:
     NINSERVE_<NAME> for each keyword (`graceful_shutdown_s="2"`)."""
     base = {"NINSERVE_MODEL_PATH": str(model), "NINSERVE_DEVICE": "cpu", "NINSERVE_INTRA_OP_THREADS": "1"}
     return os.environ | base | {f"NINSERVE_{name.upper()}": value for name, value in settings.items()}
+
+
+def wait_until_ready(
+    proc: subprocess.Popen, url: str, timeout_s: float = 60.0, why: Callable[[], str] | None = None
+) -> None:
+    """Poll `url`/readyz until a `ninserve serve` subprocess answers 200; AssertionError when the
+    process exits first or `timeout_s` passes, with `why()` (what it printed) as the message."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready_soon = proc.poll() is None and time.monotonic() < deadline
+        assert ready_soon, why() if why else "ninserve serve did not become ready"
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
+def printed(proc: subprocess.Popen) -> str:
+    """What a `ninserve serve` started with stdout=PIPE printed, once it has exited; reading a
+    running one's pipe would block."""
+    if proc.poll() is None or proc.stdout is None:
+        return "ninserve serve did not become ready"
+    return f"ninserve serve exited: {proc.stdout.read().decode()}"
 
 
 def free_port() -> int:

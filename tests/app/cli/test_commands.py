@@ -20,7 +20,7 @@ import pytest
 from app.cli.commands import EXIT_CANNOT_BIND, EXIT_CANNOT_SERVE
 from app.cli.main import main as cli_main
 from app.core.engine import cuda_problem
-from tests.app.helpers import free_port, png
+from tests.app.helpers import free_port, png, printed, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,18 +42,7 @@ def served_from_env(tiny_model: Path) -> Iterator[tuple[str, str]]:
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ninserve serve exited: {proc.stdout.read().decode()}")
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("ninserve serve did not become ready")
-            time.sleep(0.1)
+        wait_until_ready(proc, url, why=lambda: printed(proc))
         proc.terminate()  # stopped, so that everything it printed can be read
         output = proc.communicate(timeout=15)[0].decode()
         yield url, output

@@ -11,14 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import tritonclient.grpc as triton
 from pydantic import ValidationError
 
 from app.cli.commands import EXIT_CANNOT_BIND, serve_banner
 from app.config import Settings
-from tests.app.helpers import free_port, pattern
+from tests.app.helpers import free_port, pattern, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -83,16 +82,9 @@ def test_two_workers_share_the_grpc_port(tiny_model: Path) -> None:
     env = os.environ | {"PYTHONPATH": str(ROOT), "NINSERVE_INTRA_OP_THREADS": "1"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120  # two processes load the model on a busy machine
-        while True:
-            assert proc.poll() is None, "ninserve serve --workers 2 exited early"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "two workers did not become ready"
-            time.sleep(0.1)
+        # two processes load the model on a busy machine
+        wait_until_ready(proc, f"http://127.0.0.1:{port}", 120, lambda: "two workers did not become ready")
+        deadline = time.monotonic() + 120
         # /readyz answers once one worker is up; the other may still be loading and binding
         while listeners(grpc_port) < 2:  # one listener per worker
             assert proc.poll() is None and time.monotonic() < deadline, "the second worker did not listen"

@@ -20,14 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import httpx
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2_grpc
 
 from tests.app.grpc.conftest import KEY
 from tests.app.grpc.flood import CLIENT_OPTIONS, crowd, flood_beside_a_client, infer_request, peak_rss_mb
-from tests.app.helpers import free_port, pattern
+from tests.app.helpers import free_port, pattern, printed, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[3]
 INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -59,16 +58,7 @@ def server(tiny_model: Path) -> Iterator[tuple[subprocess.Popen, str, str]]:
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "ninserve serve did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(proc, url, why=lambda: printed(proc))
         yield proc, url, f"127.0.0.1:{grpc_port}"
     finally:
         if proc.poll() is None:

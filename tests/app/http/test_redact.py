@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from app.http.redact import REDACTED, RedactSecrets, redact
-from tests.app.helpers import free_port, server_env
+from tests.app.helpers import free_port, server_env, wait_until_ready
 
 SECRET = "s3cr3t-0123456789abcdef"
 
@@ -58,15 +57,7 @@ def test_a_key_in_the_query_string_is_not_written_to_the_access_log(
         server = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until_ready(server, url, why=log_path.read_text)
         assert httpx.get(url + f"/v1/models?api_key={SECRET}").status_code == 401
         assert httpx.get(url + f"/healthz?top_k=1&access_token={SECRET}").status_code == 200
     finally:

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from app.http.middleware.shutdown import ShutdownGuardMiddleware
-from tests.app.helpers import free_port, png, server_env
+from tests.app.helpers import free_port, png, server_env, wait_until_ready
 
 
 async def _cut_off(path: str, *, started: bool = False) -> list[dict]:
@@ -89,15 +89,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_in_time(
         server = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline and server.poll() is None, "server did not become ready"
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until_ready(server, url)
 
         statuses: list[int] = []
         transport_errors: list[str] = []
@@ -183,15 +175,7 @@ def test_sigterm_closes_idle_keep_alive_connections_without_resets(tiny_model: P
         await asyncio.wait_for(asyncio.gather(*clients), GRACE_S + 10)
 
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline and server.poll() is None, "server did not become ready"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until_ready(server, f"http://127.0.0.1:{port}")
         asyncio.run(run())
         server.wait(GRACE_S + 10)
     finally:
